@@ -1,0 +1,176 @@
+"""SegNet: an encoder-decoder for semantic segmentation whose decoder upsamples with the
+max-pooling indices saved by the encoder.
+
+Badrinarayanan, Kendall, Cipolla, "SegNet: A Deep Convolutional Encoder-Decoder Architecture for
+Image Segmentation", IEEE TPAMI 39(12), 2017. Dropout follows Kendall, Badrinarayanan, Cipolla,
+"Bayesian SegNet", arXiv:1511.02680, 2015 (the "central" variant).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Channel widths per encoder stage; the decoder mirrors them, deepest stage first.
+ENCODER_WIDTHS = ((64, 64), (128, 128), (256, 256, 256))
+MIN_SIZE = 2 ** len(ENCODER_WIDTHS)  # three 2x2 poolings need at least 8 pixels per side
+
+
+class ConvBNReLU(nn.Sequential):
+    """3x3 convolution (padding 1, no bias: the BatchNorm after it has one), BatchNorm, ReLU."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class EncoderStage(nn.Module):
+    """Conv-BN-ReLU layers, then 2x2/2 max pooling that returns its arg-max indices."""
+
+    def __init__(self, in_channels, widths):
+        super().__init__()
+        channels = (in_channels, *widths)
+        self.convs = nn.Sequential(*(ConvBNReLU(a, b) for a, b in zip(channels, channels[1:])))
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2, return_indices=True)
+
+    def forward(self, x):
+        x = self.convs(x)
+        size = x.shape[-2:]  # pre-pool size: the decoder unpools back to exactly this
+        x, indices = self.pool(x)
+        return x, indices, size
+
+
+class DecoderStage(nn.Module):
+    """Max-unpooling with the matching encoder indices, then Conv-BN-ReLU layers."""
+
+    def __init__(self, widths, out_channels):
+        super().__init__()
+        # The stage keeps its width except the last conv, which maps to the next stage's width.
+        channels = (*widths, out_channels)
+        self.unpool = nn.MaxUnpool2d(kernel_size=2, stride=2)
+        self.convs = nn.Sequential(*(ConvBNReLU(a, b) for a, b in zip(channels, channels[1:])))
+
+    def forward(self, x, indices, size):
+        x = self.unpool(x, indices, output_size=size)
+        return self.convs(x)
+
+
+class SegNet(nn.Module):
+    """SegNet with a three-stage VGG-style encoder (2x64, 2x128, 3x256 convs) and its mirror.
+
+    Input float [N, in_channels, H, W] with H, W >= 8 (any parity); output logits
+    [N, num_classes, H, W]. Binary segmentation is num_classes=2 (background, foreground).
+    dropout > 0 gives Bayesian SegNet's "central" variant: dropout after the two deepest encoder
+    stages and before the two deepest decoder stages.
+    """
+
+    mc_dropout = False  # True during Monte Carlo sampling: dropout on while BatchNorm stays in eval
+
+    def __init__(self, in_channels=1, num_classes=2, dropout=0.0):
+        super().__init__()
+        if not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"in_channels must be an integer >= 1, got {in_channels!r}")
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2 (binary segmentation is "
+                             f"num_classes=2), got {num_classes!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.in_channels, self.num_classes, self.dropout = in_channels, num_classes, float(dropout)
+
+        stage_inputs = (in_channels, *(widths[-1] for widths in ENCODER_WIDTHS[:-1]))
+        self.encoders = nn.ModuleList(
+            EncoderStage(c, widths) for c, widths in zip(stage_inputs, ENCODER_WIDTHS))
+        # Decoder i mirrors encoder i and ends at the width that encoder i received
+        # (64 for the shallowest, so the classifier sees 64 channels).
+        decoder_outputs = (ENCODER_WIDTHS[0][0], *stage_inputs[1:])
+        self.decoders = nn.ModuleList(
+            DecoderStage(widths[::-1], c) for widths, c in zip(ENCODER_WIDTHS, decoder_outputs))
+        self.classifier = nn.Conv2d(ENCODER_WIDTHS[0][0], num_classes, kernel_size=1)
+        # Dropout on the two deepest stages (Bayesian SegNet "central"); identity when p == 0.
+        self.dropout_stages = {len(ENCODER_WIDTHS) - 2, len(ENCODER_WIDTHS) - 1}
+        self._init_weights()
+
+    def _init_weights(self):
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def _drop(self, x, stage):
+        if self.dropout > 0 and stage in self.dropout_stages:
+            return F.dropout(x, self.dropout, training=self.training or self.mc_dropout)
+        return x
+
+    def forward(self, x):
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"SegNet expects input [N, {self.in_channels}, H, W], "
+                             f"got {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        if height < MIN_SIZE or width < MIN_SIZE:
+            raise ValueError(f"SegNet needs H, W >= {MIN_SIZE}, got {height}x{width}")
+        skips = []
+        # x: [N, C, H, W] -> [N, 64, H/2, W/2] -> [N, 128, H/4, W/4] -> [N, 256, H/8, W/8]
+        for stage, encoder in enumerate(self.encoders):
+            x, indices, size = encoder(x)
+            x = self._drop(x, stage)
+            skips.append((indices, size))
+        # [N, 256, H/8, W/8] -> [N, 128, H/4, W/4] -> [N, 64, H/2, W/2] -> [N, 64, H, W]
+        for stage in reversed(range(len(self.decoders))):
+            x = self._drop(x, stage)
+            x = self.decoders[stage](x, *skips[stage])
+        return self.classifier(x)  # [N, num_classes, H, W]
+
+    def constructor_args(self):
+        """The keyword arguments that rebuild this model (stored in checkpoints)."""
+        return {"in_channels": self.in_channels, "num_classes": self.num_classes,
+                "dropout": self.dropout}
+
+
+def layer_table(model, input_size=(1, 1, 256, 256)):
+    """Rows of (layer name, output shape, parameter count) for one forward pass."""
+    rows, hooks = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.MaxUnpool2d)):
+            def hook(mod, inputs, output, name=name):
+                out = output[0] if isinstance(output, tuple) else output
+                params = sum(p.numel() for p in mod.parameters(recurse=False))
+                rows.append((name, tuple(out.shape), params))
+            hooks.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(input_size))
+    model.train(was_training)
+    for handle in hooks:
+        handle.remove()
+    return rows
+
+
+def count_flops(model, input_size=(1, 1, 256, 256)):
+    """FLOPs of one forward pass (multiply-add = 2 FLOPs), from torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(input_size))
+    model.train(was_training)
+    return counter.get_total_flops()
+
+
+def main():
+    model = SegNet()
+    print(f"{'layer':<28} {'output shape':<22} {'params':>10}")
+    for name, shape, params in layer_table(model):
+        print(f"{name:<28} {str(list(shape)):<22} {params:>10,}")
+    total = sum(p.numel() for p in model.parameters())
+    print(f"parameters: {total:,}")
+    print(f"forward FLOPs for a 1x1x256x256 input: {count_flops(model) / 1e9:.2f} GFLOP")
+
+
+if __name__ == "__main__":
+    main()
