@@ -1,0 +1,410 @@
+"""Shared pieces of training, evaluation and prediction: device and precision, metrics from a
+confusion matrix, atomic checkpoints, the notebook API (load_model, predict) and pictures."""
+import contextlib
+import ctypes
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model import SegNet
+
+CHECKPOINT_VERSION = 1
+# Keys a checkpoint must have for load_model; the rest (optimizer, RNG states...) is for --resume.
+CHECKPOINT_KEYS = ("format_version", "model_args", "model", "data")
+
+
+# ---------------------------------------------------------------- device and precision
+
+def resolve_device(name="auto"):
+    """'auto' -> cuda, then mps, then cpu; an explicit device that is missing is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but torch.cuda.is_available() is False "
+                         "(no GPU, or a CPU-only torch build); use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None)
+                              and torch.backends.mps.is_available()):
+        raise ValueError("--device mps was asked for but MPS is not available on this machine")
+    return torch.device(name)
+
+
+def cpu_has_fast_bf16():
+    """True on CPUs with native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(device, amp="auto"):
+    """The autocast dtype for `--amp` on `device`, or None for fp32.
+
+    auto: bf16 where the hardware runs it natively (Ampere+ GPUs, AVX512-BF16/AMX CPUs), fp16 on
+    older CUDA GPUs (with a GradScaler), fp32 elsewhere. Emulated bf16 is many times slower than
+    fp32 (measured 14x on an AVX2 CPU), so auto never picks it.
+    """
+    if amp == "off":
+        return None
+    if amp == "fp16":
+        if device.type == "cpu":
+            raise ValueError("--amp fp16 is for GPUs; on a CPU use --amp bf16 or off")
+        return torch.float16
+    if amp == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return torch.bfloat16
+    return None
+
+
+def resolve_channels_last(device, setting=None):
+    """channels_last on CPU (oneDNN's native layout) and on CUDA; None means auto."""
+    if setting is not None:
+        return setting
+    return device.type in ("cpu", "cuda")
+
+
+def autocast(device, dtype):
+    """Autocast context for `dtype`, or a no-op for fp32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def precision_name(dtype):
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def tune_cpu_allocator():
+    """Keep freed activation buffers in the heap instead of returning them to the OS.
+
+    glibc's malloc gives large blocks back with munmap/trim, so every training step page-faults
+    its ~GB of activations in again (measured 25-40% of a CPU step). Raising the mmap and trim
+    thresholds once at start-up removes that; LD_PRELOAD of tcmalloc/jemalloc does the same.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    ok = libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 34)
+    return bool(ok)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_states():
+    """RNG states of python, numpy and torch as plain data (loadable with weights_only=True)."""
+    numpy_state = np.random.get_state()
+    states = {"python": _to_plain(random.getstate()),
+              "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states):
+    random.setstate(_to_tuple(states["python"]))
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _to_plain(value):
+    return [_to_plain(v) for v in value] if isinstance(value, tuple) else value
+
+
+def _to_tuple(value):
+    return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value
+
+
+# ---------------------------------------------------------------- metrics
+
+def confusion_matrix(preds, targets, num_classes, ignore_index=255):
+    """[num_classes, num_classes] int64 counts, rows = true class, columns = predicted.
+
+    Pixels whose target is ignore_index (or out of range) are left out. Stays on the device.
+    """
+    valid = (targets >= 0) & (targets < num_classes) & (targets != ignore_index)
+    index = targets[valid] * num_classes + preds[valid]
+    counts = torch.bincount(index, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def metrics_from_confusion(confusion, class_names=None):
+    """SegNet's global (G) and class-average (C) accuracy, IoU, Dice, precision, recall.
+
+    Classes absent from both targets and predictions get NaN IoU/Dice and are left out of the
+    means, so a val split without some class is not scored as a failure on it.
+    """
+    confusion = confusion.double().cpu()
+    true_positive = confusion.diag()
+    support = confusion.sum(1)          # pixels of each true class
+    predicted = confusion.sum(0)        # pixels predicted as each class
+    union = support + predicted - true_positive
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    iou = torch.where(union > 0, true_positive / union.clamp(min=1), nan)
+    dice = torch.where(union > 0, 2 * true_positive / (support + predicted).clamp(min=1), nan)
+    recall = torch.where(support > 0, true_positive / support.clamp(min=1), nan)
+    precision = torch.where(predicted > 0, true_positive / predicted.clamp(min=1), nan)
+    total = confusion.sum()
+    names = class_names or [f"class_{c}" for c in range(len(support))]
+    return {
+        "pixel_acc": float(true_positive.sum() / total) if total > 0 else float("nan"),
+        "mean_acc": float(recall.nanmean()),
+        "miou": float(iou.nanmean()),
+        "mean_dice": float(dice.nanmean()),
+        "per_class": [{"name": name, "iou": float(iou[c]), "dice": float(dice[c]),
+                       "precision": float(precision[c]), "recall": float(recall[c]),
+                       "support": int(support[c])} for c, name in enumerate(names)],
+    }
+
+
+def class_weights(data_info, mode):
+    """Per-class loss weights from the training split's pixel counts, or None.
+
+    median-freq (SegNet paper, after Eigen & Fergus): f_c = pixels of class c / pixels of the
+    images in which c appears; w_c = median(f) / f_c. inverse: w_c proportional to 1 / (share of
+    class c), scaled so the weights average 1. A class with no training pixels gets weight 0.
+    """
+    if mode == "none":
+        return None
+    pixels = torch.tensor(data_info["class_pixels"], dtype=torch.float64)
+    present = pixels > 0
+    if mode == "median-freq":
+        image_pixels = torch.tensor(data_info["class_image_pixels"], dtype=torch.float64)
+        freq = pixels / image_pixels.clamp(min=1)
+        weights = torch.where(present, freq[present].median() / freq.clamp(min=1e-12), 0.0)
+    elif mode == "inverse":
+        share = pixels / pixels.sum()
+        weights = torch.where(present, 1 / share.clamp(min=1e-12), 0.0)
+        weights = weights * present.sum() / weights.sum()
+    else:
+        raise ValueError(f"unknown class weighting {mode!r}")
+    return weights.float()
+
+
+def dice_loss(logits, targets, ignore_index=255, eps=1.0):
+    """1 - mean soft Dice over classes; ignored pixels count for nothing."""
+    num_classes = logits.shape[1]
+    valid = (targets != ignore_index).unsqueeze(1)
+    probs = logits.float().softmax(1) * valid
+    one_hot = F.one_hot(targets.clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2)
+    one_hot = one_hot * valid
+    dims = (0, 2, 3)
+    intersection = (probs * one_hot).sum(dims)
+    cardinality = probs.sum(dims) + one_hot.sum(dims)
+    return 1 - ((2 * intersection + eps) / (cardinality + eps)).mean()
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path, checkpoint):
+    """Write atomically: temp file in the same folder, fsync, os.replace.
+
+    A crash or a full disk leaves the previous file at `path` untouched.
+    """
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temp, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except OSError as error:
+        temp.unlink(missing_ok=True)
+        raise OSError(f"could not save checkpoint {path}: {error.strerror or error}; "
+                      f"the previous checkpoint there (if any) is unchanged") from error
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory; the file itself is already synced
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """torch.load with weights_only=True (never runs pickled code), with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        raise ValueError(f"checkpoint {path} could not be loaded safely: it is corrupt, "
+                         f"truncated, or holds objects other than tensors and plain data "
+                         f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(checkpoint, dict)
+               or key not in checkpoint]
+    if missing:
+        raise ValueError(f"{path} is not a checkpoint of this project (missing {missing}); "
+                         f"it may be a bare state_dict or another repo's file")
+    if checkpoint["format_version"] > CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint {path} has format version {checkpoint['format_version']}, "
+                         f"newer than this code ({CHECKPOINT_VERSION}); update the code")
+    return checkpoint
+
+
+def unwrapped(model):
+    """The plain SegNet inside DDP / torch.compile wrappers (so keys have no prefixes)."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def build_model(checkpoint, path="checkpoint"):
+    """A SegNet from a checkpoint's constructor arguments, with its weights loaded."""
+    model = SegNet(**checkpoint["model_args"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise ValueError(f"{path}: the weights do not fit SegNet{checkpoint['model_args']} "
+                         f"(another architecture or a modified file): "
+                         f"{str(error).splitlines()[0][:200]}") from None
+    return model
+
+
+def load_model(path, device="cpu"):
+    """Notebook API: (model in eval mode on `device`, metadata dict) from a checkpoint file.
+
+    The metadata holds class_names, class_colors, mask_decoding, normalization, in_channels,
+    ignore_index and num_classes: everything predict() needs.
+    """
+    device = resolve_device(device) if isinstance(device, str) else device
+    checkpoint = load_checkpoint(path)
+    model = build_model(checkpoint, path).to(device).eval()
+    info = dict(checkpoint["data"], model_args=checkpoint["model_args"],
+                epoch=checkpoint.get("epoch"), best_metric=checkpoint.get("best_metric"))
+    return model, info
+
+
+@torch.inference_mode()
+def predict(model, info, image):
+    """Label map (int64 numpy [H, W]) for a PIL image or numpy array of any size.
+
+    Converts to the checkpoint's channel count and applies the training normalisation.
+    """
+    from dataset import normalize, to_model_array  # dataset imports utils' neighbours only
+    array = to_model_array(image, info["in_channels"])                  # float32 [C, H, W] in [0,1]
+    tensor = torch.from_numpy(normalize(array, info["normalization"]))[None]
+    device = next(model.parameters()).device
+    logits = model(tensor.to(device))
+    return logits.argmax(1)[0].cpu().numpy()
+
+
+# ---------------------------------------------------------------- pictures
+
+def default_colors(num_classes):
+    """Distinct RGB colours; class 0 (background) is black."""
+    base = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
+            (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60),
+            (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200),
+            (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128)]
+    generator = np.random.default_rng(0)
+    extra = [tuple(int(v) for v in generator.integers(0, 256, 3))
+             for _ in range(max(0, num_classes - len(base)))]
+    return [list(color) for color in (base + extra)[:num_classes]]
+
+
+def colorize(labels, colors, ignore_index=255):
+    """uint8 [H, W, 3] picture of a label map; ignored pixels are white."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[:len(colors)] = np.asarray(colors, dtype=np.uint8)
+    palette[ignore_index % 256] = 255
+    return palette[np.asarray(labels).astype(np.int64) % 256]
+
+
+def to_display(image):
+    """uint8 [H, W, 3] from a [C, H, W] float image in any range (min-max stretched)."""
+    image = np.asarray(image, dtype=np.float32)
+    image = image[:3].transpose(1, 2, 0) if image.ndim == 3 else image[..., None]
+    low, high = float(image.min()), float(image.max())
+    image = (image - low) / (high - low) if high > low else np.zeros_like(image)
+    image = (image * 255).round().astype(np.uint8)
+    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+
+
+def overlay(image_rgb, labels, colors, alpha=0.45):
+    """Image with a translucent colour mask; background (class 0) left clear."""
+    colored = colorize(labels, colors).astype(np.float32)
+    mixed = image_rgb.astype(np.float32)
+    foreground = (np.asarray(labels) > 0)[..., None]
+    mixed = np.where(foreground, (1 - alpha) * mixed + alpha * colored, mixed)
+    return mixed.round().astype(np.uint8)
+
+
+def save_samples_figure(path, samples, colors, class_names=None):
+    """Rows of image | ground truth | prediction | overlay. samples: (image, mask, pred)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(samples), 4, figsize=(12, 3 * len(samples)), squeeze=False)
+    for row, (image, mask, pred) in zip(axes, samples):
+        picture = to_display(image)
+        panels = (picture, colorize(mask, colors), colorize(pred, colors),
+                  overlay(picture, pred, colors))
+        for axis, panel, title in zip(row, panels, ("image", "ground truth", "prediction",
+                                                    "overlay")):
+            axis.imshow(panel, interpolation="nearest")
+            axis.set_title(title)
+            axis.axis("off")
+    _save_figure(fig, path)
+
+
+def plot_curves(path, rows):
+    """Loss and mIoU / mean Dice per epoch from metrics.csv rows (dicts)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    epochs = [int(row["epoch"]) for row in rows]
+    fig, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("train_loss", "val_loss"):
+        loss_axis.plot(epochs, [_float(row[key]) for row in rows], marker="o", label=key)
+    for key in ("miou", "mean_dice"):
+        score_axis.plot(epochs, [_float(row[key]) for row in rows], marker="o", label=key)
+    loss_axis.set(xlabel="epoch", ylabel="loss", title="loss")
+    score_axis.set(xlabel="epoch", ylabel="score", title="validation", ylim=(0, 1))
+    for axis in (loss_axis, score_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    _save_figure(fig, path)
+
+
+def _float(value):
+    return float(value) if value not in ("", None) else float("nan")
+
+
+def _save_figure(fig, path):
+    """Save through a temp file so a reader never sees a half-written PNG."""
+    import matplotlib.pyplot as plt
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    fig.tight_layout()
+    fig.savefig(temp, dpi=80)
+    plt.close(fig)
+    os.replace(temp, path)
