@@ -41,6 +41,25 @@ class EncoderStage(nn.Module):
         return x, indices, size
 
 
+class IndexUnpool(nn.MaxUnpool2d):
+    """2x2/2 max-unpooling as one scatter of the values to their recorded arg-max positions.
+
+    Equal to F.max_unpool2d for non-overlapping windows (every index is unique), but allowed
+    under torch.use_deterministic_algorithms (ATen's kernel is flagged non-deterministic) and
+    its backward is a plain gather.
+    """
+
+    def __init__(self):
+        super().__init__(kernel_size=2, stride=2)
+
+    def forward(self, x, indices, output_size):
+        batch, channels = x.shape[:2]
+        height, width = output_size[-2:]
+        flat = x.new_zeros(batch, channels, height * width)
+        flat = flat.scatter(2, indices.flatten(2), x.flatten(2))
+        return flat.view(batch, channels, height, width)
+
+
 class DecoderStage(nn.Module):
     """Max-unpooling with the matching encoder indices, then Conv-BN-ReLU layers."""
 
@@ -48,7 +67,7 @@ class DecoderStage(nn.Module):
         super().__init__()
         # The stage keeps its width except the last conv, which maps to the next stage's width.
         channels = (*widths, out_channels)
-        self.unpool = nn.MaxUnpool2d(kernel_size=2, stride=2)
+        self.unpool = IndexUnpool()
         self.convs = nn.Sequential(*(ConvBNReLU(a, b) for a, b in zip(channels, channels[1:])))
 
     def forward(self, x, indices, size):
@@ -94,7 +113,9 @@ class SegNet(nn.Module):
     def _init_weights(self):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                # fan_in for the classifier keeps the initial logits small (loss ~ ln C).
+                mode = "fan_in" if module is self.classifier else "fan_out"
+                nn.init.kaiming_normal_(module.weight, mode=mode, nonlinearity="relu")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.BatchNorm2d):
@@ -129,6 +150,58 @@ class SegNet(nn.Module):
         """The keyword arguments that rebuild this model (stored in checkpoints)."""
         return {"in_channels": self.in_channels, "num_classes": self.num_classes,
                 "dropout": self.dropout}
+
+
+# torchvision's vgg16_bn "features" indices of conv1_1 .. conv3_3; each BatchNorm follows at +1.
+VGG16_BN_CONV_INDICES = (0, 3, 7, 10, 14, 17, 20)
+
+
+def load_vgg16_bn_encoder(model, state_dict):
+    """Initialise the encoder from a VGG16-BN state dict in torchvision's key format.
+
+    The seven encoder convs take conv1_1 .. conv3_3 (`features.0` .. `features.20`) and their
+    BatchNorms (`features.1` .. `features.21`), as in the SegNet paper. VGG convs have a bias and
+    ours do not (the BatchNorm after them has one), so each bias is folded into the BatchNorm's
+    running mean: BN(conv(x) + b) == BN'(conv(x)) with running_mean' = running_mean - b.
+    With in_channels=1 the first conv's RGB filters are summed (a gray image is R = G = B, so
+    the response to it is unchanged); with 3 they are copied. Every shape is checked.
+    `state_dict` is a dict or a path (loaded with weights_only=True); nothing is downloaded.
+    """
+    source = state_dict
+    if not isinstance(state_dict, dict):
+        source = torch.load(state_dict, map_location="cpu", weights_only=True)
+    if model.in_channels not in (1, 3):
+        raise ValueError(f"VGG16 weights fit in_channels 1 (summed) or 3, not {model.in_channels}")
+    convs = [m for m in model.encoders.modules() if isinstance(m, nn.Conv2d)]
+    norms = [m for m in model.encoders.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for conv, norm, index in zip(convs, norms, VGG16_BN_CONV_INDICES):
+            weight = _vgg_tensor(source, f"features.{index}.weight", state_dict)
+            bias = _vgg_tensor(source, f"features.{index}.bias", state_dict)
+            if index == 0 and model.in_channels == 1:
+                weight = weight.sum(dim=1, keepdim=True)
+            _copy_checked(conv.weight, weight, f"features.{index}.weight", state_dict)
+            bn = {name: _vgg_tensor(source, f"features.{index + 1}.{name}", state_dict)
+                  for name in ("weight", "bias", "running_mean", "running_var")}
+            bn["running_mean"] = bn["running_mean"] - bias
+            for name, value in bn.items():
+                _copy_checked(getattr(norm, name), value, f"features.{index + 1}.{name}",
+                              state_dict)
+    return model
+
+
+def _vgg_tensor(source, key, origin):
+    if key not in source:
+        raise ValueError(f"{origin}: no '{key}': not a VGG16-BN state dict in torchvision's "
+                         f"format (keys like features.0.weight ... features.21.running_var)")
+    return source[key].float()
+
+
+def _copy_checked(target, value, key, origin):
+    if target.shape != value.shape:
+        raise ValueError(f"{origin}: '{key}' has shape {tuple(value.shape)}, the SegNet encoder "
+                         f"needs {tuple(target.shape)}: is this VGG16 with BatchNorm (vgg16_bn)?")
+    target.copy_(value)
 
 
 def layer_table(model, input_size=(1, 1, 256, 256)):

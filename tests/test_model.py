@@ -162,3 +162,83 @@ def test_wrong_input_raises_clear_error():
         model(torch.randn(1, 3, 16, 16))
     with pytest.raises(ValueError, match=">= 8"):
         model(torch.randn(1, 1, 7, 16))
+
+
+def fake_vgg16_bn_state_dict(seed=0):
+    """Random tensors with torchvision vgg16_bn's key names and shapes (features + classifier)."""
+    generator = torch.Generator().manual_seed(seed)
+    config = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+    state, index, channels = {}, 0, 3
+    for item in config:
+        if item == "M":
+            index += 1
+            continue
+        state[f"features.{index}.weight"] = torch.randn(item, channels, 3, 3, generator=generator)
+        state[f"features.{index}.bias"] = torch.randn(item, generator=generator)
+        for name, value in (("weight", torch.rand(item, generator=generator) + 0.5),
+                            ("bias", torch.randn(item, generator=generator)),
+                            ("running_mean", torch.randn(item, generator=generator)),
+                            ("running_var", torch.rand(item, generator=generator) + 0.5)):
+            state[f"features.{index + 1}.{name}"] = value
+        state[f"features.{index + 1}.num_batches_tracked"] = torch.tensor(100)
+        index, channels = index + 3, item
+    state["classifier.0.weight"] = torch.randn(4096, 512 * 7 * 7, generator=generator)[:8]
+    return state
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_vgg16_bn_encoder_initialisation(in_channels, tmp_path):
+    from model import load_vgg16_bn_encoder
+    state = fake_vgg16_bn_state_dict()
+    path = tmp_path / "vgg16_bn.pth"
+    torch.save(state, path)
+    model = load_vgg16_bn_encoder(SegNet(in_channels=in_channels), path).eval()
+    first_conv = model.encoders[0].convs[0][0]
+    expected = state["features.0.weight"]
+    if in_channels == 1:
+        expected = expected.sum(1, keepdim=True)
+    assert torch.equal(first_conv.weight, expected)
+    last_bn = model.encoders[2].convs[2][1]
+    assert torch.equal(last_bn.running_var, state["features.21.running_var"])
+    assert torch.allclose(last_bn.running_mean,
+                          state["features.21.running_mean"] - state["features.20.bias"])
+    # The first block computes exactly VGG's conv(+bias) -> BN -> ReLU on a gray image.
+    gray = torch.rand(1, 1, 12, 12)
+    rgb = gray.expand(1, 3, 12, 12)
+    reference = nn.functional.conv2d(rgb, state["features.0.weight"], state["features.0.bias"],
+                                     padding=1)
+    reference = nn.functional.batch_norm(
+        reference, state["features.1.running_mean"], state["features.1.running_var"],
+        state["features.1.weight"], state["features.1.bias"]).relu()
+    with torch.no_grad():
+        ours = model.encoders[0].convs[0](gray if in_channels == 1 else rgb)
+    assert torch.allclose(ours, reference, atol=1e-4)
+
+
+def test_vgg16_bn_wrong_file_is_a_clear_error():
+    from model import load_vgg16_bn_encoder
+    state = fake_vgg16_bn_state_dict()
+    with pytest.raises(ValueError, match="in_channels 1"):
+        load_vgg16_bn_encoder(SegNet(in_channels=2), state)
+    del state["features.14.weight"]
+    with pytest.raises(ValueError, match="features.14.weight"):
+        load_vgg16_bn_encoder(SegNet(), state)
+    plain_vgg = fake_vgg16_bn_state_dict()
+    plain_vgg["features.3.weight"] = torch.randn(64, 32, 3, 3)
+    with pytest.raises(ValueError, match="shape"):
+        load_vgg16_bn_encoder(SegNet(), plain_vgg)
+
+
+def test_index_unpool_equals_max_unpool2d_forward_and_backward():
+    from model import IndexUnpool
+    torch.manual_seed(0)
+    pre_pool = torch.randn(2, 3, 9, 13, requires_grad=True)
+    pooled, indices = nn.functional.max_pool2d(pre_pool, 2, 2, return_indices=True)
+    values = torch.randn_like(pooled, requires_grad=True)
+    ours = IndexUnpool()(values, indices, output_size=(9, 13))
+    reference = nn.functional.max_unpool2d(values, indices, 2, 2, output_size=(9, 13))
+    assert torch.equal(ours, reference)
+    grad = torch.randn_like(ours)
+    (ours_grad,) = torch.autograd.grad(ours, values, grad)
+    (reference_grad,) = torch.autograd.grad(reference, values, grad)
+    assert torch.equal(ours_grad, reference_grad)

@@ -1,0 +1,224 @@
+"""train.py end to end on a tiny generated dataset: run folder, resume, interruption, flags."""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import train
+import utils
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMING_COLUMNS = {"seconds", "img/s"}
+
+
+def write_tiny_dataset(root, counts=(("train", 6), ("val", 2)), size=24, seed=0):
+    """Index masks with 3 classes: a bright square (1) and a dark bar (2) on a mid background."""
+    rng = np.random.default_rng(seed)
+    for split, count in counts:
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+        for index in range(count):
+            mask = np.zeros((size, size), dtype=np.uint8)
+            top, left = rng.integers(0, size - 10, 2)
+            mask[top:top + 8, left:left + 8] = 1
+            mask[rng.integers(0, size - 3):][:3, 2:size - 2] = 2
+            image = np.choose(mask, [120, 220, 30]).astype(np.float64)
+            image += rng.normal(0, 10, image.shape)
+            Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(
+                root / split / "images" / f"img_{index}.png")
+            Image.fromarray(mask).save(root / split / "masks" / f"img_{index}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return write_tiny_dataset(tmp_path_factory.mktemp("data"))
+
+
+def run_args(data_root, out, *extra):
+    args = ["--data", str(data_root), "--out", str(out), "--epochs", "2", "--batch-size", "2",
+            "--crop-size", "16", "--workers", "0", "--log-every", "1", *extra]
+    return train.get_args_parser().parse_args(args)
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_smoke_run_writes_a_complete_run_folder(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert train.main(run_args(tiny_data, out)) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "train.log", "metrics.csv", "last.pt", "best.pt", "curves.png",
+            "val_samples_epoch001.png", "val_samples_epoch002.png"} <= names
+    assert not [name for name in names if name.startswith(".")]  # no temp files left
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_classes"] == 3 and config["class_names"] == [
+        "class_0", "class_1", "class_2"]
+    assert config["args"]["epochs"] == 2 and config["runtime"]["device"] == "cpu"
+    assert {"mask_decoding", "normalization", "torch", "python", "git_commit"} <= set(config)
+
+    rows = read_csv(out / "metrics.csv")
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "pixel_acc", "mean_acc", "miou",
+                             "mean_dice", "iou_class_0", "iou_class_1", "iou_class_2", "lr",
+                             "seconds", "img/s"]
+    for row in rows:
+        assert 0 <= float(row["miou"]) <= 1 and float(row["train_loss"]) > 0
+
+    for name in ("curves.png", "val_samples_epoch002.png"):
+        with Image.open(out / name) as picture:
+            assert picture.size[0] > 100
+    checkpoint = torch.load(out / "last.pt", weights_only=True)
+    assert checkpoint["epoch"] == 2 and checkpoint["batch"] == 0
+    assert not any(key.startswith(("module.", "_orig_mod.")) for key in checkpoint["model"])
+    model, info = utils.load_model(out / "best.pt")
+    assert info["num_classes"] == 3 and not model.training
+    log = (out / "train.log").read_text()
+    assert "epoch 2/2" in log and "miou" in log
+
+
+def weights_and_rows(run_dir):
+    checkpoint = torch.load(run_dir / "last.pt", weights_only=True)
+    rows = [{key: value for key, value in row.items() if key not in TIMING_COLUMNS}
+            for row in read_csv(run_dir / "metrics.csv")]
+    return checkpoint["model"], rows
+
+
+def assert_same_run(run_a, run_b):
+    weights_a, rows_a = weights_and_rows(run_a)
+    weights_b, rows_b = weights_and_rows(run_b)
+    assert rows_a == rows_b
+    for key in weights_a:
+        assert torch.equal(weights_a[key], weights_b[key]), key
+
+
+def test_resume_reproduces_an_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
+    common = ("--deterministic", "--epochs", "4", "--scheduler", "poly")
+    straight = tmp_path / "straight"
+    assert train.main(run_args(tiny_data, straight, *common)) == 0
+    # The same run stopped after 2 epochs (6 train images / batch 2 = 3 steps an epoch).
+    resumed = tmp_path / "resumed"
+    stop_after_steps(monkeypatch, steps=2 * 3)
+    assert train.main(run_args(tiny_data, resumed, *common)) == 130
+    monkeypatch.undo()
+    checkpoint = torch.load(resumed / "last.pt", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["batch"]) == (2, 0)
+    assert train.main(run_args(tiny_data, resumed, *common, "--resume", str(resumed))) == 0
+    assert_same_run(straight, resumed)
+
+
+def test_interrupt_mid_epoch_then_resume(tiny_data, tmp_path, monkeypatch):
+    common = ("--deterministic", "--epochs", "3")
+    straight = tmp_path / "straight"
+    assert train.main(run_args(tiny_data, straight, *common)) == 0
+    interrupted = tmp_path / "interrupted"
+    stop_after_steps(monkeypatch, steps=4)  # epoch 2, after its first batch
+    assert train.main(run_args(tiny_data, interrupted, *common)) == 130
+    monkeypatch.undo()
+    checkpoint = torch.load(interrupted / "last.pt", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["batch"]) == (1, 1)
+    assert len(read_csv(interrupted / "metrics.csv")) == 1
+    assert train.main(run_args(tiny_data, interrupted, *common, "--resume",
+                               str(interrupted / "last.pt"))) == 0
+    assert_same_run(straight, interrupted)
+
+
+def stop_after_steps(monkeypatch, steps):
+    """Make the next run behave as if SIGTERM arrived after `steps` training steps."""
+    captured = {}
+
+    def new_state():
+        captured["state"] = original_new_state()
+        return captured["state"]
+
+    class StopAfter(train.StopFlag):
+        signal = property(lambda self: "SIGTERM"
+                          if captured["state"]["global_step"] >= steps else None,
+                          lambda self, value: None)
+
+        def install(self):
+            pass
+
+    original_new_state = train.new_state
+    monkeypatch.setattr(train, "new_state", new_state)
+    monkeypatch.setattr(train, "StopFlag", StopAfter)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--lr", "-0.1"], "--lr must be a positive"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--crop-size", "64"], "larger than every training image"),
+    (["--momentum", "1.5"], "--momentum"),
+])
+def test_invalid_flags_are_rejected_before_work(tiny_data, tmp_path, flags, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match=message):
+        train.main(run_args(tiny_data, out, *flags))
+    assert not (out / "last.pt").exists()
+
+
+def test_missing_data_folder_is_an_error_not_a_demo(tmp_path):
+    with pytest.raises(SystemExit, match="is not a folder"):
+        train.main(run_args(tmp_path / "nope", tmp_path / "run"))
+    assert not (tmp_path / "nope").exists()
+
+
+def test_existing_run_is_never_overwritten(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.csv").write_text("precious\n")
+    with pytest.raises(SystemExit, match="already holds a run"):
+        train.main(run_args(tiny_data, out))
+    assert (out / "metrics.csv").read_text() == "precious\n"
+
+
+def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data, tmp_path,
+                                                                         monkeypatch):
+    out = tmp_path / "run"
+    assert train.main(run_args(tiny_data, out, "--epochs", "1", "--optimizer", "sgd")) == 0
+    good = torch.load(out / "last.pt", weights_only=True)["model"]
+    with pytest.raises(SystemExit, match="--optimizer sgd, not adamw"):
+        train.main(run_args(tiny_data, out, "--epochs", "3", "--resume", str(out)))
+    build_criterion = train.build_criterion
+
+    def exploding(args, info, device):
+        criterion, weights = build_criterion(args, info, device)
+        return (lambda logits, masks: criterion(logits, masks) * float("nan")), weights
+
+    monkeypatch.setattr(train, "build_criterion", exploding)
+    args = run_args(tiny_data, out, "--epochs", "3", "--resume", str(out), "--optimizer", "sgd")
+    with pytest.raises(FloatingPointError, match="loss became nan"):
+        train.main(args)
+    kept = torch.load(out / "last.pt", weights_only=True)
+    assert kept["epoch"] == 1
+    assert all(torch.equal(good[key], kept["model"][key]) for key in good)
+
+
+def test_dry_run_and_overfit_batch(tiny_data, tmp_path):
+    assert train.main(run_args(tiny_data, tmp_path / "dry", "--dry-run")) == 0
+    rows = read_csv(tmp_path / "dry" / "metrics.csv")
+    assert len(rows) == 1
+    overfit = run_args(tiny_data, tmp_path / "overfit", "--overfit-batch", "--epochs", "15",
+                       "--no-augment", "--crop-size", "0", "--lr", "3e-3",
+                       "--eval-every", "15", "--scheduler", "none")
+    assert train.main(overfit) == 0
+    rows = read_csv(tmp_path / "overfit" / "metrics.csv")
+    assert float(rows[-1]["train_loss"]) < 0.5 * float(rows[0]["train_loss"])
+    assert float(rows[-1]["pixel_acc"]) > 0.9
+
+
+def test_help_shows_defaults():
+    result = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "--crop-size" in result.stdout and "(default:" in result.stdout

@@ -1,0 +1,841 @@
+"""Train SegNet on data/{train,val}/{images,masks}: `python train.py` (demo data) or
+`python train.py --data path/to/data`. Writes a run folder with config, log, metrics, curves,
+sample pictures and checkpoints; `--resume` continues a run exactly where it stopped."""
+import argparse
+import csv
+import datetime
+import functools
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from tqdm import tqdm
+
+import dataset as data
+import utils
+from model import SegNet
+
+DEFAULT_DATA = Path(__file__).resolve().parent / "data"
+NUM_SAMPLE_IMAGES = 4
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", type=Path, default=None,
+                       help="dataset root with {train,val}/{images,masks}; default: ./data, "
+                            "where the demo set is generated if it has no train split")
+    group.add_argument("--num-classes", type=int, default=None,
+                       help="number of classes (default: inferred from the training masks)")
+    group.add_argument("--in-channels", type=int, default=1, choices=[1, 3],
+                       help="1 = grayscale (RGB files converted), 3 = RGB")
+    group.add_argument("--class-table", type=Path, default=None,
+                       help="JSON class table (names, colours, void) for RGB colour masks")
+    group.add_argument("--mask-threshold", type=int, default=None,
+                       help="binarise single-channel masks at this value (e.g. 128 for JPEG masks)")
+    group.add_argument("--ignore-index", type=int, default=255,
+                       help="mask value that is excluded from loss and metrics")
+    group.add_argument("--crop-size", type=int, default=64,
+                       help="random training crop (pixels, square); 0 = whole images")
+    group.add_argument("--image-size", type=int, default=None,
+                       help="resize images (and masks, nearest) to this square size for "
+                            "training and validation; default: native size")
+    group.add_argument("--scale", type=float, nargs=2, default=(0.75, 1.25),
+                       metavar=("MIN", "MAX"), help="random scale range before cropping")
+    group.add_argument("--no-flip", action="store_true", help="disable random h/v flips")
+    group.add_argument("--rotate", type=float, default=15.0,
+                       help="random rotation range in degrees (+-); 0 disables")
+    group.add_argument("--jitter", type=float, default=0.2,
+                       help="brightness/contrast/gamma jitter strength; 0 disables")
+    group.add_argument("--noise", type=float, default=0.02,
+                       help="std of added gaussian noise (images in [0,1]); 0 disables")
+    group.add_argument("--no-augment", action="store_true",
+                       help="disable all augmentation except cropping")
+    group.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
+                       help="keep decoded training images in memory (small datasets)")
+    group.add_argument("--workers", type=int, default=None,
+                       help="DataLoader worker processes (default: 0 on CPU, where workers "
+                            "compete with compute threads; 4 on GPU)")
+
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--epochs", type=int, default=12, help="number of epochs")
+    group.add_argument("--batch-size", type=int, default=8, help="images per step (per process)")
+    group.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    group.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="adamw")
+    group.add_argument("--momentum", type=float, default=0.9, help="SGD momentum / Adam beta1")
+    group.add_argument("--weight-decay", type=float, default=1e-4)
+    group.add_argument("--scheduler", choices=["none", "cosine", "poly", "step", "plateau"],
+                       default="cosine", help="learning-rate schedule after warm-up")
+    group.add_argument("--warmup-epochs", type=float, default=0.5,
+                       help="linear warm-up length in epochs (fractions allowed)")
+    group.add_argument("--step-size", type=int, default=10, help="epochs per decay (step)")
+    group.add_argument("--gamma", type=float, default=0.1, help="decay factor (step, plateau)")
+    group.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default="ce")
+    group.add_argument("--class-weights", choices=["none", "median-freq", "inverse"],
+                       default="none", help="class weighting of the cross-entropy")
+    group.add_argument("--grad-clip", type=float, default=0.0,
+                       help="clip the gradient norm to this value; 0 disables")
+
+    group = parser.add_argument_group("hardware")
+    group.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    group.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
+                       help="mixed precision; auto = bf16 where the hardware has it natively, "
+                            "fp16 on older GPUs, fp32 otherwise")
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="NHWC memory format (default: on for CPU and CUDA)")
+    group.add_argument("--compile", action="store_true", help="torch.compile the model")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--deterministic", action="store_true",
+                       help="deterministic algorithms (bit-exact resume on CPU)")
+
+    group = parser.add_argument_group("run")
+    group.add_argument("--out", type=Path, default=None,
+                       help="run folder (default: runs/<timestamp>); an existing run is "
+                            "never overwritten")
+    group.add_argument("--resume", type=Path, default=None,
+                       help="checkpoint (or run folder, meaning its last.pt) to continue from")
+    group.add_argument("--eval-every", type=int, default=1, help="validate every N epochs")
+    group.add_argument("--save-every", type=int, default=1, help="write last.pt every N epochs")
+    group.add_argument("--early-stop", type=int, default=0, metavar="PATIENCE",
+                       help="stop after PATIENCE validations without a better mIoU; 0 = never")
+    group.add_argument("--dry-run", action="store_true",
+                       help="one training and one validation batch, then stop")
+    group.add_argument("--overfit-batch", action="store_true",
+                       help="train and validate on one fixed batch (sanity check: loss -> 0)")
+    group.add_argument("--log-every", type=int, default=20,
+                       help="steps between log lines when output is not a terminal")
+    return parser
+
+
+# ---------------------------------------------------------------- start-up checks
+
+def validate_args(args):
+    """Reject impossible flag values before any work starts."""
+    positive = {"epochs": args.epochs, "batch-size": args.batch_size,
+                "eval-every": args.eval_every, "save-every": args.save_every,
+                "log-every": args.log_every, "step-size": args.step_size}
+    non_negative = {"weight-decay": args.weight_decay, "grad-clip": args.grad_clip,
+                    "warmup-epochs": args.warmup_epochs, "rotate": args.rotate,
+                    "jitter": args.jitter, "noise": args.noise, "early-stop": args.early_stop,
+                    "crop-size": args.crop_size}
+    problems = [f"--{name} must be >= 1, got {value}" for name, value in positive.items()
+                if value < 1]
+    problems += [f"--{name} must be >= 0, got {value}" for name, value in non_negative.items()
+                 if value < 0]
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        problems.append(f"--lr must be a positive number, got {args.lr}")
+    if not 0 <= args.momentum < 1:
+        problems.append(f"--momentum must be in [0, 1), got {args.momentum}")
+    if not 0 < args.gamma <= 1:
+        problems.append(f"--gamma must be in (0, 1], got {args.gamma}")
+    if not 0 < args.scale[0] <= args.scale[1]:
+        problems.append(f"--scale must be 0 < MIN <= MAX, got {args.scale}")
+    if args.num_classes is not None and args.num_classes < 2:
+        problems.append(f"--num-classes must be >= 2 (binary is 2), got {args.num_classes}")
+    if args.image_size is not None and args.image_size < 8:
+        problems.append(f"--image-size must be >= 8, got {args.image_size}")
+    if 0 < args.crop_size < 8:
+        problems.append(f"--crop-size must be 0 (whole images) or >= 8, got {args.crop_size}")
+    if args.workers is not None and args.workers < 0:
+        problems.append(f"--workers must be >= 0, got {args.workers}")
+    if not 0 <= args.ignore_index <= 255 and args.ignore_index != -100:
+        problems.append(f"--ignore-index must be in 0..255 (or -100), got {args.ignore_index}")
+    if args.class_table is not None and not args.class_table.is_file():
+        problems.append(f"--class-table {args.class_table} does not exist")
+    if args.resume is not None and not args.resume.exists():
+        problems.append(f"--resume {args.resume} does not exist")
+    if problems:
+        raise SystemExit("error: " + "; ".join(problems))
+
+
+def resolve_data_root(args, log):
+    """--data given: it must exist. Not given: ./data, generating the demo set if needed."""
+    if args.data is not None:
+        if not args.data.is_dir():
+            raise SystemExit(f"error: --data {args.data} is not a folder (expected "
+                             f"{args.data}/train/images and {args.data}/train/masks)")
+        return args.data
+    if not (DEFAULT_DATA / "train").is_dir():
+        log(f"no dataset in {DEFAULT_DATA}: generating the demo dataset there "
+            f"(python dataset.py make-demo {DEFAULT_DATA})")
+        data.make_demo(DEFAULT_DATA, seed=0)
+    return DEFAULT_DATA
+
+
+def check_crop_fits(args, info):
+    """A crop larger than every training image can never be filled: stop now, not later."""
+    sizes = (info.get("image_sizes") or {}).get("train")
+    if args.crop_size == 0 or args.image_size or not sizes:
+        return
+    largest = min(sizes["max"])  # no image's short side exceeds the smaller of the maxima
+    if args.crop_size > largest:
+        raise SystemExit(f"error: --crop-size {args.crop_size} is larger than every training "
+                         f"image (largest {sizes['max'][0]}x{sizes['max'][1]}); use "
+                         f"--crop-size <= {largest}, or 0 for whole images")
+
+
+# ---------------------------------------------------------------- run folder
+
+def choose_run_folder(args):
+    """--out, the resumed run's folder, or runs/<timestamp>; never an existing run."""
+    if args.resume is not None and args.out is None:
+        checkpoint_path = resolve_resume_path(args.resume)
+        return checkpoint_path.parent
+    if args.out is not None:
+        if args.resume is None and args.out.exists() and any(args.out.iterdir()):
+            raise SystemExit(f"error: --out {args.out} already holds a run; pass --resume "
+                             f"{args.out} to continue it, or choose another --out")
+        return args.out
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder, suffix = Path("runs") / stamp, 1
+    while folder.exists():
+        folder, suffix = Path("runs") / f"{stamp}-{suffix}", suffix + 1
+    return folder
+
+
+def resolve_resume_path(path):
+    path = Path(path)
+    return path / "last.pt" if path.is_dir() else path
+
+
+class Logger:
+    """Print and append to train.log; the file is flushed every line."""
+
+    def __init__(self, path=None):
+        self.file = open(path, "a", encoding="utf-8") if path else None
+
+    def __call__(self, message):
+        tqdm.write(message) if sys.stdout.isatty() else print(message, flush=True)
+        if self.file:
+            self.file.write(message + "\n")
+            self.file.flush()
+
+    def close(self):
+        if self.file:
+            self.file.close()
+
+
+def git_commit():
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None
+
+
+def write_json(path, payload):
+    temp = Path(path).with_name(f".{Path(path).name}.tmp")
+    temp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(temp, path)
+
+
+def metric_columns(class_names):
+    return (["epoch", "train_loss", "val_loss", "pixel_acc", "mean_acc", "miou", "mean_dice"]
+            + [f"iou_{name}" for name in class_names] + ["lr", "seconds", "img/s"])
+
+
+def read_metrics(path, up_to_epoch):
+    """Rows of metrics.csv up to (and including) an epoch: a resumed run drops later rows."""
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [row for row in csv.DictReader(handle) if int(row["epoch"]) <= up_to_epoch]
+
+
+def write_metrics(path, rows, columns):
+    """Rewrite metrics.csv atomically, so a crash never leaves a torn or duplicated row."""
+    temp = Path(path).with_name(f".{Path(path).name}.tmp")
+    with open(temp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temp, path)
+
+
+# ---------------------------------------------------------------- data
+
+class EpochSeeded(Dataset):
+    """Seeds every RNG from (seed, epoch, index) before each sample's augmentation, so the
+    augmented data is the same whatever the worker count or where a run was resumed."""
+
+    def __init__(self, dataset, seed):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        utils.seed_everything((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+        return self.dataset[index]
+
+
+class EpochSampler(Sampler):
+    """Shuffled order from (seed, epoch) alone, this process's shard of it, and a start offset
+    so a run resumed mid-epoch continues with exactly the batches it had not seen.
+
+    With world_size > 1 (torchrun) the order is padded by repetition to a multiple of
+    world_size, as DistributedSampler does; evaluation uses its own exact sharding.
+    """
+
+    def __init__(self, size, seed, shuffle=True, rank=0, world_size=1):
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch, start=0):
+        self.epoch, self.start = epoch, start
+
+    def full_order(self):
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        per_rank = math.ceil(self.size / self.world_size)
+        order += order[:per_rank * self.world_size - self.size]
+        return order[self.rank::self.world_size]
+
+    def __iter__(self):
+        return iter(self.full_order()[self.start:])
+
+    def __len__(self):
+        return len(self.full_order()) - self.start
+
+
+class Compose:
+    def __init__(self, *transforms):
+        self.transforms = transforms
+
+    def __call__(self, image, mask):
+        for transform in self.transforms:
+            image, mask = transform(image, mask)
+        return image, mask
+
+
+def build_datasets(args, root, info):
+    augment = not args.no_augment
+    flip = augment and not args.no_flip
+    train_transform = data.TrainTransform(
+        crop_size=args.crop_size or None, scale=tuple(args.scale) if augment else None,
+        hflip=flip, vflip=flip, rotate=args.rotate if augment else 0,
+        jitter=args.jitter if augment else 0, noise=args.noise if augment else 0,
+        ignore_index=args.ignore_index)
+    if args.image_size:
+        train_transform = Compose(data.EvalTransform(args.image_size), train_transform)
+    eval_transform = data.EvalTransform(args.image_size)
+    train_set = data.SegmentationDataset(root, "train", info, transform=train_transform,
+                                         cache=args.cache)
+    val_set = data.SegmentationDataset(root, "val", info, transform=eval_transform,
+                                       cache=args.cache)
+    return EpochSeeded(train_set, args.seed), val_set
+
+
+def quiet_worker(worker_id):
+    """Ctrl-C is handled by the main process (which saves a checkpoint), not by workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def build_loaders(args, train_set, val_set, device):
+    """Train loader (EpochSampler, whole batches) and val loader (fixed order)."""
+    workers = args.workers if args.workers is not None else (0 if device.type == "cpu" else 4)
+    collate = functools.partial(data.pad_collate, ignore_index=args.ignore_index)
+    common = dict(num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
+                  persistent_workers=workers > 0, worker_init_fn=quiet_worker)
+    if args.overfit_batch or args.dry_run:
+        train_set = Subset(train_set, range(min(args.batch_size, len(train_set))))
+        val_set = Subset(val_set, range(min(args.batch_size, len(val_set))))
+    if args.overfit_batch:
+        val_set = train_set  # validate on the very batch being memorised
+    # Drop a last partial batch: a batch of one breaks BatchNorm statistics.
+    drop_last = len(train_set) > args.batch_size
+    sampler = EpochSampler(len(train_set), args.seed, shuffle=not args.overfit_batch)
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler,
+                              drop_last=drop_last, **common)
+    val_loader = DataLoader(val_set, batch_size=args.batch_size, shuffle=False, **common)
+    return train_loader, val_loader
+
+
+# ---------------------------------------------------------------- model and optimisation
+
+def build_optimizer(args, model, device):
+    params = model.parameters()
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum,
+                               weight_decay=args.weight_decay, nesterov=args.momentum > 0)
+    optimizer_class = torch.optim.Adam if args.optimizer == "adam" else torch.optim.AdamW
+    return optimizer_class(params, lr=args.lr, betas=(args.momentum, 0.999),
+                           weight_decay=args.weight_decay, **fused)
+
+
+def build_scheduler(args, optimizer, steps_per_epoch):
+    """Per-step linear warm-up, then the chosen decay (per step; plateau per validation)."""
+    total = max(1, args.epochs * steps_per_epoch)
+    warmup = int(args.warmup_epochs * steps_per_epoch)
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        if args.scheduler == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        if args.scheduler == "poly":
+            return max(0.0, 1 - progress) ** 0.9
+        if args.scheduler == "step":
+            return args.gamma ** (step // (args.step_size * steps_per_epoch))
+        return 1.0  # none, plateau (ReduceLROnPlateau acts on top)
+
+    warm = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    plateau = None
+    if args.scheduler == "plateau":
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=args.gamma, patience=2)
+    return warm, plateau
+
+
+def build_criterion(args, info, device):
+    weights = utils.class_weights(info, args.class_weights)
+    weights = weights.to(device) if weights is not None else None
+
+    def criterion(logits, masks):
+        logits = logits.float()
+        loss = 0.0
+        if args.loss in ("ce", "ce+dice"):
+            loss = loss + F.cross_entropy(logits, masks, weight=weights,
+                                          ignore_index=args.ignore_index)
+        if args.loss in ("dice", "ce+dice"):
+            loss = loss + utils.dice_loss(logits, masks, args.ignore_index)
+        return loss
+    return criterion, weights
+
+
+class Runtime:
+    """Device, precision and memory format, decided once and asked by everything else."""
+
+    def __init__(self, args):
+        self.device = utils.resolve_device(args.device)
+        self.dtype = utils.resolve_precision(self.device, args.amp)
+        self.channels_last = utils.resolve_channels_last(self.device, args.channels_last)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+        if self.device.type == "cpu":
+            utils.tune_cpu_allocator()
+
+    def autocast(self):
+        return utils.autocast(self.device, self.dtype)
+
+    def to_device(self, images, masks):
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, masks.to(self.device, non_blocking=True)
+
+    def describe(self):
+        return {"device": str(self.device), "precision": utils.precision_name(self.dtype),
+                "channels_last": self.channels_last}
+
+
+# ---------------------------------------------------------------- loops
+
+class Interrupted(Exception):
+    """Raised from the training loop after SIGINT/SIGTERM, once the step in flight is done."""
+
+
+class StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step and exits."""
+
+    def __init__(self):
+        self.signal = None
+
+    def install(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.handler)
+
+    def handler(self, signum, frame):
+        if self.signal is not None:  # second Ctrl-C: stop immediately
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+
+def train_one_epoch(model, loader, criterion, optimizer, scheduler, runtime, state, args,
+                    stop, log):
+    """One pass over the training loader from batch state['batch'] (non-zero after a resume
+    mid-epoch). Returns (mean loss, img/s, seconds, interrupted by a signal mid-epoch)."""
+    model.train()
+    total = state["batch"] + len(loader)
+    loss_sum = torch.tensor(state["loss_sum"], dtype=torch.float64, device=runtime.device)
+    images_seen, start = 0, time.perf_counter()
+    bar = tqdm(total=total, initial=state["batch"], desc=f"epoch {state['epoch'] + 1}",
+               leave=False, disable=not sys.stdout.isatty(), dynamic_ncols=True)
+    for images, masks in loader:
+        images, masks = runtime.to_device(images, masks)
+        with runtime.autocast():
+            loss = criterion(model(images), masks)
+        optimizer.zero_grad(set_to_none=True)
+        runtime.scaler.scale(loss).backward()
+        if args.grad_clip:
+            runtime.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        runtime.scaler.step(optimizer)
+        runtime.scaler.update()
+        scheduler.step()
+        loss_sum += loss.detach().double() * images.shape[0]
+        images_seen += images.shape[0]
+        state["batch"] += 1
+        state["global_step"] += 1
+        state["images"] += images.shape[0]
+        bar.update(1)
+        if state["batch"] % args.log_every == 0 or state["batch"] == total:
+            current = loss.item()  # the only host sync of a step, and only when logging
+            check_finite(current, state)
+            report_progress(bar, log, state, current, images_seen, start, total, args)
+        state["loss_sum"] = loss_sum  # a tensor until the epoch ends or a checkpoint is made
+        if (stop.signal and state["batch"] < total) or args.dry_run:
+            break
+    bar.close()
+    elapsed = time.perf_counter() - start
+    mean_loss = loss_sum.item() / max(state["images"], 1)
+    check_finite(mean_loss, state)
+    interrupted = state["batch"] < total and not args.dry_run
+    return mean_loss, images_seen / max(elapsed, 1e-9), elapsed, interrupted
+
+
+def check_finite(loss, state):
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"training loss became {loss} at epoch {state['epoch'] + 1}, step "
+            f"{state['global_step']}: lower --lr, set --grad-clip, or use --amp off; the last "
+            f"good checkpoint is kept")
+
+
+def report_progress(bar, log, state, loss, images_seen, start, total, args):
+    rate = images_seen / max(time.perf_counter() - start, 1e-9)
+    if not bar.disable:
+        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
+        return
+    remaining = (total - state["batch"]) * args.batch_size / max(rate, 1e-9)
+    log(f"  epoch {state['epoch'] + 1} step {state['batch']}/{total} loss {loss:.4f} "
+        f"{rate:.1f} img/s eta {remaining:.0f}s")
+
+
+@torch.inference_mode()
+def evaluate(model, loader, criterion, runtime, num_classes, ignore_index, dry_run=False):
+    """Validation loss and the confusion matrix over the whole loader (on the device)."""
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=runtime.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
+    count = 0
+    for images, masks in loader:
+        images, masks = runtime.to_device(images, masks)
+        with runtime.autocast():
+            logits = model(images)
+        loss_sum += criterion(logits, masks).double() * images.shape[0]
+        count += images.shape[0]
+        confusion += utils.confusion_matrix(logits.argmax(1), masks, num_classes, ignore_index)
+        if dry_run:
+            break
+    return (loss_sum / max(count, 1)).item(), confusion
+
+
+@torch.inference_mode()
+def sample_predictions(model, val_set, runtime, count=NUM_SAMPLE_IMAGES):
+    """(image, mask, prediction) for a fixed handful of validation images."""
+    model.eval()
+    samples = []
+    for index in range(min(count, len(val_set))):
+        image, mask = val_set[index]
+        images, _ = runtime.to_device(image[None], mask[None])
+        with runtime.autocast():
+            pred = model(images).argmax(1)[0].cpu().numpy()
+        samples.append((image.numpy(), mask.numpy(), pred))
+    return samples
+
+
+# ---------------------------------------------------------------- checkpoints
+
+STATE_KEYS = ("epoch", "batch", "global_step", "best_metric", "best_epoch", "stale",
+              "loss_sum", "images")
+
+
+def new_state():
+    """Training progress. epoch = completed epochs; batch = batches done in the epoch in
+    flight (non-zero only in a checkpoint written on SIGINT/SIGTERM)."""
+    return {"epoch": 0, "batch": 0, "global_step": 0, "best_metric": -1.0, "best_epoch": 0,
+            "stale": 0, "loss_sum": 0.0, "images": 0}
+
+
+def make_checkpoint(model, optimizer, schedulers, runtime, state, args, info):
+    progress = {key: state[key] for key in STATE_KEYS}
+    progress["loss_sum"] = float(progress["loss_sum"])
+    return {
+        "format_version": utils.CHECKPOINT_VERSION,
+        "model_args": utils.unwrapped(model).constructor_args(),
+        "model": utils.unwrapped(model).state_dict(),
+        "data": data_metadata(info),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": schedulers[0].state_dict(),
+        "plateau": schedulers[1].state_dict() if schedulers[1] else None,
+        "scaler": runtime.scaler.state_dict(),
+        **progress,
+        "rng": utils.rng_states(),
+        "args": plain_args(args),
+    }
+
+
+def plain_args(args):
+    return {key: str(value) if isinstance(value, Path) else value
+            for key, value in vars(args).items()}
+
+
+def data_metadata(info):
+    """What evaluate/predict need to rebuild the data pipeline exactly as in training."""
+    keys = ("in_channels", "ignore_index", "num_classes", "class_names", "class_colors",
+            "mask_decoding", "normalization")
+    return {key: info[key] for key in keys}
+
+
+def restore(checkpoint, model, optimizer, schedulers, runtime):
+    """Load everything --resume needs; returns the training progress."""
+    utils.unwrapped(model).load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    schedulers[0].load_state_dict(checkpoint["scheduler"])
+    if schedulers[1] is not None and checkpoint.get("plateau"):
+        schedulers[1].load_state_dict(checkpoint["plateau"])
+    runtime.scaler.load_state_dict(checkpoint["scaler"])
+    utils.set_rng_states(checkpoint["rng"])
+    return {key: checkpoint[key] for key in STATE_KEYS}
+
+
+def check_resume_compatible(checkpoint, info, args, path):
+    """Resuming on other data, or with another optimizer, cannot continue the same run."""
+    saved = checkpoint["data"]
+    for key in ("num_classes", "in_channels", "class_names", "mask_decoding"):
+        if saved[key] != info[key]:
+            raise SystemExit(f"error: --resume {path} was trained with {key}={saved[key]!r} "
+                             f"but the data now gives {info[key]!r}; resume on the same data")
+    for key in ("optimizer", "scheduler", "batch_size"):
+        before = checkpoint.get("args", {}).get(key)
+        if before is not None and before != getattr(args, key):
+            raise SystemExit(f"error: --resume {path} was trained with --{key.replace('_', '-')}"
+                             f" {before}, not {getattr(args, key)}; pass the same value")
+
+
+def save_checkpoint(path, model, optimizer, schedulers, runtime, state, args, info):
+    utils.save_checkpoint(path, make_checkpoint(model, optimizer, schedulers, runtime, state,
+                                                args, info))
+
+
+# ---------------------------------------------------------------- main
+
+def setup(args):
+    """Everything that can fail on bad input, checked before the first step."""
+    validate_args(args)
+    run_dir = choose_run_folder(args)
+    root = resolve_data_root(args, Logger())
+    try:
+        info = data.scan_dataset(root, in_channels=args.in_channels,
+                                 num_classes=args.num_classes, class_table=args.class_table,
+                                 mask_threshold=args.mask_threshold,
+                                 ignore_index=args.ignore_index)
+    except data.DataError as error:
+        raise SystemExit(f"error: {error}\n(run `python dataset.py check {root}` for a full "
+                         f"report)") from None
+    check_crop_fits(args, info)
+    checkpoint = None
+    if args.resume is not None:
+        resume_path = resolve_resume_path(args.resume)
+        try:
+            checkpoint = utils.load_checkpoint(resume_path)
+        except (ValueError, FileNotFoundError) as error:
+            raise SystemExit(f"error: {error}") from None
+        check_resume_compatible(checkpoint, info, args, resume_path)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, root, info, checkpoint
+
+
+def write_config(run_dir, args, info, runtime, root):
+    config = {
+        "args": plain_args(args),
+        "data_root": str(root),
+        **data_metadata(info),
+        "splits": info.get("splits"),
+        "runtime": runtime.describe(),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "platform": platform.platform(), "git_commit": git_commit(),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    write_json(run_dir / "config.json", config)
+
+
+def main(args):
+    run_dir, root, info, checkpoint = setup(args)
+    log = Logger(run_dir / "train.log")
+    utils.seed_everything(args.seed)
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+    runtime = Runtime(args)
+    train_set, val_set = build_datasets(args, root, info)
+    train_loader, val_loader = build_loaders(args, train_set, val_set, runtime.device)
+
+    model = SegNet(in_channels=info["in_channels"], num_classes=info["num_classes"])
+    model = model.to(runtime.device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(args, model, runtime.device)
+    schedulers = build_scheduler(args, optimizer, len(train_loader))
+    criterion, weights = build_criterion(args, info, runtime.device)
+    state = new_state()
+    if checkpoint is not None:
+        state = restore(checkpoint, model, optimizer, schedulers, runtime)
+        log(f"resumed from {resolve_resume_path(args.resume)}: {state['epoch']} epochs done"
+            + (f" and {state['batch']} batches of the next" if state["batch"] else ""))
+    write_config(run_dir, args, info, runtime, root)
+    log_start(log, run_dir, root, info, runtime, args, train_set, val_set, weights)
+    run = Run(model=model, train_model=torch.compile(model) if args.compile else model,
+              optimizer=optimizer, schedulers=schedulers, criterion=criterion,
+              runtime=runtime, args=args, info=info, run_dir=run_dir, log=log,
+              stop=StopFlag())
+    run.stop.install()
+    try:
+        fit(run, train_loader, val_loader, val_set, state)
+    except Interrupted as interruption:
+        log(f"{interruption}: saved {run_dir / 'last.pt'} ({state['epoch']} epochs and "
+            f"{state['batch']} batches done); continue with: python train.py --resume {run_dir}")
+        return 130
+    finally:
+        log.close()
+    return 0
+
+
+class Run(types.SimpleNamespace):
+    """The pieces of one training run that every epoch needs (model, optimizer, ...)."""
+
+    def save(self, name, state):
+        save_checkpoint(self.run_dir / name, self.model, self.optimizer, self.schedulers,
+                        self.runtime, state, self.args, self.info)
+
+
+def log_start(log, run_dir, root, info, runtime, args, train_set, val_set, weights):
+    log(f"run folder: {run_dir}")
+    log(f"data: {root} | train {len(train_set)} | val {len(val_set)} images | "
+        f"{info['num_classes']} classes {info['class_names']} | masks: "
+        f"{info['mask_decoding'].get('kind')}")
+    log(f"device: {runtime.device} | precision {utils.precision_name(runtime.dtype)} | "
+        f"channels_last {runtime.channels_last} | torch {torch.__version__} | "
+        f"threads {torch.get_num_threads()}")
+    if weights is not None:
+        log(f"class weights ({args.class_weights}): "
+            + ", ".join(f"{name} {w:.3f}" for name, w in zip(info["class_names"],
+                                                            weights.tolist())))
+
+
+def fit(run, train_loader, val_loader, val_set, state):
+    """The epoch loop: train, validate, record, save."""
+    args, names = run.args, run.info["class_names"]
+    columns = metric_columns(names)
+    rows = read_metrics(run.run_dir / "metrics.csv", state["epoch"])
+    for epoch in range(state["epoch"], args.epochs):
+        set_epoch(train_loader, epoch, state["batch"])
+        train_loss, rate, seconds, interrupted = train_one_epoch(
+            run.train_model, train_loader, run.criterion, run.optimizer, run.schedulers[0],
+            run.runtime, state, args, run.stop, run.log)
+        if interrupted:
+            run.save("last.pt", state)
+            raise Interrupted(f"stopped by {run.stop.signal}")
+        state.update(epoch=epoch + 1, batch=0, loss_sum=0.0, images=0)
+        row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6),
+               "lr": run.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
+               "img/s": round(rate, 2)}
+        last_epoch = epoch + 1 == args.epochs or args.dry_run
+        improved = False
+        if (epoch + 1) % args.eval_every == 0 or last_epoch:
+            metrics = validate(run, val_loader, val_set, epoch)
+            row.update(metric_row(metrics, names))
+            improved = record_best(state, metrics["miou"], epoch + 1)
+            summary(run.log, row, metrics, state, args)
+        else:
+            run.log(f"epoch {epoch + 1}/{args.epochs} train_loss {train_loss:.4f} "
+                    f"{rate:.1f} img/s {seconds:.0f}s")
+        rows.append({key: row.get(key, "") for key in columns})
+        write_metrics(run.run_dir / "metrics.csv", rows, columns)
+        utils.plot_curves(run.run_dir / "curves.png", rows)
+        if improved:
+            run.save("best.pt", state)
+        if (epoch + 1) % args.save_every == 0 or last_epoch or run.stop.signal:
+            run.save("last.pt", state)
+        if run.stop.signal and not last_epoch:
+            raise Interrupted(f"stopped by {run.stop.signal}")
+        if args.early_stop and state["stale"] >= args.early_stop:
+            run.log(f"early stop: no better val mIoU for {state['stale']} validations")
+            break
+        if args.dry_run:
+            break
+    run.log(f"done: best val mIoU {state['best_metric']:.4f} at epoch {state['best_epoch']}; "
+            f"run folder {run.run_dir}")
+
+
+def record_best(state, miou, epoch):
+    if miou > state["best_metric"]:
+        state.update(best_metric=miou, best_epoch=epoch, stale=0)
+        return True
+    state["stale"] += 1
+    return False
+
+
+def set_epoch(loader, epoch, start_batch):
+    """Shuffle order and augmentation depend only on (seed, epoch): resume-proof."""
+    loader.sampler.set_epoch(epoch, start_batch * loader.batch_size)
+    dataset = loader.dataset
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    dataset.epoch = epoch
+
+
+def validate(run, val_loader, val_set, epoch):
+    """Metrics on the val split, the plateau scheduler's step, and the samples picture."""
+    val_loss, confusion = evaluate(run.train_model, val_loader, run.criterion, run.runtime,
+                                   run.info["num_classes"], run.args.ignore_index,
+                                   dry_run=run.args.dry_run)
+    metrics = utils.metrics_from_confusion(confusion, run.info["class_names"])
+    metrics["val_loss"] = val_loss
+    if run.schedulers[1] is not None:
+        run.schedulers[1].step(metrics["miou"])
+    samples_from = val_loader.dataset if run.args.overfit_batch else val_set
+    samples = sample_predictions(run.train_model, samples_from, run.runtime)
+    utils.save_samples_figure(run.run_dir / f"val_samples_epoch{epoch + 1:03d}.png", samples,
+                              run.info["class_colors"])
+    return metrics
+
+
+def metric_row(metrics, names):
+    row = {key: metrics[key] for key in ("val_loss", "pixel_acc", "mean_acc", "miou",
+                                         "mean_dice")}
+    for name, per_class in zip(names, metrics["per_class"]):
+        row[f"iou_{name}"] = per_class["iou"]
+    return {key: round(value, 6) for key, value in row.items()}
+
+
+def summary(log, row, metrics, state, args):
+    per_class = " ".join(f"{c['name']} {c['iou']:.3f}" for c in metrics["per_class"])
+    log(f"epoch {row['epoch']}/{args.epochs} train_loss {row['train_loss']:.4f} "
+        f"val_loss {row['val_loss']:.4f} pixel_acc {row['pixel_acc']:.4f} "
+        f"miou {row['miou']:.4f} dice {row['mean_dice']:.4f} | IoU {per_class} | "
+        f"lr {row['lr']:.2e} {row['img/s']:.1f} img/s {row['seconds']:.0f}s"
+        + (" *best*" if state["best_epoch"] == row["epoch"] else ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
