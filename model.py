@@ -169,7 +169,13 @@ def load_vgg16_bn_encoder(model, state_dict):
     """
     source = state_dict
     if not isinstance(state_dict, dict):
-        source = torch.load(state_dict, map_location="cpu", weights_only=True)
+        try:
+            source = torch.load(state_dict, map_location="cpu", weights_only=True)
+        except Exception as error:  # unpickling, zip and I/O errors alike
+            raise ValueError(f"{state_dict} could not be read as a state dict with "
+                             f"weights_only=True ({type(error).__name__})") from None
+    if not isinstance(source, dict):
+        raise ValueError(f"{state_dict} holds a {type(source).__name__}, not a state dict")
     if model.in_channels not in (1, 3):
         raise ValueError(f"VGG16 weights fit in_channels 1 (summed) or 3, not {model.in_channels}")
     convs = [m for m in model.encoders.modules() if isinstance(m, nn.Conv2d)]

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 import dataset as data
 import utils
-from model import SegNet
+from model import SegNet, load_vgg16_bn_encoder
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data"
 NUM_SAMPLE_IMAGES = 4
@@ -69,6 +69,14 @@ def get_args_parser():
     group.add_argument("--workers", type=int, default=None,
                        help="DataLoader worker processes (default: 0 on CPU, where workers "
                             "compete with compute threads; 4 on GPU)")
+
+    group = parser.add_argument_group("model")
+    group.add_argument("--dropout", type=float, default=0.0,
+                       help="Bayesian SegNet dropout on the two deepest encoder/decoder stages "
+                            "(the paper uses 0.5); 0 = plain SegNet")
+    group.add_argument("--encoder-weights", type=Path, default=None,
+                       help="VGG16-BN state dict (torchvision key format) to initialise the "
+                            "encoder from; see README")
 
     group = parser.add_argument_group("optimisation")
     group.add_argument("--epochs", type=int, default=12, help="number of epochs")
@@ -153,6 +161,10 @@ def validate_args(args):
         problems.append(f"--workers must be >= 0, got {args.workers}")
     if not 0 <= args.ignore_index <= 255 and args.ignore_index != -100:
         problems.append(f"--ignore-index must be in 0..255 (or -100), got {args.ignore_index}")
+    if not 0 <= args.dropout < 1:
+        problems.append(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.encoder_weights is not None and not args.encoder_weights.is_file():
+        problems.append(f"--encoder-weights {args.encoder_weights} does not exist")
     if args.class_table is not None and not args.class_table.is_file():
         problems.append(f"--class-table {args.class_table} does not exist")
     if args.resume is not None and not args.resume.exists():
@@ -662,8 +674,22 @@ def setup(args):
         except (ValueError, FileNotFoundError) as error:
             raise SystemExit(f"error: {error}") from None
         check_resume_compatible(checkpoint, info, args, resume_path)
+    model = build_model(args, info, checkpoint)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir, root, info, checkpoint
+    return run_dir, root, info, checkpoint, model
+
+
+def build_model(args, info, checkpoint):
+    """SegNet for the data; the encoder from VGG16-BN weights when asked (not on resume)."""
+    dropout = checkpoint["model_args"]["dropout"] if checkpoint else args.dropout
+    model = SegNet(in_channels=info["in_channels"], num_classes=info["num_classes"],
+                   dropout=dropout)
+    if args.encoder_weights is not None and checkpoint is None:
+        try:
+            load_vgg16_bn_encoder(model, args.encoder_weights)
+        except (ValueError, RuntimeError) as error:
+            raise SystemExit(f"error: --encoder-weights {args.encoder_weights}: {error}") from None
+    return model
 
 
 def write_config(run_dir, args, info, runtime, root):
@@ -681,7 +707,7 @@ def write_config(run_dir, args, info, runtime, root):
 
 
 def main(args):
-    run_dir, root, info, checkpoint = setup(args)
+    run_dir, root, info, checkpoint, model = setup(args)
     log = Logger(run_dir / "train.log")
     utils.seed_everything(args.seed)
     if args.deterministic:
@@ -690,7 +716,6 @@ def main(args):
     train_set, val_set = build_datasets(args, root, info)
     train_loader, val_loader = build_loaders(args, train_set, val_set, runtime.device)
 
-    model = SegNet(in_channels=info["in_channels"], num_classes=info["num_classes"])
     model = model.to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)

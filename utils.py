@@ -317,6 +317,33 @@ def predict(model, info, image):
     return logits.argmax(1)[0].cpu().numpy()
 
 
+@torch.inference_mode()
+def mc_dropout_probs(model, images, samples, chunk=8):
+    """Bayesian SegNet (Kendall et al. 2015): softmax averaged over `samples` stochastic passes.
+
+    Dropout stays active while BatchNorm keeps its running statistics (eval mode); passes run
+    `chunk` at a time as one batch. Returns (mean probs [N, K, H, W], predictive entropy
+    [N, H, W], variance of the class probabilities averaged over classes [N, H, W]).
+    With dropout 0 every pass is the deterministic one.
+    """
+    model.eval()
+    model.mc_dropout = True
+    total = squares = 0
+    try:
+        for start in range(0, samples, chunk):
+            passes = min(chunk, samples - start)
+            logits = model(images.repeat(passes, 1, 1, 1))
+            probs = logits.float().softmax(1).unflatten(0, (passes, images.shape[0]))
+            total = total + probs.sum(0)
+            squares = squares + probs.square().sum(0)
+    finally:
+        model.mc_dropout = False
+    mean = total / samples
+    variance = (squares / samples - mean.square()).clamp(min=0).mean(1)
+    entropy = -(mean * mean.clamp(min=1e-12).log()).sum(1)
+    return mean, entropy, variance
+
+
 # ---------------------------------------------------------------- pictures
 
 def default_colors(num_classes):

@@ -242,3 +242,11 @@ def test_index_unpool_equals_max_unpool2d_forward_and_backward():
     (ours_grad,) = torch.autograd.grad(ours, values, grad)
     (reference_grad,) = torch.autograd.grad(reference, values, grad)
     assert torch.equal(ours_grad, reference_grad)
+
+
+def test_vgg16_bn_unreadable_file(tmp_path):
+    from model import load_vgg16_bn_encoder
+    path = tmp_path / "not_weights.pth"
+    path.write_text("hello")
+    with pytest.raises(ValueError, match="could not be read"):
+        load_vgg16_bn_encoder(SegNet(), path)

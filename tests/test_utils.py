@@ -175,3 +175,34 @@ def test_colorize_and_overlay():
     mixed = utils.overlay(image, labels, colors)
     assert mixed[0, 0].tolist() == [100, 100, 100]  # background untouched
     assert mixed[0, 1].tolist() != [100, 100, 100]
+
+
+def test_mc_dropout_without_dropout_equals_deterministic_output():
+    model = SegNet(num_classes=3).eval()
+    images = torch.randn(2, 1, 16, 20)
+    mean, entropy, variance = utils.mc_dropout_probs(model, images, samples=3, chunk=2)
+    with torch.no_grad():
+        expected = model(images).softmax(1)
+    assert torch.allclose(mean, expected, atol=1e-6)
+    assert variance.abs().max() < 1e-6
+    assert entropy.shape == (2, 16, 20)
+
+
+def test_mc_dropout_is_stochastic_seeded_and_leaves_batchnorm_alone():
+    torch.manual_seed(0)
+    model = SegNet(num_classes=3, dropout=0.5)
+    model(torch.randn(4, 1, 16, 16))  # give BatchNorm non-trivial running statistics
+    model.eval()
+    buffers = {name: value.clone() for name, value in model.named_buffers()}
+    images = torch.randn(1, 1, 16, 16)
+    torch.manual_seed(7)
+    mean, entropy, variance = utils.mc_dropout_probs(model, images, samples=6, chunk=4)
+    torch.manual_seed(7)
+    again = utils.mc_dropout_probs(model, images, samples=6, chunk=4)
+    assert torch.equal(mean, again[0]) and torch.equal(entropy, again[1])
+    assert variance.max() > 0 and entropy.max() > 0
+    for name, value in model.named_buffers():
+        assert torch.equal(value, buffers[name]), name
+    assert not model.training and not model.mc_dropout
+    with torch.no_grad():  # outside MC sampling, dropout is off again in eval mode
+        assert torch.equal(model(images), model(images))
