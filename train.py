@@ -105,6 +105,12 @@ def get_args_parser():
     group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                        help="NHWC memory format (default: on for CPU and CUDA)")
     group.add_argument("--compile", action="store_true", help="torch.compile the model")
+    group.add_argument("--sync-bn", action="store_true",
+                       help="under torchrun: BatchNorm statistics over the global batch "
+                            "(SyncBatchNorm on GPUs, an all-reduce BatchNorm on CPU)")
+    group.add_argument("--dist-timeout", type=int, default=600,
+                       help="seconds a collective waits for the other ranks before the job "
+                            "fails (torchrun only)")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--deterministic", action="store_true",
                        help="deterministic algorithms (bit-exact resume on CPU)")
@@ -134,7 +140,8 @@ def validate_args(args):
     """Reject impossible flag values before any work starts."""
     positive = {"epochs": args.epochs, "batch-size": args.batch_size,
                 "eval-every": args.eval_every, "save-every": args.save_every,
-                "log-every": args.log_every, "step-size": args.step_size}
+                "log-every": args.log_every, "step-size": args.step_size,
+                "dist-timeout": args.dist_timeout}
     non_negative = {"weight-decay": args.weight_decay, "grad-clip": args.grad_clip,
                     "warmup-epochs": args.warmup_epochs, "rotate": args.rotate,
                     "jitter": args.jitter, "noise": args.noise, "early-stop": args.early_stop,
@@ -180,10 +187,11 @@ def resolve_data_root(args, log):
             raise SystemExit(f"error: --data {args.data} is not a folder (expected "
                              f"{args.data}/train/images and {args.data}/train/masks)")
         return args.data
-    if not (DEFAULT_DATA / "train").is_dir():
+    if not (DEFAULT_DATA / "train").is_dir() and is_main():
         log(f"no dataset in {DEFAULT_DATA}: generating the demo dataset there "
             f"(python dataset.py make-demo {DEFAULT_DATA})")
         data.make_demo(DEFAULT_DATA, seed=0)
+    barrier()  # other ranks wait for rank 0's demo set
     return DEFAULT_DATA
 
 
@@ -226,10 +234,13 @@ def resolve_resume_path(path):
 class Logger:
     """Print and append to train.log; the file is flushed every line."""
 
-    def __init__(self, path=None):
+    def __init__(self, path=None, quiet=False):
         self.file = open(path, "a", encoding="utf-8") if path else None
+        self.quiet = quiet
 
     def __call__(self, message):
+        if self.quiet:
+            return
         tqdm.write(message) if sys.stdout.isatty() else print(message, flush=True)
         if self.file:
             self.file.write(message + "\n")
@@ -361,8 +372,9 @@ def quiet_worker(worker_id):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def build_loaders(args, train_set, val_set, device):
-    """Train loader (EpochSampler, whole batches) and val loader (fixed order)."""
+def build_loaders(args, train_set, val_set, device, rank=0, world_size=1):
+    """Train loader (EpochSampler, whole batches; this rank's shard) and val loader (fixed
+    order; under torchrun each rank gets every world_size-th image, none twice)."""
     workers = args.workers if args.workers is not None else (0 if device.type == "cpu" else 4)
     collate = functools.partial(data.pad_collate, ignore_index=args.ignore_index)
     common = dict(num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
@@ -373,11 +385,13 @@ def build_loaders(args, train_set, val_set, device):
     if args.overfit_batch:
         val_set = train_set  # validate on the very batch being memorised
     # Drop a last partial batch: a batch of one breaks BatchNorm statistics.
-    drop_last = len(train_set) > args.batch_size
-    sampler = EpochSampler(len(train_set), args.seed, shuffle=not args.overfit_batch)
+    drop_last = len(train_set) // world_size > args.batch_size
+    sampler = EpochSampler(len(train_set), args.seed, shuffle=not args.overfit_batch,
+                           rank=rank, world_size=world_size)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler,
                               drop_last=drop_last, **common)
-    val_loader = DataLoader(val_set, batch_size=args.batch_size, shuffle=False, **common)
+    val_shard = Subset(val_set, range(rank, len(val_set), world_size))
+    val_loader = DataLoader(val_shard, batch_size=args.batch_size, shuffle=False, **common)
     return train_loader, val_loader
 
 
@@ -438,8 +452,10 @@ def build_criterion(args, info, device):
 class Runtime:
     """Device, precision and memory format, decided once and asked by everything else."""
 
-    def __init__(self, args):
+    def __init__(self, args, local_rank=0):
         self.device = utils.resolve_device(args.device)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", local_rank)
         self.dtype = utils.resolve_precision(self.device, args.amp)
         self.channels_last = utils.resolve_channels_last(self.device, args.channels_last)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
@@ -515,14 +531,42 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, runtime, sta
             check_finite(current, state)
             report_progress(bar, log, state, current, images_seen, start, total, args)
         state["loss_sum"] = loss_sum  # a tensor until the epoch ends or a checkpoint is made
-        if (stop.signal and state["batch"] < total) or args.dry_run:
+        if (stop_requested(stop) and state["batch"] < total) or args.dry_run:
             break
     bar.close()
     elapsed = time.perf_counter() - start
-    mean_loss = loss_sum.item() / max(state["images"], 1)
+    totals = utils.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(state["images"])]))
+    mean_loss = totals[0].item() / max(totals[1].item(), 1)
     check_finite(mean_loss, state)
     interrupted = state["batch"] < total and not args.dry_run
     return mean_loss, images_seen / max(elapsed, 1e-9), elapsed, interrupted
+
+
+def stop_requested(stop):
+    """A signal seen by any rank stops every rank at the same step (they must agree, or the
+    next collective would wait forever)."""
+    if not utils.is_distributed():
+        return stop.signal is not None
+    flag = torch.tensor([float(stop.signal is not None)])
+    torch.distributed.all_reduce(flag, group=CPU_GROUP.get())
+    if flag.item() and stop.signal is None:
+        stop.signal = "a signal on another rank"
+    return bool(flag.item())
+
+
+class _CpuGroup:
+    """A gloo group for tiny CPU-side agreements (works beside nccl without a GPU sync)."""
+
+    def __init__(self):
+        self.group = None
+
+    def get(self):
+        if self.group is None:
+            self.group = torch.distributed.new_group(backend="gloo")
+        return self.group
+
+
+CPU_GROUP = _CpuGroup()
 
 
 def check_finite(loss, state):
@@ -559,7 +603,10 @@ def evaluate(model, loader, criterion, runtime, num_classes, ignore_index, dry_r
         confusion += utils.confusion_matrix(logits.argmax(1), masks, num_classes, ignore_index)
         if dry_run:
             break
-    return (loss_sum / max(count, 1)).item(), confusion
+    # Under torchrun each rank saw its own shard: sum them (each image counted once).
+    totals = utils.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(count)]))
+    utils.all_reduce_sum(confusion)
+    return (totals[0] / totals[1].clamp(min=1)).item(), confusion
 
 
 @torch.inference_mode()
@@ -619,7 +666,7 @@ def data_metadata(info):
     return {key: info[key] for key in keys}
 
 
-def restore(checkpoint, model, optimizer, schedulers, runtime):
+def restore(checkpoint, model, optimizer, schedulers, runtime, rank=0):
     """Load everything --resume needs; returns the training progress."""
     utils.unwrapped(model).load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
@@ -627,7 +674,10 @@ def restore(checkpoint, model, optimizer, schedulers, runtime):
     if schedulers[1] is not None and checkpoint.get("plateau"):
         schedulers[1].load_state_dict(checkpoint["plateau"])
     runtime.scaler.load_state_dict(checkpoint["scaler"])
-    utils.set_rng_states(checkpoint["rng"])
+    utils.set_rng_states(checkpoint["rng"])  # rank 0's; other ranks re-derive their own
+    if rank:
+        utils.seed_everything((checkpoint["args"]["seed"] + rank) * 1_000_003
+                              + checkpoint["global_step"])
     return {key: checkpoint[key] for key in STATE_KEYS}
 
 
@@ -655,7 +705,7 @@ def save_checkpoint(path, model, optimizer, schedulers, runtime, state, args, in
 def setup(args):
     """Everything that can fail on bad input, checked before the first step."""
     validate_args(args)
-    run_dir = choose_run_folder(args)
+    run_dir = choose_run_folder(args) if is_main() else None
     root = resolve_data_root(args, Logger())
     try:
         info = data.scan_dataset(root, in_channels=args.in_channels,
@@ -675,7 +725,8 @@ def setup(args):
             raise SystemExit(f"error: {error}") from None
         check_resume_compatible(checkpoint, info, args, resume_path)
     model = build_model(args, info, checkpoint)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir, root, info, checkpoint, model
 
 
@@ -692,13 +743,14 @@ def build_model(args, info, checkpoint):
     return model
 
 
-def write_config(run_dir, args, info, runtime, root):
+def write_config(run_dir, args, info, runtime, root, world_size=1):
     config = {
         "args": plain_args(args),
         "data_root": str(root),
         **data_metadata(info),
         "splits": info.get("splits"),
-        "runtime": runtime.describe(),
+        "runtime": dict(runtime.describe(), world_size=world_size,
+                        global_batch_size=args.batch_size * world_size),
         "python": platform.python_version(), "torch": torch.__version__,
         "platform": platform.platform(), "git_commit": git_commit(),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -707,29 +759,44 @@ def write_config(run_dir, args, info, runtime, root):
 
 
 def main(args):
+    """Train; returns 0, or 130 after SIGINT/SIGTERM (checkpoint saved). Under torchrun each
+    process runs this with its own rank; only rank 0 writes the run folder."""
+    rank, world_size, local_rank = utils.init_distributed(args.device, args.dist_timeout)
+    try:
+        return train(args, rank, world_size, local_rank)
+    finally:
+        if utils.is_distributed():
+            torch.distributed.destroy_process_group()
+
+
+def train(args, rank, world_size, local_rank):
+    utils.seed_everything(args.seed)  # the same initial weights on every rank
     run_dir, root, info, checkpoint, model = setup(args)
-    log = Logger(run_dir / "train.log")
-    utils.seed_everything(args.seed)
+    log = Logger(run_dir / "train.log") if is_main() else Logger(quiet=True)
+    utils.seed_everything(args.seed + rank)  # dropout differs per rank; augmentation does not
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
-    runtime = Runtime(args)
+    runtime = Runtime(args, local_rank)
     train_set, val_set = build_datasets(args, root, info)
-    train_loader, val_loader = build_loaders(args, train_set, val_set, runtime.device)
-
+    train_loader, val_loader = build_loaders(args, train_set, val_set, runtime.device, rank,
+                                             world_size)
     model = model.to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if world_size > 1 and args.sync_bn:  # before the optimizer: it must see the new modules
+        model = global_batchnorm(model, runtime.device)
     optimizer = build_optimizer(args, model, runtime.device)
     schedulers = build_scheduler(args, optimizer, len(train_loader))
     criterion, weights = build_criterion(args, info, runtime.device)
     state = new_state()
     if checkpoint is not None:
-        state = restore(checkpoint, model, optimizer, schedulers, runtime)
+        state = restore(checkpoint, model, optimizer, schedulers, runtime, rank)
         log(f"resumed from {resolve_resume_path(args.resume)}: {state['epoch']} epochs done"
             + (f" and {state['batch']} batches of the next" if state["batch"] else ""))
-    write_config(run_dir, args, info, runtime, root)
-    log_start(log, run_dir, root, info, runtime, args, train_set, val_set, weights)
-    run = Run(model=model, train_model=torch.compile(model) if args.compile else model,
+    if is_main():
+        write_config(run_dir, args, info, runtime, root, world_size)
+    log_start(log, run_dir, root, info, runtime, args, train_set, val_set, weights, world_size)
+    run = Run(model=model, train_model=wrap_model(model, args, runtime, world_size),
               optimizer=optimizer, schedulers=schedulers, criterion=criterion,
               runtime=runtime, args=args, info=info, run_dir=run_dir, log=log,
               stop=StopFlag())
@@ -737,30 +804,64 @@ def main(args):
     try:
         fit(run, train_loader, val_loader, val_set, state)
     except Interrupted as interruption:
-        log(f"{interruption}: saved {run_dir / 'last.pt'} ({state['epoch']} epochs and "
-            f"{state['batch']} batches done); continue with: python train.py --resume {run_dir}")
+        log(f"{interruption}: saved {run_dir / 'last.pt' if run_dir else 'last.pt'} "
+            f"({state['epoch']} epochs and {state['batch']} batches done); continue with: "
+            f"python train.py --resume {run_dir}")
         return 130
     finally:
         log.close()
     return 0
 
 
+def global_batchnorm(model, device):
+    """BatchNorm over the global batch: SyncBatchNorm on GPUs, utils.GlobalBatchNorm2d on
+    CPU. Parameter and buffer names are unchanged, so checkpoints stay plain SegNet ones."""
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return utils.convert_global_batchnorm(model)
+
+
+def wrap_model(model, args, runtime, world_size):
+    """The module the loop calls: DDP and/or torch.compile around the plain SegNet, which
+    stays what checkpoints are saved from."""
+    train_model = model
+    if world_size > 1:
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        train_model = torch.nn.parallel.DistributedDataParallel(train_model,
+                                                                device_ids=device_ids)
+    return torch.compile(train_model) if args.compile else train_model
+
+
+def is_main():
+    """Rank 0 (or the only process): the one that prints and writes files."""
+    return not utils.is_distributed() or torch.distributed.get_rank() == 0
+
+
+def barrier():
+    if utils.is_distributed():
+        torch.distributed.barrier()
+
+
 class Run(types.SimpleNamespace):
     """The pieces of one training run that every epoch needs (model, optimizer, ...)."""
 
     def save(self, name, state):
-        save_checkpoint(self.run_dir / name, self.model, self.optimizer, self.schedulers,
-                        self.runtime, state, self.args, self.info)
+        """Rank 0 writes; the model saved is the plain SegNet, never the DDP wrapper."""
+        if is_main():
+            save_checkpoint(self.run_dir / name, self.model, self.optimizer, self.schedulers,
+                            self.runtime, state, self.args, self.info)
 
 
-def log_start(log, run_dir, root, info, runtime, args, train_set, val_set, weights):
+def log_start(log, run_dir, root, info, runtime, args, train_set, val_set, weights, world_size):
     log(f"run folder: {run_dir}")
     log(f"data: {root} | train {len(train_set)} | val {len(val_set)} images | "
         f"{info['num_classes']} classes {info['class_names']} | masks: "
         f"{info['mask_decoding'].get('kind')}")
     log(f"device: {runtime.device} | precision {utils.precision_name(runtime.dtype)} | "
         f"channels_last {runtime.channels_last} | torch {torch.__version__} | "
-        f"threads {torch.get_num_threads()}")
+        f"threads {torch.get_num_threads()}"
+        + (f" | {world_size} processes, global batch {args.batch_size * world_size}"
+           if world_size > 1 else ""))
     if weights is not None:
         log(f"class weights ({args.class_weights}): "
             + ", ".join(f"{name} {w:.3f}" for name, w in zip(info["class_names"],
@@ -771,7 +872,7 @@ def fit(run, train_loader, val_loader, val_set, state):
     """The epoch loop: train, validate, record, save."""
     args, names = run.args, run.info["class_names"]
     columns = metric_columns(names)
-    rows = read_metrics(run.run_dir / "metrics.csv", state["epoch"])
+    rows = read_metrics(run.run_dir / "metrics.csv", state["epoch"]) if is_main() else []
     for epoch in range(state["epoch"], args.epochs):
         set_epoch(train_loader, epoch, state["batch"])
         train_loss, rate, seconds, interrupted = train_one_epoch(
@@ -795,8 +896,9 @@ def fit(run, train_loader, val_loader, val_set, state):
             run.log(f"epoch {epoch + 1}/{args.epochs} train_loss {train_loss:.4f} "
                     f"{rate:.1f} img/s {seconds:.0f}s")
         rows.append({key: row.get(key, "") for key in columns})
-        write_metrics(run.run_dir / "metrics.csv", rows, columns)
-        utils.plot_curves(run.run_dir / "curves.png", rows)
+        if is_main():
+            write_metrics(run.run_dir / "metrics.csv", rows, columns)
+            utils.plot_curves(run.run_dir / "curves.png", rows)
         if improved:
             run.save("best.pt", state)
         if (epoch + 1) % args.save_every == 0 or last_epoch or run.stop.signal:
@@ -838,10 +940,11 @@ def validate(run, val_loader, val_set, epoch):
     metrics["val_loss"] = val_loss
     if run.schedulers[1] is not None:
         run.schedulers[1].step(metrics["miou"])
-    samples_from = val_loader.dataset if run.args.overfit_batch else val_set
-    samples = sample_predictions(run.train_model, samples_from, run.runtime)
-    utils.save_samples_figure(run.run_dir / f"val_samples_epoch{epoch + 1:03d}.png", samples,
-                              run.info["class_colors"])
+    if is_main():
+        samples_from = val_loader.dataset if run.args.overfit_batch else val_set
+        samples = sample_predictions(run.model, samples_from, run.runtime)
+        utils.save_samples_figure(run.run_dir / f"val_samples_epoch{epoch + 1:03d}.png",
+                                  samples, run.info["class_colors"])
     return metrics
 
 

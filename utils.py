@@ -135,6 +135,81 @@ def _to_tuple(value):
     return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value
 
 
+# ---------------------------------------------------------------- distributed (torchrun)
+
+def init_distributed(device_name="auto", timeout_s=600):
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) without it.
+
+    nccl when each rank has a GPU, gloo otherwise. The timeout bounds how long a collective
+    waits for a rank that died or hangs, so the job ends with an error instead of hanging.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1, 0
+    import datetime
+    import torch.distributed as dist
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if use_cuda else "gloo",
+                            timeout=datetime.timedelta(seconds=timeout_s))
+    return dist.get_rank(), world_size, local_rank
+
+
+def is_distributed():
+    import torch.distributed as dist
+    return dist.is_available() and dist.is_initialized()
+
+
+def all_reduce_sum(tensor):
+    """Sum over ranks in place (a no-op in a single process); returns the tensor."""
+    if is_distributed():
+        import torch.distributed as dist
+        dist.all_reduce(tensor)
+    return tensor
+
+
+class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
+    """BatchNorm whose training statistics cover the global batch of all ranks.
+
+    torch.nn.SyncBatchNorm runs on GPUs only; this one also runs on CPU (gloo). The sums go
+    through a differentiable all-reduce, so gradients are those of one big batch.
+    """
+
+    def forward(self, x):
+        if not (self.training and is_distributed()):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+        channels = x.shape[1]
+        count = torch.full((1,), x.numel() / channels, dtype=torch.float32, device=x.device)
+        local = torch.cat([x.float().sum((0, 2, 3)), x.float().square().sum((0, 2, 3)), count])
+        total = all_reduce(local)
+        count = total[-1]
+        mean = total[:channels] / count
+        variance = (total[channels:2 * channels] / count - mean.square()).clamp(min=0)
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            unbiased = variance * count / (count - 1).clamp(min=1)
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
+            self.running_var.lerp_(unbiased.to(self.running_var.dtype), self.momentum)
+        scale = self.weight * torch.rsqrt(variance + self.eps)
+        shift = self.bias - mean * scale
+        return (x * scale[None, :, None, None] + shift[None, :, None, None]).to(x.dtype)
+
+
+def convert_global_batchnorm(module):
+    """Replace every BatchNorm2d by GlobalBatchNorm2d, keeping parameters and statistics."""
+    for name, child in module.named_children():
+        if type(child) is torch.nn.BatchNorm2d:
+            replacement = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum)
+            replacement.load_state_dict(child.state_dict())
+            setattr(module, name, replacement.to(child.weight.device))
+        else:
+            convert_global_batchnorm(child)
+    return module
+
+
 # ---------------------------------------------------------------- metrics
 
 def confusion_matrix(preds, targets, num_classes, ignore_index=255):
