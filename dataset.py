@@ -187,13 +187,30 @@ def _scale_to_unit(array, path, mode):
 def _image_pixels(path):
     """(pixels float32 [H,W,n] in [0,1] with alpha dropped, the file's Pillow mode)."""
     pil = _open_image(path)
-    mode = pil.mode
-    if mode in IMAGE_CONVERSIONS:
-        pil = pil.convert(IMAGE_CONVERSIONS[mode])
-    pixels = _scale_to_unit(np.asarray(pil), path, pil.mode)
-    if pixels.ndim == 2:
-        pixels = pixels[..., None]
-    return pixels, mode
+    return _pil_pixels(pil, path), pil.mode
+
+
+def _pil_pixels(pil, name):
+    """A decoded PIL image -> float32 [H,W,n] in [0,1], alpha dropped."""
+    if pil.mode in IMAGE_CONVERSIONS:
+        pil = pil.convert(IMAGE_CONVERSIONS[pil.mode])
+    pixels = _scale_to_unit(np.asarray(pil), name, pil.mode)
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def to_model_array(image, in_channels):
+    """A PIL image or a numpy array ([H,W] or [H,W,C]; integers scaled by their dtype's range,
+    floats kept) -> float32 [C,H,W] with in_channels channels, as load_image gives for files."""
+    if isinstance(image, Image.Image):
+        pixels = _pil_pixels(image, "the image")
+    else:
+        array = np.asarray(image)
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+            raise ValueError(f"expected an image array [H,W] or [H,W,C], got shape {array.shape}")
+        pixels = _scale_to_unit(array, "the array", "array")
+        pixels = pixels[..., None] if pixels.ndim == 2 else pixels[..., :3]
+    pixels, _ = _to_channels(pixels, in_channels, "the image")
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
 def _to_channels(pixels, in_channels, path):

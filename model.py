@@ -253,3 +253,68 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+# ---------------------------------------------------------------- inference form
+
+def fold_batchnorm(model):
+    """A copy of `model` in eval mode with each BatchNorm folded into the conv before it.
+
+    In eval mode BN(conv(x)) = scale * conv(x) + shift per output channel, with
+    scale = gamma / sqrt(running_var + eps) and shift = beta - running_mean * scale; so the
+    conv's weight becomes weight * scale and its bias shift (+ bias * scale), and the BN an
+    Identity. Outputs equal the original's in eval mode within float rounding. Dropout is
+    functional (SegNet._drop), so Monte Carlo sampling (mc_dropout) works on the copy as before.
+    For inference only: the copy has no BatchNorm to train, and its state dict (conv biases,
+    no BN keys) is not a checkpoint's; `model` itself is left untouched.
+    """
+    import copy  # here, so that this inference-only helper leaves model.py's header as it was
+    folded = copy.deepcopy(model).eval()
+    for parent in list(folded.modules()):
+        children = list(parent.named_children())
+        for (_, conv), (name, norm) in zip(children, children[1:]):
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, (nn.BatchNorm2d,
+                                                                  nn.SyncBatchNorm)):
+                _fold_into_conv(conv, norm)
+                setattr(parent, name, nn.Identity())
+    return folded
+
+
+def _fold_into_conv(conv, norm):
+    """Give `conv` the weight and bias of conv followed by `norm` (eval mode), in float64."""
+    with torch.no_grad():
+        weight = conv.weight.double()
+        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(
+            norm.running_mean, dtype=torch.float64)
+        scale = norm.weight.double() * torch.rsqrt(norm.running_var.double() + norm.eps)
+        shift = norm.bias.double() - norm.running_mean.double() * scale
+        memory_format = (torch.channels_last if _is_channels_last(conv.weight)
+                         else torch.contiguous_format)
+        folded_weight = (weight * scale[:, None, None, None]).to(conv.weight.dtype)
+        conv.weight = nn.Parameter(folded_weight.contiguous(memory_format=memory_format),
+                                   requires_grad=False)
+        conv.bias = nn.Parameter((bias * scale + shift).to(conv.weight.dtype),
+                                 requires_grad=False)
+
+
+def inference_model(model, dtype=None, channels_last=None):
+    """SegNet in its inference form: BatchNorm folded (fold_batchnorm), eval mode, no gradients,
+    weights cast once to `dtype` (e.g. torch.bfloat16; None keeps float32) so that autocast does
+    not re-cast them on every call, and NHWC weights when `channels_last` (None keeps the
+    model's current layout). Run it under autocast(dtype) when dtype is not None: the input
+    images stay float32 and autocast casts them. `model` itself is left untouched.
+    """
+    if channels_last is None:
+        channels_last = any(_is_channels_last(m.weight) for m in model.modules()
+                            if isinstance(m, nn.Conv2d))
+    folded = fold_batchnorm(model).requires_grad_(False)
+    if dtype is not None:
+        folded = folded.to(dtype)
+    if channels_last:
+        folded = folded.to(memory_format=torch.channels_last)
+    return folded
+
+
+def _is_channels_last(weight):
+    """True for an NHWC conv weight (one with 1 input channel or a 1x1 kernel is both layouts)."""
+    return not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last)

@@ -170,6 +170,19 @@ def all_reduce_sum(tensor):
     return tensor
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce(sum) whose backward is the same all_reduce: every rank's loss depends on
+    every rank's contribution to the global statistics."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        return all_reduce_sum(tensor.clone())
+
+    @staticmethod
+    def backward(ctx, grad):
+        return all_reduce_sum(grad.clone())
+
+
 class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
     """BatchNorm whose training statistics cover the global batch of all ranks.
 
@@ -180,11 +193,10 @@ class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
     def forward(self, x):
         if not (self.training and is_distributed()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
         channels = x.shape[1]
         count = torch.full((1,), x.numel() / channels, dtype=torch.float32, device=x.device)
         local = torch.cat([x.float().sum((0, 2, 3)), x.float().square().sum((0, 2, 3)), count])
-        total = all_reduce(local)
+        total = _SumOverRanks.apply(local)
         count = total[-1]
         mean = total[:channels] / count
         variance = (total[channels:2 * channels] / count - mean.square()).clamp(min=0)
@@ -378,18 +390,16 @@ def load_model(path, device="cpu"):
     return model, info
 
 
-@torch.inference_mode()
 def predict(model, info, image):
-    """Label map (int64 numpy [H, W]) for a PIL image or numpy array of any size.
+    """Notebook API: label map (int64 numpy [H, W]) for a PIL image or numpy array of any size.
 
-    Converts to the checkpoint's channel count and applies the training normalisation.
+    Converts to the checkpoint's channel count, applies the training normalisation, and runs
+    predict.py's inference path (sliding-window tiling for large images).
     """
-    from dataset import normalize, to_model_array  # dataset imports utils' neighbours only
-    array = to_model_array(image, info["in_channels"])                  # float32 [C, H, W] in [0,1]
-    tensor = torch.from_numpy(normalize(array, info["normalization"]))[None]
-    device = next(model.parameters()).device
-    logits = model(tensor.to(device))
-    return logits.argmax(1)[0].cpu().numpy()
+    import dataset
+    import predict as inference  # predict.py imports this module: import it at call time
+    array = dataset.to_model_array(image, info["in_channels"])  # float32 [C, H, W] in [0, 1]
+    return inference.predict_probs(model, info, array).argmax(0).astype(np.int64)
 
 
 @torch.inference_mode()

@@ -1,0 +1,604 @@
+"""Speed benchmark: a naive fp32 baseline against the project's defaults (through train.py's and
+predict.py's own code), each in a process of its own, alternated A B A B so machine noise hits
+both. `python bench.py --size 256 --batch-size 8` (add --json for machine-readable output)."""
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model import SegNet
+
+HERE = Path(__file__).resolve().parent
+WORKERS = ("baseline", "project", "compile", "loader", "peak", "allocator-on", "allocator-off")
+# Environment that changes malloc behaviour: the baseline and the "allocator off" runs go
+# without it, so that they see glibc's defaults whatever the shell exported.
+ALLOCATOR_ENV = ("LD_PRELOAD", "GLIBC_TUNABLES")
+ALLOCATOR_ENV_PREFIX = "MALLOC_"
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("--size", type=int, default=256, help="square image (and training crop) side, pixels")
+    add("--batch-size", type=int, default=8, help="images per training and inference step")
+    add("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+        help="auto = cuda, then mps, then cpu (as train.py and predict.py decide)")
+    add("--pairs", type=int, default=3,
+        help="baseline/project process pairs, run A B A B; speed-ups are taken pair by pair")
+    add("--warmup", type=int, default=1, help="untimed calls per measurement and process")
+    add("--repeats", type=int, default=3, help="timed calls per measurement and process")
+    add("--steps", type=int, default=1, help="training steps (batches) per timed call")
+    add("--in-channels", type=int, default=1, choices=[1, 3], help="image channels")
+    add("--num-classes", type=int, default=3, help="classes (the demo set has 3)")
+    add("--loader-workers", type=int, nargs="+", default=[0, 1, 2],
+        help="DataLoader worker counts whose train-loader throughput is measured (the "
+             "device's default count is always added)")
+    add("--loader-batches", type=int, default=8, help="timed batches per loader measurement")
+    add("--peak-size", type=int, default=None,
+        help="side of the square matmul that measures the dtype's peak (default: 2048 on "
+             "CPU, 8192 on GPU)")
+    add("--allocator", action=argparse.BooleanOptionalAction, default=True,
+        help="on CPU, also measure page faults and sys time per step with and without "
+             "utils.tune_cpu_allocator, each in its own process")
+    add("--compile", action="store_true",
+        help="also run the project's defaults with torch.compile (train.py --compile) in a "
+             "third process per pair: its speed-up over eager and its compile time")
+    add("--seed", type=int, default=0, help="seed of the weights and the synthetic batch")
+    add("--json", action="store_true", help="print one JSON object instead of the table")
+    add("--worker", choices=WORKERS, default=None,
+        help="internal: run one measurement in this process and print its JSON (the parent "
+             "run starts these; use it alone to debug one of them)")
+    return parser
+
+
+def validate_args(args):
+    problems = [f"--{name} must be >= {low}, got {value}" for name, value, low in (
+        ("size", args.size, 8), ("batch-size", args.batch_size, 1), ("pairs", args.pairs, 1),
+        ("warmup", args.warmup, 0), ("repeats", args.repeats, 1), ("steps", args.steps, 1),
+        ("num-classes", args.num_classes, 2), ("loader-batches", args.loader_batches, 1),
+        ("peak-size", args.peak_size or 64, 64)) if value < low]
+    problems += [f"--loader-workers must be >= 0, got {w}" for w in args.loader_workers if w < 0]
+    if problems:
+        raise SystemExit("error: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------- timing and resources
+
+def synchronize(device):
+    """Wait for queued GPU work, so that a timer sees it finished."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def timed(call, device):
+    synchronize(device)
+    start = time.perf_counter()
+    call()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def measure(call, device, args, images_per_call):
+    """img/s of `call`: warm-up, then timed calls with their CPU usage and page faults."""
+    warmup = [timed(call, device) for _ in range(args.warmup)]
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    seconds = [timed(call, device) for _ in range(args.repeats)]
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    rates = [images_per_call / s for s in seconds]
+    return {"img_s": statistics.median(rates), "img_s_min": min(rates), "img_s_max": max(rates),
+            "seconds": seconds, "warmup_seconds": warmup,
+            "page_faults_per_call": (after.ru_minflt - before.ru_minflt) / args.repeats,
+            "sys_s_per_call": (after.ru_stime - before.ru_stime) / args.repeats,
+            "user_s_per_call": (after.ru_utime - before.ru_utime) / args.repeats}
+
+
+def peak_memory_mb(device):
+    """Peak resident set size of this process (CPU, MPS), or peak allocated CUDA memory."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def reset_peak_memory(device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def synthetic_batch(args):
+    """(images float32 [N, C, S, S], masks int64 [N, S, S]) on the CPU, as a loader gives them."""
+    generator = torch.Generator().manual_seed(args.seed)
+    images = torch.randn(args.batch_size, args.in_channels, args.size, args.size,
+                         generator=generator)
+    masks = torch.randint(0, args.num_classes, (args.batch_size, args.size, args.size),
+                          generator=generator)
+    return images, masks
+
+
+# ---------------------------------------------------------------- (a) the naive baseline
+
+def naive_segnet(args):
+    """The same architecture as a typical SegNet repo builds it: nn.MaxUnpool2d (ATen's
+    max_unpool2d) in the decoder instead of the project's IndexUnpool."""
+    torch.manual_seed(args.seed)
+    model = SegNet(in_channels=args.in_channels, num_classes=args.num_classes)
+    for decoder in model.decoders:
+        decoder.unpool = nn.MaxUnpool2d(kernel_size=2, stride=2)
+    return model
+
+
+def naive_train_step(model, optimizer, images, masks, device):
+    """fp32, NCHW, eager; .item() every step for the running loss, as typical loops do."""
+    images, masks = images.to(device), masks.to(device)
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(images), masks)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def run_baseline(args, device):
+    """Inference, then training (peak memory is read after each), of the naive baseline."""
+    model = naive_segnet(args).to(device)
+    images, masks = synthetic_batch(args)
+
+    def infer():
+        with torch.no_grad():
+            return model(images.to(device)).softmax(1).cpu()
+
+    model.eval()
+    inference = dict(measure(infer, device, args, args.batch_size),
+                     peak_memory_mb=peak_memory_mb(device))
+    reset_peak_memory(device)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def train_call():
+        for _ in range(args.steps):
+            naive_train_step(model, optimizer, images, masks, device)
+
+    training = dict(measure(train_call, device, args, args.batch_size * args.steps),
+                    peak_memory_mb=peak_memory_mb(device))
+    return {"config": "baseline", "device": str(device), "precision": "fp32",
+            "channels_last": False, "threads": torch.get_num_threads(),
+            "infer": inference, "train": training}
+
+
+# ---------------------------------------------------------------- (b) the project's defaults
+
+def project_train_args(args, extra=()):
+    """train.py's arguments with their defaults: only the device, batch and crop are set."""
+    import train
+    argv = ["--device", args.device, "--batch-size", str(args.batch_size),
+            "--crop-size", str(args.size), *extra]
+    return train.get_args_parser().parse_args(argv)
+
+
+def write_inference_checkpoint(path, model, args):
+    """A checkpoint as train.py writes it (the keys predict.load_for_inference reads)."""
+    import utils
+    utils.save_checkpoint(path, {
+        "format_version": utils.CHECKPOINT_VERSION, "model_args": model.constructor_args(),
+        "model": model.state_dict(), "args": {"image_size": None},
+        "data": {"in_channels": args.in_channels, "num_classes": args.num_classes,
+                 "ignore_index": 255, "class_names": [f"class_{c}" for c in
+                                                      range(args.num_classes)],
+                 "normalization": {"mean": [0.0] * args.in_channels,
+                                   "std": [1.0] * args.in_channels}}})
+
+
+def project_inference(args, device, compiled=False):
+    """predict.py's path: load_for_inference (its device, precision and layout choices), then
+    batch_probs on a CPU batch, as predict_files calls it."""
+    import predict
+    torch.manual_seed(args.seed)
+    model = SegNet(in_channels=args.in_channels, num_classes=args.num_classes)
+    images, _ = synthetic_batch(args)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bench.pt"
+        write_inference_checkpoint(path, model, args)
+        model, info, dtype = predict.load_for_inference(path, args.device, "auto")
+    if compiled:
+        model = torch.compile(model)
+
+    def infer():
+        return predict.batch_probs(model, images, dtype=dtype)
+
+    return dict(measure(infer, device, args, args.batch_size),
+                peak_memory_mb=peak_memory_mb(device))
+
+
+def project_training(args, compiled=False):
+    """train.py's Runtime, model placement, wrap_model, optimizer, scheduler, criterion and
+    train_one_epoch over a loader of `--steps` copies of one CPU batch."""
+    import train
+    train_args = project_train_args(args, ["--compile"] if compiled else [])
+    torch.manual_seed(args.seed)
+    runtime = train.Runtime(train_args)  # on CPU this calls utils.tune_cpu_allocator
+    model = SegNet(in_channels=args.in_channels, num_classes=args.num_classes,
+                   dropout=train_args.dropout).to(runtime.device)
+    if runtime.channels_last:  # as train.train() places the model
+        model = model.to(memory_format=torch.channels_last)
+    train_model = train.wrap_model(model, train_args, runtime, world_size=1)
+    optimizer = train.build_optimizer(train_args, model, runtime.device)
+    scheduler, _ = train.build_scheduler(train_args, optimizer, args.steps)
+    criterion, _ = train.build_criterion(train_args, {"num_classes": args.num_classes},
+                                         runtime.device)
+    loader = [synthetic_batch(args)] * args.steps
+    state, stop, log = train.new_state(), train.StopFlag(), train.Logger(quiet=True)
+
+    def train_call():
+        state["batch"], state["loss_sum"], state["images"] = 0, 0.0, 0
+        train.train_one_epoch(train_model, loader, criterion, optimizer, scheduler, runtime,
+                              state, train_args, stop, log)
+
+    reset_peak_memory(runtime.device)
+    result = dict(measure(train_call, runtime.device, args, args.batch_size * args.steps),
+                  peak_memory_mb=peak_memory_mb(runtime.device))
+    return result, runtime
+
+
+def run_project(args, device, compiled=False):
+    """Inference first (predict.py does not tune the allocator; Runtime, built for training,
+    does), then training; peak memory is read after each."""
+    inference = project_inference(args, device, compiled)
+    training, runtime = project_training(args, compiled)
+    return dict(config="compile" if compiled else "project", **runtime.describe(),
+                threads=torch.get_num_threads(), infer=inference, train=training)
+
+
+def run_allocator(args, device, tuned):
+    """The project's inference and training with (tuned) or without (glibc's defaults)
+    utils.tune_cpu_allocator, whose page faults and sys time per call `measure` records."""
+    import utils
+    if tuned:
+        utils.tune_cpu_allocator()  # from the start, also for inference
+    else:
+        utils.tune_cpu_allocator = lambda: False  # Runtime always calls it on CPU
+    inference = project_inference(args, device)
+    training, _ = project_training(args)
+    return {"config": f"allocator-{'on' if tuned else 'off'}", "infer": inference,
+            "train": training}
+
+
+# ---------------------------------------------------------------- loader, peak, FLOPs
+
+def write_synthetic_dataset(root, count, size, in_channels, num_classes):
+    """ROOT/{train,val}/{images,masks}/*.png: random 8-bit images of size x size and index
+    masks 0..num_classes-1 (1 val pair); quick to write, and as costly to augment as real data."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, number in (("train", count), ("val", 1)):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+        for index in range(number):
+            shape = (size, size, 3) if in_channels == 3 else (size, size)
+            image = rng.integers(0, 256, shape, dtype=np.uint8)
+            mask = (np.arange(size * size).reshape(size, size) + index) % num_classes
+            Image.fromarray(image).save(root / split / "images" / f"{index:04d}.png")
+            Image.fromarray(mask.astype(np.uint8)).save(root / split / "masks" / f"{index:04d}.png")
+    return root
+
+
+def loader_rate(loader, batches, batch_size):
+    """img/s of a loader over `batches` batches, after one untimed epoch (worker start-up,
+    image decoding into the cache)."""
+    for _ in loader:
+        pass
+    seen, start = 0, time.perf_counter()
+    while seen < batches:
+        for _ in loader:
+            seen += 1
+            if seen == batches:
+                break
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def run_loader(args, device):
+    """train.py's training loader (build_datasets + build_loaders: TrainTransform at --size
+    crops, its collate and pinning) for each worker count, and for train.py's default count."""
+    import dataset as data
+    import train
+    rates, default_workers = {}, None
+    with tempfile.TemporaryDirectory() as folder:
+        root = write_synthetic_dataset(Path(folder), 2 * args.batch_size, args.size,
+                                       args.in_channels, args.num_classes)
+        info = data.scan_dataset(root, in_channels=args.in_channels)
+        for workers in [None, *args.loader_workers]:
+            extra = ["--data", str(root)] + ([] if workers is None else ["--workers", str(workers)])
+            train_args = project_train_args(args, extra)
+            train_set, val_set = train.build_datasets(train_args, root, info)
+            loader, _ = train.build_loaders(train_args, train_set, val_set, device)
+            if workers is None:
+                default_workers = loader.num_workers
+            if loader.num_workers not in rates:
+                rates[loader.num_workers] = loader_rate(loader, args.loader_batches,
+                                                        args.batch_size)
+            del loader  # stops persistent workers before the next count starts its own
+    return {"img_s": {str(w): rate for w, rate in sorted(rates.items())},
+            "default_workers": default_workers}
+
+
+def matmul_peak(dtype, device, size, repeats=5):
+    """Best GFLOP/s of a size x size matmul in `dtype`: the machine's practical peak."""
+    generator = torch.Generator().manual_seed(0)
+    left = torch.randn(size, size, generator=generator).to(device, dtype)
+    right = torch.randn(size, size, generator=generator).to(device, dtype)
+    timed(lambda: left @ right, device)  # warm-up
+    best = min(timed(lambda: left @ right, device) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def run_peak(args, device, precisions):
+    size = args.peak_size or (8192 if device.type == "cuda" else 2048)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    return {"size": size, "gflops": {name: matmul_peak(dtypes[name], device, size)
+                                     for name in precisions}}
+
+
+def count_flops(args):
+    """FLOPs per image of a training step (forward + backward) and of inference, counted by
+    torch.utils.flop_counter on the meta device (no computation)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.device("meta"):
+        model = SegNet(in_channels=args.in_channels, num_classes=args.num_classes)
+        images = torch.empty(args.batch_size, args.in_channels, args.size, args.size)
+        masks = torch.zeros(args.batch_size, args.size, args.size, dtype=torch.int64)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(images), masks).backward()
+    train_flops = counter.get_total_flops()
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(images)
+    return {"train_per_image": train_flops / args.batch_size,
+            "infer_per_image": counter.get_total_flops() / args.batch_size}
+
+
+# ---------------------------------------------------------------- processes
+
+def run_worker(args, device):
+    """The body of a `--worker` process: one measurement, printed as JSON."""
+    if args.worker == "baseline":
+        return run_baseline(args, device)
+    if args.worker in ("project", "compile"):
+        return run_project(args, device, compiled=args.worker == "compile")
+    if args.worker == "loader":
+        return run_loader(args, device)
+    if args.worker == "peak":
+        return run_peak(args, device, os.environ.get("BENCH_PRECISIONS", "fp32").split(","))
+    return run_allocator(args, device, tuned=args.worker == "allocator-on")
+
+
+def worker_env(kind, extra=None):
+    """The environment of a worker: the baseline and allocator-off go without malloc tuning."""
+    env = dict(os.environ, **(extra or {}))
+    if kind in ("baseline", "allocator-off"):
+        env = {key: value for key, value in env.items()
+               if key not in ALLOCATOR_ENV and not key.startswith(ALLOCATOR_ENV_PREFIX)}
+    return env
+
+
+def spawn(args, kind, extra_env=None):
+    """Run `python bench.py --worker KIND` with this run's settings; its JSON result."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind,
+               "--size", str(args.size), "--batch-size", str(args.batch_size),
+               "--device", args.device, "--warmup", str(args.warmup),
+               "--repeats", str(args.repeats), "--steps", str(args.steps),
+               "--in-channels", str(args.in_channels), "--num-classes", str(args.num_classes),
+               "--loader-batches", str(args.loader_batches), "--seed", str(args.seed),
+               "--loader-workers", *map(str, args.loader_workers)]
+    if args.peak_size:
+        command += ["--peak-size", str(args.peak_size)]
+    result = subprocess.run(command, cwd=HERE, env=worker_env(kind, extra_env),
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"error: bench worker '{kind}' failed (exit {result.returncode}); "
+                         f"run `{' '.join(command)}` to see it alone:\n"
+                         f"{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_pairs(args, progress):
+    """Baseline and project processes alternated (A B A B ...; A B C with --compile)."""
+    kinds = ("baseline", "project", "compile") if args.compile else ("baseline", "project")
+    pairs = []
+    for index in range(args.pairs):
+        pair = {}
+        for kind in kinds:
+            progress(f"pair {index + 1}/{args.pairs}: {kind}")
+            pair[kind] = spawn(args, kind)
+        pairs.append(pair)
+    return pairs
+
+
+# ---------------------------------------------------------------- summary
+
+def spread(values):
+    """Median and range of a list of numbers."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def ratios(pairs, numerator, denominator, phase):
+    """numerator/denominator img/s of `phase`, pair by pair."""
+    return [pair[numerator][phase]["img_s"] / pair[denominator][phase]["img_s"]
+            for pair in pairs]
+
+
+def config_summary(pairs, kind, flops, peak):
+    """Median img/s, GFLOP/s, fraction of the dtype's peak and memory of one configuration."""
+    precision = pairs[0][kind].get("precision", "fp32")
+    summary = {"precision": precision, "channels_last": pairs[0][kind].get("channels_last")}
+    for phase in ("train", "infer"):
+        rate = statistics.median(pair[kind][phase]["img_s"] for pair in pairs)
+        gflops = rate * flops[f"{phase}_per_image"] / 1e9
+        summary[phase] = {
+            "img_s": rate, "img_s_per_pair": [pair[kind][phase]["img_s"] for pair in pairs],
+            "gflops": gflops, "peak_fraction": gflops / peak["gflops"][precision],
+            "peak_memory_mb": statistics.median(pair[kind][phase]["peak_memory_mb"]
+                                                for pair in pairs),
+            "page_faults_per_call": statistics.median(pair[kind][phase]["page_faults_per_call"]
+                                                      for pair in pairs),
+            "sys_s_per_call": statistics.median(pair[kind][phase]["sys_s_per_call"]
+                                                for pair in pairs)}
+    return summary
+
+
+def compile_summary(pairs):
+    """torch.compile against eager project defaults, and compile time (first call - median)."""
+    summary = {}
+    for phase in ("train", "infer"):
+        first = [pair["compile"][phase]["warmup_seconds"][0] for pair in pairs
+                 if pair["compile"][phase]["warmup_seconds"]]
+        step = [statistics.median(pair["compile"][phase]["seconds"]) for pair in pairs]
+        summary[phase] = {"speedup": spread(ratios(pairs, "compile", "project", phase)),
+                          "compile_s": statistics.median(first) - statistics.median(step)
+                          if first else None}
+    return summary
+
+
+def summarise(args, device, flops, pairs, loader, peak, allocator):
+    """The result object; its first keys are the issue's headline figures."""
+    baseline = config_summary(pairs, "baseline", flops, peak)
+    project = config_summary(pairs, "project", flops, peak)
+    train_ratios, infer_ratios = (ratios(pairs, "project", "baseline", phase)
+                                  for phase in ("train", "infer"))
+    default_rate = loader["img_s"][str(loader["default_workers"])]
+    result = {
+        "train_speedup": statistics.median(train_ratios),
+        "infer_speedup": statistics.median(infer_ratios),
+        "train_peak_fraction": project["train"]["peak_fraction"],
+        "loader_ratio": default_rate / project["train"]["img_s"],
+        "train_speedup_per_pair": train_ratios, "infer_speedup_per_pair": infer_ratios,
+        "settings": {"device": str(device), "size": args.size, "batch_size": args.batch_size,
+                     "pairs": args.pairs, "warmup": args.warmup, "repeats": args.repeats,
+                     "steps": args.steps, "in_channels": args.in_channels,
+                     "num_classes": args.num_classes, "threads": pairs[0]["project"]["threads"],
+                     "torch": torch.__version__, "cpu_fast_bf16": cpu_fast_bf16()},
+        "flops": flops, "peak": peak, "baseline": baseline, "project": project,
+        "loader": dict(loader, train_consumption_img_s=project["train"]["img_s"]),
+        "allocator": allocator, "raw_pairs": pairs}
+    if args.compile:
+        result["compile"] = compile_summary(pairs)
+    return result
+
+
+def cpu_fast_bf16():
+    import utils
+    return utils.cpu_has_fast_bf16()
+
+
+def allocator_summary(on, off):
+    """Page faults, sys time and img/s per call with and without the in-program tuning."""
+    def figures(run, phase):
+        return {key: run[phase][key] for key in ("img_s", "page_faults_per_call",
+                                                 "sys_s_per_call", "user_s_per_call")}
+    return {phase: {"off": figures(off, phase), "on": figures(on, phase),
+                    "speedup": on[phase]["img_s"] / off[phase]["img_s"]}
+            for phase in ("train", "infer")}
+
+
+# ---------------------------------------------------------------- report
+
+def table_lines(result):
+    settings, base, proj = result["settings"], result["baseline"], result["project"]
+    peak = result["peak"]["gflops"]
+    lines = [f"bench: {settings['device']}, {settings['threads']} threads, {settings['size']}x"
+             f"{settings['size']}, batch {settings['batch_size']}, {settings['pairs']} pairs x "
+             f"{settings['repeats']} timed calls (torch {settings['torch']})",
+             f"{'':<26}{'baseline':>14}{'project':>14}{'speed-up (median, range)':>30}",
+             f"{'precision, layout':<26}{'fp32 NCHW':>14}"
+             f"{proj['precision'] + (' NHWC' if proj['channels_last'] else ' NCHW'):>14}"]
+    for phase, name in (("train", "training"), ("infer", "inference")):
+        pair_ratios = result[f"{phase}_speedup_per_pair"]
+        lines.append(f"{name + ' img/s':<26}{base[phase]['img_s']:>14.2f}"
+                     f"{proj[phase]['img_s']:>14.2f}{result[phase + '_speedup']:>16.2f}x "
+                     f"[{min(pair_ratios):.2f}-{max(pair_ratios):.2f}]")
+        lines.append(f"{name + ' GFLOP/s':<26}{base[phase]['gflops']:>14.1f}"
+                     f"{proj[phase]['gflops']:>14.1f}")
+        lines.append(f"{'  of the dtype peak':<26}{base[phase]['peak_fraction']:>14.0%}"
+                     f"{proj[phase]['peak_fraction']:>14.0%}")
+        lines.append(f"{name + ' peak memory MB':<26}{base[phase]['peak_memory_mb']:>14.0f}"
+                     f"{proj[phase]['peak_memory_mb']:>14.0f}")
+    lines.append("matmul peak " + ", ".join(f"{name} {value:.0f} GFLOP/s"
+                                            for name, value in peak.items())
+                 + f" ({result['peak']['size']}x{result['peak']['size']})")
+    loader = result["loader"]
+    lines.append("train loader img/s: " + ", ".join(
+        f"{workers} workers {rate:.0f}" for workers, rate in loader["img_s"].items())
+        + f"; training consumes {loader['train_consumption_img_s']:.2f} img/s; loader ratio "
+          f"{result['loader_ratio']:.1f}x at the default {loader['default_workers']} workers")
+    lines += allocator_lines(result["allocator"]) + compile_lines(result.get("compile"))
+    return lines
+
+
+def allocator_lines(allocator):
+    if not allocator:
+        return []
+    lines = []
+    for phase, name in (("train", "training step"), ("infer", "inference call")):
+        off, on = allocator[phase]["off"], allocator[phase]["on"]
+        lines.append(f"allocator, per {name}: page faults {off['page_faults_per_call']:.0f} -> "
+                     f"{on['page_faults_per_call']:.0f}, sys {off['sys_s_per_call']:.2f} s -> "
+                     f"{on['sys_s_per_call']:.2f} s, speed x{allocator[phase]['speedup']:.2f} "
+                     f"(glibc default -> utils.tune_cpu_allocator)")
+    return lines
+
+
+def compile_lines(summary):
+    if not summary:
+        return []
+    return [f"torch.compile {phase}: x{summary[phase]['speedup']['median']:.2f} of eager "
+            f"[{summary[phase]['speedup']['min']:.2f}-{summary[phase]['speedup']['max']:.2f}], "
+            f"compile time {summary[phase]['compile_s']:.1f} s"
+            for phase in ("train", "infer") if summary[phase]["compile_s"] is not None]
+
+
+def main(args):
+    validate_args(args)
+    import utils
+    try:
+        device = utils.resolve_device(args.device)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    if args.worker:
+        print(json.dumps(run_worker(args, device)))
+        return 0
+    progress = (lambda message: None) if args.json else (
+        lambda message: print(f"[bench] {message}", file=sys.stderr, flush=True))
+    flops = count_flops(args)
+    pairs = run_pairs(args, progress)
+    progress("train loader")
+    loader = spawn(args, "loader")
+    precisions = sorted({"fp32", pairs[0]["project"]["precision"]})
+    progress(f"matmul peak ({', '.join(precisions)})")
+    peak = spawn(args, "peak", {"BENCH_PRECISIONS": ",".join(precisions)})
+    allocator = None
+    if args.allocator and device.type == "cpu":
+        progress("allocator off / on")
+        allocator = allocator_summary(on=spawn(args, "allocator-on"),
+                                      off=spawn(args, "allocator-off"))
+    result = summarise(args, device, flops, pairs, loader, peak, allocator)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n".join(table_lines(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

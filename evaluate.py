@@ -1,0 +1,237 @@
+"""Score a checkpoint on a labelled split: `python evaluate.py --checkpoint runs/x/best.pt
+--data data --split test --out runs/x/eval`. Prints per-class IoU, Dice, precision and recall and
+the SegNet paper's G, C and mIoU; writes report.json, confusion_matrix.png and the worst images."""
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import dataset as data
+import predict
+import utils
+
+DEFAULT_DATA = Path(__file__).resolve().parent / "data"
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="checkpoint written by train.py (best.pt or last.pt)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="dataset root holding SPLIT/images and SPLIT/masks")
+    parser.add_argument("--split", default="test", help="the split to score")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the report (default: eval-SPLIT next to the checkpoint)")
+    parser.add_argument("--batch-size", type=int, default=4,
+                        help="images of one size predicted together")
+    parser.add_argument("--tta", action="store_true",
+                        help="average the softmax over horizontal and vertical flips (4x slower)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="resize images to this square size for the model (default: "
+                             "training's --image-size, if it had one; 0 = native size); scores "
+                             "are always taken at each image's native size")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+                        help="auto = cuda, then mps, then cpu")
+    parser.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
+                        help="mixed precision; auto = bf16 where the hardware has it natively")
+    parser.add_argument("--worst", type=int, default=4, metavar="K",
+                        help="draw the K images with the lowest mIoU; 0 = none")
+    return parser
+
+
+# ---------------------------------------------------------------- scoring
+
+def samples(dataset):
+    """((index, mask int64 [H, W]), image float32 [C, H, W] normalised) for each pair."""
+    for index in range(len(dataset)):
+        image, mask = dataset[index]
+        yield (index, mask), image
+
+
+@torch.inference_mode()
+def evaluate_split(model, info, root, split, batch_size=4, tta=False, dtype=None,
+                   image_size=None, progress=False):
+    """(confusion int64 [K, K] over the split, per-image list of {name, image_path, mask_path,
+    confusion}). Rows are true classes, columns predictions; ignored pixels are left out.
+    image_size: see predict.resolve_image_size (None = as in training).
+
+    Every image is predicted at its native size: a batch holds images of one size only, so no
+    padding ever reaches the model and the scores do not depend on the batch size.
+    DataError (naming the file) for pairs the checkpoint's decoding cannot read.
+    """
+    dataset = data.SegmentationDataset(root, split, info)
+    image_size = predict.resolve_image_size(info, image_size)
+    num_classes, ignore_index = info["num_classes"], info["ignore_index"]
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    per_image = []
+    bar = tqdm(total=len(dataset), desc=f"evaluate {split}", unit="image", disable=not progress)
+    for batch in predict.batches(samples(dataset), batch_size, predict.TILE):
+        keys, images = zip(*batch)
+        probs = predict.batch_probs(model, torch.stack(images), tta=tta, dtype=dtype,
+                                    image_size=image_size)
+        for (index, mask), preds in zip(keys, probs.argmax(1)):
+            image_confusion = utils.confusion_matrix(preds, mask, num_classes, ignore_index)
+            confusion += image_confusion
+            per_image.append({"name": dataset.names[index],
+                              "image_path": dataset.image_paths[index],
+                              "mask_path": dataset.mask_paths[index],
+                              "confusion": image_confusion})
+        bar.update(len(batch))
+    bar.close()
+    return confusion, per_image
+
+
+def rank_images(per_image, class_names):
+    """[{name, miou, pixel_acc}] sorted worst first; images without labelled pixels last."""
+    scores = []
+    for entry in per_image:
+        metrics = utils.metrics_from_confusion(entry["confusion"], class_names)
+        scores.append({"name": entry["name"], "miou": metrics["miou"],
+                       "pixel_acc": metrics["pixel_acc"]})
+    return sorted(scores, key=lambda s: (math.isnan(s["miou"]), s["miou"]))
+
+
+# ---------------------------------------------------------------- outputs
+
+def format_table(metrics):
+    """The per-class table and the summary line, as printed."""
+    names = [entry["name"] for entry in metrics["per_class"]]
+    width = max(len("class"), *(len(name) for name in names))
+    lines = [f"{'class':<{width}}  {'IoU':>6}  {'Dice':>6}  {'precision':>9}  "
+             f"{'recall/acc':>10}  {'support (px)':>13}"]
+    for entry in metrics["per_class"]:
+        lines.append(f"{entry['name']:<{width}}  {entry['iou']:>6.4f}  {entry['dice']:>6.4f}  "
+                     f"{entry['precision']:>9.4f}  {entry['recall']:>10.4f}  "
+                     f"{entry['support']:>13,}")
+    lines.append(f"global pixel accuracy (G) {metrics['pixel_acc']:.4f} | class-average accuracy "
+                 f"(C) {metrics['mean_acc']:.4f} | mIoU {metrics['miou']:.4f} | mean Dice "
+                 f"{metrics['mean_dice']:.4f}")
+    return "\n".join(lines)
+
+
+def save_confusion_figure(path, confusion, class_names):
+    """Row-normalised confusion matrix (each true class sums to 1), class names on the axes."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    counts = confusion.double()
+    rates = (counts / counts.sum(1, keepdim=True).clamp(min=1)).numpy()
+    size = len(class_names)
+    fig, axis = plt.subplots(figsize=(2.5 + 0.7 * size, 2 + 0.6 * size))
+    picture = axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    axis.set_xticks(range(size), class_names, rotation=45, ha="right")
+    axis.set_yticks(range(size), class_names)
+    axis.set(xlabel="predicted class", ylabel="true class", title="confusion (rows sum to 1)")
+    if size <= 20:
+        for row, col in np.ndindex(size, size):
+            axis.text(col, row, f"{rates[row, col]:.2f}", ha="center", va="center",
+                      color="white" if rates[row, col] > 0.5 else "black", fontsize=8)
+    fig.colorbar(picture, ax=axis, fraction=0.046)
+    utils._save_figure(fig, path)
+
+
+def save_worst(folder, model, info, per_image, ranking, count, options):
+    """image | ground truth | prediction | overlay of the `count` worst images, one file each
+    (worst/01_<name>.png, ...). Returns the names of the files written."""
+    by_name = {entry["name"]: entry for entry in per_image}
+    worst = [score for score in ranking if not math.isnan(score["miou"])][:count]
+    if worst:
+        folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for rank, score in enumerate(worst, start=1):
+        entry = by_name[score["name"]]
+        image = data.load_image(entry["image_path"], info["in_channels"])
+        mask = data.decode_mask(entry["mask_path"], info["mask_decoding"], info["ignore_index"])
+        preds = predict.predict_probs(model, info, image, **options).argmax(0)
+        path = folder / f"{rank:02d}_{score['name']}.png"
+        utils.save_samples_figure(path, [(image, mask, preds)], predict.class_colors(info))
+        files.append(path.name)
+    return files
+
+
+def json_safe(value):
+    """NaN (a class absent from labels and predictions) -> null, recursively."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def write_report(path, metrics, confusion, ranking, worst_files, args, info):
+    report = {**metrics,
+              "confusion_matrix": confusion.tolist(),
+              "checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
+              "images": len(ranking), "tta": args.tta,
+              "image_size": predict.resolve_image_size(info, args.image_size),
+              "mask_decoding": info["mask_decoding"],
+              "per_image": ranking, "worst_images": worst_files}
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(json_safe(report), indent=2) + "\n", encoding="utf-8")
+    os.replace(temp, path)
+
+
+# ---------------------------------------------------------------- main
+
+def validate_args(args):
+    problems = []
+    if args.batch_size < 1:
+        problems.append(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.worst < 0:
+        problems.append(f"--worst must be >= 0, got {args.worst}")
+    if not predict.image_size_ok(args.image_size):
+        problems.append(f"--image-size must be 0 (native) or >= {predict.POOL_GRID}, got "
+                        f"{args.image_size}")
+    if not args.data.is_dir():
+        problems.append(f"--data {args.data} is not a folder")
+    if problems:
+        raise SystemExit("error: " + "; ".join(problems))
+
+
+def main(args):
+    validate_args(args)
+    try:
+        data.list_pairs(args.data, args.split)
+    except data.DataError as error:
+        raise SystemExit(f"error: {error}") from None
+    try:
+        model, info, dtype = predict.load_for_inference(args.checkpoint, args.device, args.amp)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
+    options = {"tta": args.tta, "dtype": dtype, "image_size": args.image_size}
+    try:
+        confusion, per_image = evaluate_split(model, info, args.data, args.split,
+                                              args.batch_size, progress=sys.stderr.isatty(),
+                                              **options)
+    except data.DataError as error:
+        raise SystemExit(f"error: {error}\n(the checkpoint {args.checkpoint} reads masks as "
+                         f"{data.describe_decoding(info['mask_decoding'])})") from None
+    metrics = utils.metrics_from_confusion(confusion, info["class_names"])
+    ranking = rank_images(per_image, info["class_names"])
+    out = args.out or args.checkpoint.parent / f"eval-{args.split}"
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{args.checkpoint} on {args.data / args.split}: {len(per_image)} images"
+          + (" (flip TTA)" if args.tta else ""))
+    print(format_table(metrics))
+    save_confusion_figure(out / "confusion_matrix.png", confusion, info["class_names"])
+    worst_files = save_worst(out / "worst", model, info, per_image, ranking, args.worst, options)
+    if worst_files:
+        print("worst images (mIoU): " + ", ".join(
+            f"{score['name']} {score['miou']:.4f}" for score in ranking[:len(worst_files)]))
+    write_report(out / "report.json", metrics, confusion, ranking, worst_files, args, info)
+    print(f"wrote {out / 'report.json'}, {out / 'confusion_matrix.png'}"
+          + (f" and {len(worst_files)} picture(s) in {out / 'worst'}" if worst_files else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

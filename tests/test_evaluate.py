@@ -1,0 +1,121 @@
+"""evaluate.py: hand-checked metrics, native-size scoring, outputs, and masks the checkpoint
+cannot read."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dataset as data
+import evaluate
+import train
+from test_predict import random_model, save_test_checkpoint, write_image
+
+ROOT = Path(__file__).resolve().parent.parent
+IGNORE = 255
+
+
+def labelled_masks():
+    """{stem: mask} of the test split: class pixels 0: 146, 1: 148, 2: 28; 35 ignored."""
+    a = np.zeros((12, 10), np.uint8)      # class 0: 50, class 1: 40, class 2: 20, ignored: 10
+    a[:4], a[4:6], a[6] = 1, 2, IGNORE
+    b = np.ones((12, 10), np.uint8)       # class 1: 108, ignored: 12
+    b[:, -1] = IGNORE
+    c = np.zeros((9, 13), np.uint8)       # class 0: 96, class 2: 8, ignored: 13
+    c[0], c[1:, 0] = IGNORE, 2
+    return {"a": a, "b": b, "c": c}
+
+
+def write_split(root, split, masks):
+    (root / split / "images").mkdir(parents=True)
+    (root / split / "masks").mkdir(parents=True)
+    for seed, (stem, mask) in enumerate(masks.items()):
+        write_image(root / split / "images" / f"{stem}.png", *mask.shape, seed=seed)
+        Image.fromarray(mask).save(root / split / "masks" / f"{stem}.png")
+
+
+@pytest.fixture(scope="module")
+def dataset_root(tmp_path_factory):
+    """train (3 index classes), test (the masks above) and bad (a mask with a 4th value)."""
+    root = tmp_path_factory.mktemp("data")
+    train_mask = np.zeros((16, 16), np.uint8)
+    train_mask[:5], train_mask[5:8] = 1, 2
+    write_split(root, "train", {"t0": train_mask, "t1": train_mask[::-1].copy()})
+    write_split(root, "test", labelled_masks())
+    bad = np.zeros((12, 10), np.uint8)
+    bad[3, 3] = 3
+    write_split(root, "bad", {"ok": labelled_masks()["a"], "x": bad})
+    return root
+
+
+@pytest.fixture(scope="module")
+def info(dataset_root):
+    """The checkpoint's "data" entry exactly as training makes it."""
+    return train.data_metadata(data.scan_dataset(dataset_root, splits=("train",)))
+
+
+def run_main(*argv):
+    return evaluate.main(evaluate.get_args_parser().parse_args([str(a) for a in argv]))
+
+
+def test_constant_model_gives_hand_computed_metrics(dataset_root, info, tmp_path, capsys):
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3, favour=0, info=info)
+    assert run_main("--checkpoint", checkpoint, "--data", dataset_root, "--split", "test",
+                    "--out", tmp_path / "eval", "--worst", "5", "--tta") == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    # Every pixel predicted class 0: column 0 holds each class's labelled pixels.
+    assert report["confusion_matrix"] == [[146, 0, 0], [148, 0, 0], [28, 0, 0]]
+    total = 146 + 148 + 28
+    assert report["pixel_acc"] == pytest.approx(146 / total)
+    assert report["mean_acc"] == pytest.approx(1 / 3)
+    assert report["miou"] == pytest.approx(146 / total / 3)
+    assert report["mean_dice"] == pytest.approx(2 * 146 / (146 + total) / 3)
+    assert report["per_class"] == [
+        {"name": "class_0", "iou": pytest.approx(146 / total),
+         "dice": pytest.approx(2 * 146 / (146 + total)), "precision": pytest.approx(146 / total),
+         "recall": 1.0, "support": 146},
+        {"name": "class_1", "iou": 0.0, "dice": 0.0, "precision": None, "recall": 0.0,
+         "support": 148},
+        {"name": "class_2", "iou": 0.0, "dice": 0.0, "precision": None, "recall": 0.0,
+         "support": 28}]
+    # Per image: b has no class 0 (mIoU 0); c has no class 1 (left out of its mean).
+    assert [(s["name"], s["miou"]) for s in report["per_image"]] == [
+        ("b", 0.0), ("a", pytest.approx(50 / 110 / 3)), ("c", pytest.approx(96 / 104 / 2))]
+    assert report["worst_images"] == ["01_b.png", "02_a.png", "03_c.png"]
+    for name in ["confusion_matrix.png"] + [f"worst/{n}" for n in report["worst_images"]]:
+        with Image.open(tmp_path / "eval" / name) as picture:
+            assert picture.size[0] > 100
+    printed = capsys.readouterr().out
+    assert "class_2" in printed and f"mIoU {146 / total / 3:.4f}" in printed
+
+
+def test_scores_do_not_depend_on_the_batch_size(dataset_root, info):
+    """Images of two sizes: batches hold one size, so no padding changes any prediction."""
+    model = random_model(num_classes=3)
+    one, per_image = evaluate.evaluate_split(model, info, dataset_root, "test", batch_size=1)
+    three, _ = evaluate.evaluate_split(model, info, dataset_root, "test", batch_size=3)
+    assert torch.equal(one, three)
+    assert one.sum() == 146 + 148 + 28
+    assert [entry["name"] for entry in per_image] == ["a", "b", "c"]
+
+
+def test_a_mask_value_the_checkpoint_does_not_know_is_a_clear_error(dataset_root, info,
+                                                                    tmp_path):
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3, info=info)
+    result = subprocess.run(
+        [sys.executable, "evaluate.py", "--checkpoint", str(checkpoint), "--data",
+         str(dataset_root), "--split", "bad", "--out", str(tmp_path / "eval")], cwd=ROOT,
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert str(dataset_root / "bad" / "masks" / "x.png") in result.stderr
+    assert "{3}" in result.stderr and "class ids 0..2" in result.stderr
+
+
+def test_a_missing_split_is_named(dataset_root, info, tmp_path):
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3, info=info)
+    with pytest.raises(SystemExit, match="val"):
+        run_main("--checkpoint", checkpoint, "--data", dataset_root, "--split", "val")

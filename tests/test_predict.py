@@ -1,0 +1,249 @@
+"""predict.py: tiling exactness, output files (size, mode, palette), batching, bad inputs."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import predict
+import utils
+from model import SegNet
+
+ROOT = Path(__file__).resolve().parent.parent
+RADIUS = predict.context_radius()
+
+
+def random_model(num_classes=3, in_channels=1, seed=0):
+    """An untrained SegNet in eval mode with non-trivial BatchNorm statistics."""
+    torch.manual_seed(seed)
+    model = SegNet(in_channels=in_channels, num_classes=num_classes).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.1)
+            module.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def data_info(num_classes=2, in_channels=1):
+    """The checkpoint's "data" entry (as train.data_metadata writes it) for index masks."""
+    return {"in_channels": in_channels, "ignore_index": 255, "num_classes": num_classes,
+            "class_names": [f"class_{c}" for c in range(num_classes)],
+            "class_colors": utils.default_colors(num_classes),
+            "mask_decoding": {"kind": "index", "num_classes": num_classes, "void_values": []},
+            "normalization": {"mean": [0.5] * in_channels, "std": [0.25] * in_channels}}
+
+
+def save_test_checkpoint(path, num_classes=2, in_channels=1, favour=None, info=None, seed=0):
+    """A checkpoint of an untrained model; favour=c makes it predict class c everywhere
+    (classifier weights 0, bias 5 for c and 0 for the others)."""
+    model = random_model(num_classes, in_channels, seed)
+    if favour is not None:
+        with torch.no_grad():
+            model.classifier.weight.zero_()
+            model.classifier.bias.zero_()
+            model.classifier.bias[favour] = 5.0
+    utils.save_checkpoint(path, {
+        "format_version": utils.CHECKPOINT_VERSION, "model_args": model.constructor_args(),
+        "model": model.state_dict(), "data": info or data_info(num_classes, in_channels)})
+    return path
+
+
+def write_image(path, height, width, channels=1, seed=0):
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, channels), np.uint8)
+    Image.fromarray(pixels[..., 0] if channels == 1 else pixels).save(path)
+    return path
+
+
+def run_main(*argv):
+    return predict.main(predict.get_args_parser().parse_args([str(a) for a in argv]))
+
+
+# ---------------------------------------------------------------- tiling
+
+def test_context_radius_is_the_exact_reach_of_one_input_pixel():
+    """Perturbing one pixel changes outputs up to RADIUS away and no further (the bound is
+    tight, so the default overlap wastes nothing). One pixel at each offset on the pooling grid,
+    along the rows of a narrow strip (the network is the same along both axes)."""
+    model = random_model()
+    image = torch.randn(1, 1, 112, 16)
+    rows = [48 + offset for offset in range(predict.POOL_GRID)]
+    batch = image.repeat(len(rows) + 1, 1, 1, 1)  # one batch: the same conv algorithm for all
+    for index, row in enumerate(rows, start=1):
+        batch[index, 0, row, 8] += 10
+    with torch.inference_mode():
+        logits = model(batch)
+    changed = (logits[1:] - logits[:1]).abs().amax(dim=(1, 3)) > 0  # [N, H]
+    reach = max((torch.nonzero(changed[index])[:, 0] - row).abs().max().item()
+                for index, row in enumerate(rows))
+    assert RADIUS == 43 and reach == RADIUS
+
+
+def test_tiled_equals_untiled_on_the_whole_image_when_overlap_covers_the_receptive_field():
+    model = random_model()
+    image = torch.randn(1, 157, 171)  # odd sizes: the last tiles end off the pooling grid
+    whole = predict.forward_probs(model, image[None])[0]
+    tiled = predict.tiled_probs(model, image, tile=136, overlap=88)
+    assert len(predict.tile_windows(157, 136, 88)) == 2  # really tiled, in both directions
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+    assert torch.equal(tiled.argmax(0), whole.argmax(0))
+
+
+def exact_positions(length, windows):
+    """Positions at least RADIUS from the inner edges of every tile that contains them."""
+    exact = np.ones(length, dtype=bool)
+    for start, end in windows:
+        position = np.arange(start, end)
+        near = ((position - start < RADIUS) & (start > 0)) | ((end - 1 - position < RADIUS)
+                                                              & (end < length))
+        exact[position[near]] = False
+    return exact
+
+
+def test_tiled_equals_untiled_away_from_tile_edges():
+    """A small overlap (16 < 2 * RADIUS) blends approximate predictions near tile edges; a pixel
+    at least RADIUS from the inner edges of every tile holding it is still exact."""
+    model = random_model()
+    image = torch.randn(1, 121, 133)
+    whole = predict.forward_probs(model, image[None])[0]
+    tiled = predict.tiled_probs(model, image, tile=64, overlap=16)
+    rows = exact_positions(121, predict.tile_windows(121, 64, 16))
+    cols = exact_positions(133, predict.tile_windows(133, 64, 16))
+    region = torch.from_numpy(rows[:, None] & cols[None, :])
+    assert region.sum() > 500
+    torch.testing.assert_close(tiled[:, region], whole[:, region], atol=1e-5, rtol=0)
+    assert (tiled - whole).abs().amax() > 1e-3  # near the edges tiling does differ
+
+
+@settings(max_examples=200, deadline=None)
+@given(length=st.integers(1, 700), tile=st.integers(1, 40).map(lambda n: 8 * n),
+       overlap=st.integers(0, 39).map(lambda n: 8 * n))
+def test_tile_windows_cover_the_axis_on_the_grid_with_weights_summing_to_one(length, tile,
+                                                                             overlap):
+    if overlap >= tile:
+        with pytest.raises(ValueError):
+            predict.check_tiling(tile, overlap)
+        return
+    windows = predict.tile_windows(length, tile, overlap)
+    assert windows[0][0] == 0 and windows[-1][1] == length
+    assert all(start % predict.POOL_GRID == 0 for start, _ in windows)
+    assert all(end - start == min(tile, length) or end == length for start, end in windows)
+    weights = predict.window_weights(length, windows, overlap)
+    np.testing.assert_allclose(weights.sum(0), 1, atol=1e-6)
+    if overlap >= 2 * RADIUS:  # no weight where a tile lacks context: exact tiling
+        for row, (start, end) in zip(weights, windows):
+            inexact = ~exact_positions(length, [(start, end)])
+            assert not row[inexact].any()
+
+
+def test_tta_is_flip_equivariant():
+    model = random_model()
+    image = torch.randn(1, 1, 16, 24)
+    with_tta = predict.forward_probs(model, image, tta=True)
+    flipped = predict.forward_probs(model, image.flip(-1), tta=True)
+    torch.testing.assert_close(flipped.flip(-1), with_tta, atol=1e-5, rtol=0)
+    without = predict.forward_probs(model, image.flip(-1))
+    assert not torch.allclose(without.flip(-1), predict.forward_probs(model, image), atol=1e-3)
+
+
+# ---------------------------------------------------------------- output files
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_binary_masks_are_0_255_grayscale_at_the_input_size(tmp_path, in_channels):
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 2, in_channels, favour=1)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    sizes = {"a": (37, 53), "b": (37, 53), "c": (20, 9), "d": (5, 6), "e": (37, 53)}
+    for seed, (stem, (height, width)) in enumerate(sizes.items()):
+        write_image(inputs / f"{stem}.png", height, width, channels=3 - 2 * (seed % 2), seed=seed)
+    assert run_main("--checkpoint", checkpoint, "--input", inputs, "--output", tmp_path / "out",
+                    "--batch-size", "2") == 0
+    for stem, (height, width) in sizes.items():
+        with Image.open(tmp_path / "out" / f"{stem}.png") as mask:
+            assert mask.mode == "L" and mask.size == (width, height)
+            assert set(np.unique(np.asarray(mask))) == {255}  # class 1 everywhere
+
+
+def test_multiclass_masks_are_palette_pngs_with_overlay_and_probs(tmp_path):
+    info = data_info(3)
+    info["class_colors"] = [[10, 20, 30], [200, 0, 0], [0, 0, 250]]
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3, favour=2, info=info)
+    write_image(tmp_path / "big.png", 70, 93)
+    assert run_main("--checkpoint", checkpoint, "--input", tmp_path / "*.png", "--output",
+                    tmp_path / "out", "--overlay", "--probs", "--tile", "64",
+                    "--overlap", "8") == 0
+    with Image.open(tmp_path / "out" / "big.png") as mask:
+        assert mask.mode == "P" and mask.size == (93, 70)
+        assert mask.getpalette()[:9] == [10, 20, 30, 200, 0, 0, 0, 0, 250]
+        assert set(np.unique(np.asarray(mask))) == {2}  # the index is the class id
+    with Image.open(tmp_path / "out" / "big_overlay.png") as overlay:
+        assert overlay.mode == "RGB" and overlay.size == (93, 70)
+    probs = np.load(tmp_path / "out" / "big_probs.npy")
+    assert probs.dtype == np.float16 and probs.shape == (3, 70, 93)
+    np.testing.assert_allclose(probs.astype(np.float32).sum(0), 1, atol=2e-3)
+    assert (probs.argmax(0) == 2).all()
+
+
+def test_image_size_defaults_to_training_and_probs_come_back_at_native_size():
+    model = random_model(num_classes=2)
+    info = dict(data_info(2), train_image_size=32)  # as load_for_inference reads a checkpoint
+    image = np.random.default_rng(0).random((1, 45, 61), dtype=np.float32)
+    probs = predict.predict_probs(model, info, image)
+    assert probs.shape == (2, 45, 61)
+    np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
+    np.testing.assert_array_equal(probs, predict.predict_probs(model, info, image, image_size=32))
+    native = predict.predict_probs(model, info, image, image_size=0)
+    assert native.shape == (2, 45, 61) and not np.allclose(native, probs, atol=1e-3)
+
+
+# ---------------------------------------------------------------- inputs
+
+def test_unreadable_inputs_are_reported_and_the_others_written(tmp_path):
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 2, favour=0)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_image(inputs / "a_good.png", 16, 16)
+    write_image(inputs / "c_good.png", 16, 16)
+    (inputs / "b_random.png").write_bytes(np.random.default_rng(0).bytes(300))
+    good = (inputs / "a_good.png").read_bytes()
+    (inputs / "d_truncated.png").write_bytes(good[:len(good) // 2])
+    (inputs / "e_empty.jpg").write_bytes(b"")
+    result = subprocess.run(
+        [sys.executable, "predict.py", "--checkpoint", str(checkpoint), "--input", str(inputs),
+         "--output", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
+        timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    for name in ("b_random.png", "d_truncated.png", "e_empty.jpg"):
+        assert name in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_good.png", "c_good.png"]
+
+    with pytest.raises(SystemExit, match="b_random.png"):  # stops there, a_good written
+        run_main("--checkpoint", checkpoint, "--input", inputs, "--output", tmp_path / "strict",
+                 "--strict")
+    assert [p.name for p in (tmp_path / "strict").iterdir()] == ["a_good.png"]
+
+
+def test_bad_input_arguments_stop_before_any_work(tmp_path):
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 2)
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        write_image(tmp_path / folder / "same.png", 8, 8)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="matches no files"):
+        run_main("--checkpoint", checkpoint, "--input", tmp_path / "nothing*.png", "--output", out)
+    with pytest.raises(SystemExit, match="same.png"):
+        run_main("--checkpoint", checkpoint, "--input", tmp_path / "x", tmp_path / "y",
+                 "--output", out)
+    with pytest.raises(SystemExit, match="overwrite an input"):
+        run_main("--checkpoint", checkpoint, "--input", tmp_path / "x", "--output", tmp_path / "x")
+    with pytest.raises(SystemExit, match="multiples of 8"):
+        run_main("--checkpoint", checkpoint, "--input", tmp_path / "x", "--output", out,
+                 "--tile", "100")
+    with pytest.raises(SystemExit, match="missing.pt"):
+        run_main("--checkpoint", tmp_path / "missing.pt", "--input", tmp_path / "x",
+                 "--output", out)
+    assert not out.exists()
