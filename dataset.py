@@ -97,9 +97,14 @@ def _is_hidden(path):
 
 def _files_by_stem(folder, extensions):
     """{stem: path} of the data files in folder; DataError on unsupported or duplicate stems."""
-    files, unsupported, duplicates = {}, [], []
+    files, unsupported, duplicates, broken = {}, [], [], []
     for path in sorted(folder.iterdir()):
-        if _is_hidden(path) or not path.is_file():
+        if _is_hidden(path):
+            continue
+        if path.is_symlink() and not path.exists():  # is_file() would skip it silently
+            broken.append(path)
+            continue
+        if not path.is_file():
             continue
         if path.suffix.lower() not in extensions:
             unsupported.append(path)
@@ -107,6 +112,9 @@ def _files_by_stem(folder, extensions):
             duplicates.append((files[path.stem], path))
         else:
             files[path.stem] = path
+    if broken:
+        raise DataError(f"broken symbolic links in {folder}: {name_list(broken)} point to "
+                        f"missing files (or loop); fix the links or remove them")
     if unsupported:
         raise DataError(f"unsupported file type in {folder}: {name_list(unsupported)}; "
                         f"supported: {' '.join(extensions)} (move other files elsewhere)")
@@ -172,7 +180,12 @@ def _open_image(path):
 def _scale_to_unit(array, path, mode):
     """Integer pixels divided by their dtype's range (never a per-image max); float kept."""
     if array.dtype.kind == "f":
-        return array.astype(np.float32)
+        pixels = array.astype(np.float32)
+        bad = np.count_nonzero(~np.isfinite(pixels))
+        if bad:
+            raise DataError(f"{path} has {bad} non-finite pixel values (NaN or inf, or beyond "
+                            f"float32): fix or remove the image and its pair")
+        return pixels
     if array.dtype.kind == "u" and array.dtype.itemsize <= 2:
         return array.astype(np.float32) / np.iinfo(array.dtype).max
     if array.dtype.kind == "b":
@@ -281,11 +294,17 @@ def _read_mask(path):
 
 def _as_ids(array, path):
     """A 2-D mask as int64 values; DataError for non-integer or negative values."""
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{path} has dtype {array.dtype}: masks hold integer class ids; save "
+                        f"them as integers")
     if array.dtype.kind == "f":
         finite = np.isfinite(array).all()
         if not finite or (array != np.round(array)).any():
             raise DataError(f"{path} has non-integer values: masks hold integer class ids; save "
                             f"them as integers (or pass --mask-threshold for soft masks)")
+        if array.size and np.abs(array).max() >= 2 ** 62:
+            raise DataError(f"{path} has values up to {np.abs(array).max():g}: too large for "
+                            f"class ids; save masks as class ids 0..num_classes-1")
     ids = array.astype(np.int64)
     if ids.size and ids.min() < 0:
         raise DataError(f"{path} has negative values (min {ids.min()}): class ids start at 0; "
@@ -331,8 +350,17 @@ def _decode_onehot(array, layout, ignore_index, path):
     if not (0 <= low and high <= 1):
         raise DataError(f"{path} has values in [{low}, {high}]: one-hot masks hold values in "
                         f"[0, 1] (one channel per class)")
+    top = channels_first.max(axis=0)
+    # Two channels sharing the top value: arg-max would pick the lower id without saying so.
+    ties = np.count_nonzero(channels_first == top, axis=0) > 1
+    ties &= top > 0
+    if ties.any():
+        row, col = np.argwhere(ties)[0]
+        raise DataError(f"{path} has {np.count_nonzero(ties)} pixels with more than one active "
+                        f"channel (e.g. row {row}, column {col}): a one-hot mask gives each "
+                        f"pixel one class; fix the overlapping channels")
     ids = channels_first.argmax(axis=0).astype(np.int64)
-    ids[channels_first.max(axis=0) <= 0] = ignore_index
+    ids[top <= 0] = ignore_index
     return ids
 
 
@@ -517,12 +545,19 @@ def _kind_mismatch(path, kind, decoding):
 
 def _jpeg_like(values, counts):
     """True when 0 and the top value hold most pixels and many values lie between: JPEG
-    compression or anti-aliasing of a two-level mask."""
-    if len(values) <= 3 or values[0] != 0:
+    compression or anti-aliasing of a two-level mask. JPEG also rings (0 -> 0..7, 255 ->
+    248..254), which small or thin masks show in most pixels; index masks with a void value
+    never hold values just below the top."""
+    if len(values) <= 3:
         return False
     top = 65535 if values[-1] > 255 else 255
+    margin, total = (top + 1) // 32, counts.sum()
     extremes = counts[values == 0].sum() + counts[values == top].sum()
-    return values[-1] == top and extremes >= 0.8 * counts.sum()
+    if values[0] == 0 and values[-1] == top and extremes >= 0.8 * total:
+        return True
+    near = counts[values < margin].sum() + counts[values > top - margin].sum()
+    rings = ((values > top - margin) & (values < top)).any()
+    return bool(rings and values[0] < margin and near >= 0.8 * total)
 
 
 def _jpeg_advice(values):
@@ -737,6 +772,7 @@ class SplitScan:
     image_modes: Counter = field(default_factory=Counter)
     mask_modes: Counter = field(default_factory=Counter)
     converted: list = field(default_factory=list)  # images whose channels were converted
+    outside_unit: list = field(default_factory=list)  # float images with values beyond [0, 1]
     problems: list = field(default_factory=list)
     pixel_sum: np.ndarray = 0.0  # per channel, float64 (streaming mean/std)
     pixel_sq_sum: np.ndarray = 0.0
@@ -749,6 +785,8 @@ class SplitScan:
         self.image_modes[mode] += 1
         if converted:
             self.converted.append(path)
+        if pixels.size and (pixels.min() < -1e-6 or pixels.max() > 1 + 1e-6):  # rounding
+            self.outside_unit.append(path)
         if min(height, width) < MIN_IMAGE_SIDE:
             self.problems.append(f"{path} is {height}x{width}: SegNet needs at least "
                                  f"{MIN_IMAGE_SIDE} pixels per side; remove or enlarge it")
@@ -809,6 +847,11 @@ def _data_warnings(scans, in_channels):
         fix = "pass --in-channels 3 to keep colour" if in_channels == 1 else "nothing lost"
         found.append(f"{len(converted)} image(s) converted {change} for in_channels="
                      f"{in_channels} (e.g. {converted[0]}); {fix}")
+    outside = [path for scan in scans.values() for path in scan.outside_unit]
+    if outside:
+        found.append(f"{len(outside)} float image(s) have values outside [0, 1] (e.g. "
+                     f"{outside[0]}): brightness/contrast/gamma jitter clamps to [0, 1]; "
+                     f"rescale them to [0, 1] or train with --jitter 0")
     jpeg = [s.path for scan in scans.values() for s in scan.summaries
             if s.path.suffix.lower() in (".jpg", ".jpeg")]
     if jpeg:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from PIL import Image
 
 import dataset as data
 import predict
@@ -20,12 +20,12 @@ DEFAULT_DATA = Path(__file__).resolve().parent / "data"
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=utils.HelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="checkpoint written by train.py (best.pt or last.pt)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help="dataset root holding SPLIT/images and SPLIT/masks")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="dataset root holding SPLIT/images and SPLIT/masks; default: the "
+                             "data/ folder next to this script (train.py's default)")
     parser.add_argument("--split", default="test", help="the split to score")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the report (default: eval-SPLIT next to the checkpoint)")
@@ -33,6 +33,14 @@ def get_args_parser():
                         help="images of one size predicted together")
     parser.add_argument("--tta", action="store_true",
                         help="average the softmax over horizontal and vertical flips (4x slower)")
+    parser.add_argument("--mc-samples", type=int, default=0, metavar="N",
+                        help="Bayesian SegNet: score the softmax averaged over N passes with "
+                             "dropout on (N times slower; images go one at a time, the passes "
+                             "are batched) and report the mean predictive entropy on correct "
+                             "and on wrong pixels; 0 = off. Needs a checkpoint trained with "
+                             "--dropout > 0")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the dropout masks of --mc-samples (reseeded per image)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="resize images to this square size for the model (default: "
                              "training's --image-size, if it had one; 0 = native size); scores "
@@ -55,12 +63,33 @@ def samples(dataset):
         yield (index, mask), image
 
 
+def file_channels(path):
+    """Channels of an image file once dataset.load_image has dropped alpha and converted palette
+    modes, from its header only; None when the header is unreadable (the full read that follows
+    reports that file by name)."""
+    try:
+        with Image.open(path) as picture:
+            mode = data.IMAGE_CONVERSIONS.get(picture.mode, picture.mode)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    return Image.getmodebands(mode)
+
+
+def converted_images(paths, in_channels):
+    """The images that load_image converts as in training: RGB -> luminance for a 1-channel
+    checkpoint, grey repeated for a 3-channel one. Other channel counts are a DataError there."""
+    return [path for path in paths if {file_channels(path), in_channels} == {1, 3}]
+
+
 @torch.inference_mode()
 def evaluate_split(model, info, root, split, batch_size=4, tta=False, dtype=None,
-                   image_size=None, progress=False):
+                   image_size=None, mc_samples=0, seed=0, progress=False):
     """(confusion int64 [K, K] over the split, per-image list of {name, image_path, mask_path,
-    confusion}). Rows are true classes, columns predictions; ignored pixels are left out.
-    image_size: see predict.resolve_image_size (None = as in training).
+    confusion} and, with mc_samples, entropy_correct / entropy_wrong: sums of the predictive
+    entropy in nats over the labelled pixels predicted right / wrong). Rows are true classes,
+    columns predictions; ignored pixels are left out. image_size: see
+    predict.resolve_image_size (None = as in training); mc_samples, seed: see
+    predict.batch_probs.
 
     Every image is predicted at its native size: a batch holds images of one size only, so no
     padding ever reaches the model and the scores do not depend on the batch size.
@@ -71,21 +100,47 @@ def evaluate_split(model, info, root, split, batch_size=4, tta=False, dtype=None
     num_classes, ignore_index = info["num_classes"], info["ignore_index"]
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     per_image = []
-    bar = tqdm(total=len(dataset), desc=f"evaluate {split}", unit="image", disable=not progress)
+    bar = predict.Progress(len(dataset), f"evaluate {split}", "image", enabled=progress)
     for batch in predict.batches(samples(dataset), batch_size, predict.TILE):
         keys, images = zip(*batch)
-        probs = predict.batch_probs(model, torch.stack(images), tta=tta, dtype=dtype,
-                                    image_size=image_size)
-        for (index, mask), preds in zip(keys, probs.argmax(1)):
+        probs, _ = predict.batch_probs(model, torch.stack(images), tta=tta, dtype=dtype,
+                                       image_size=image_size, mc_samples=mc_samples, seed=seed)
+        for (index, mask), image_probs in zip(keys, probs):
+            preds = image_probs.argmax(0)
             image_confusion = utils.confusion_matrix(preds, mask, num_classes, ignore_index)
             confusion += image_confusion
-            per_image.append({"name": dataset.names[index],
-                              "image_path": dataset.image_paths[index],
-                              "mask_path": dataset.mask_paths[index],
-                              "confusion": image_confusion})
+            entry = {"name": dataset.names[index], "image_path": dataset.image_paths[index],
+                     "mask_path": dataset.mask_paths[index], "confusion": image_confusion}
+            if mc_samples:
+                entry.update(entropy_sums(image_probs, preds, mask, num_classes, ignore_index))
+            per_image.append(entry)
         bar.update(len(batch))
     bar.close()
     return confusion, per_image
+
+
+def entropy_sums(probs, preds, mask, num_classes, ignore_index):
+    """{entropy_correct, entropy_wrong}: predictive entropy (nats) summed over the labelled
+    pixels of one image that are predicted right / wrong. probs float32 [K, H, W]."""
+    entropy = predict.entropy_map(probs).double()
+    labelled = (mask >= 0) & (mask < num_classes) & (mask != ignore_index)
+    correct = labelled & (preds == mask)
+    return {"entropy_correct": float(entropy[correct].sum()),
+            "entropy_wrong": float(entropy[labelled & ~correct].sum())}
+
+
+def uncertainty_summary(per_image, confusion, mc_samples, info):
+    """Mean predictive entropy (nats) on correct and on wrong pixels over the split: Bayesian
+    SegNet's check that the model is less sure where it is wrong."""
+    right = int(confusion.diag().sum())
+    wrong = int(confusion.sum()) - right
+    return {"mc_samples": mc_samples, "dropout": info["dropout"],
+            "mean_entropy_correct": (sum(e["entropy_correct"] for e in per_image) / right
+                                     if right else float("nan")),
+            "mean_entropy_incorrect": (sum(e["entropy_wrong"] for e in per_image) / wrong
+                                       if wrong else float("nan")),
+            "pixels_correct": right, "pixels_incorrect": wrong,
+            "max_entropy": math.log(info["num_classes"])}
 
 
 def rank_images(per_image, class_names):
@@ -114,6 +169,13 @@ def format_table(metrics):
                  f"(C) {metrics['mean_acc']:.4f} | mIoU {metrics['miou']:.4f} | mean Dice "
                  f"{metrics['mean_dice']:.4f}")
     return "\n".join(lines)
+
+
+def format_uncertainty(summary):
+    return (f"uncertainty ({summary['mc_samples']} MC dropout sample(s), dropout "
+            f"{summary['dropout']}): mean predictive entropy {summary['mean_entropy_correct']:.4f} "
+            f"nats on correct pixels, {summary['mean_entropy_incorrect']:.4f} on wrong ones "
+            f"(at most ln(classes) = {summary['max_entropy']:.4f})")
 
 
 def save_confusion_figure(path, confusion, class_names):
@@ -167,8 +229,9 @@ def json_safe(value):
     return value
 
 
-def write_report(path, metrics, confusion, ranking, worst_files, args, info):
+def write_report(path, metrics, confusion, ranking, worst_files, args, info, uncertainty=None):
     report = {**metrics,
+              **({"uncertainty": uncertainty} if uncertainty else {}),
               "confusion_matrix": confusion.tolist(),
               "checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
               "images": len(ranking), "tta": args.tta,
@@ -188,6 +251,8 @@ def validate_args(args):
         problems.append(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.worst < 0:
         problems.append(f"--worst must be >= 0, got {args.worst}")
+    if args.mc_samples < 0:
+        problems.append(f"--mc-samples must be >= 0 (0 = off), got {args.mc_samples}")
     if not predict.image_size_ok(args.image_size):
         problems.append(f"--image-size must be 0 (native) or >= {predict.POOL_GRID}, got "
                         f"{args.image_size}")
@@ -198,39 +263,56 @@ def validate_args(args):
 
 
 def main(args):
+    args.data = args.data or DEFAULT_DATA
     validate_args(args)
     try:
-        data.list_pairs(args.data, args.split)
+        pairs = data.list_pairs(args.data, args.split)
     except data.DataError as error:
         raise SystemExit(f"error: {error}") from None
     try:
         model, info, dtype = predict.load_for_inference(args.checkpoint, args.device, args.amp)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from None
-    options = {"tta": args.tta, "dtype": dtype, "image_size": args.image_size}
+    warn_converted(converted_images([image for _, image, _ in pairs], info["in_channels"]),
+                   info["in_channels"])
+    mc_samples = predict.mc_samples_to_run(args.mc_samples, info, args.checkpoint)
+    options = {"tta": args.tta, "dtype": dtype, "image_size": args.image_size,
+               "mc_samples": mc_samples, "seed": args.seed}
     try:
         confusion, per_image = evaluate_split(model, info, args.data, args.split,
-                                              args.batch_size, progress=sys.stderr.isatty(),
-                                              **options)
+                                              args.batch_size, progress=True, **options)
     except data.DataError as error:
         raise SystemExit(f"error: {error}\n(the checkpoint {args.checkpoint} reads masks as "
                          f"{data.describe_decoding(info['mask_decoding'])})") from None
     metrics = utils.metrics_from_confusion(confusion, info["class_names"])
     ranking = rank_images(per_image, info["class_names"])
+    uncertainty = (uncertainty_summary(per_image, confusion, mc_samples, info)
+                   if mc_samples else None)
     out = args.out or args.checkpoint.parent / f"eval-{args.split}"
     out.mkdir(parents=True, exist_ok=True)
     print(f"{args.checkpoint} on {args.data / args.split}: {len(per_image)} images"
           + (" (flip TTA)" if args.tta else ""))
     print(format_table(metrics))
+    if uncertainty:
+        print(format_uncertainty(uncertainty))
     save_confusion_figure(out / "confusion_matrix.png", confusion, info["class_names"])
     worst_files = save_worst(out / "worst", model, info, per_image, ranking, args.worst, options)
     if worst_files:
         print("worst images (mIoU): " + ", ".join(
             f"{score['name']} {score['miou']:.4f}" for score in ranking[:len(worst_files)]))
-    write_report(out / "report.json", metrics, confusion, ranking, worst_files, args, info)
+    write_report(out / "report.json", metrics, confusion, ranking, worst_files, args, info,
+                 uncertainty)
     print(f"wrote {out / 'report.json'}, {out / 'confusion_matrix.png'}"
           + (f" and {len(worst_files)} picture(s) in {out / 'worst'}" if worst_files else ""))
     return 0
+
+
+def warn_converted(paths, in_channels):
+    if paths:
+        change = "RGB -> grey" if in_channels == 1 else "grey -> RGB"
+        print(f"warning: {len(paths)} image(s) do not have the checkpoint's {in_channels} "
+              f"channel(s) and are converted {change} as in training (e.g. {paths[0]})",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""Masks for new images from a checkpoint: `python predict.py --checkpoint best.pt --input IMG|DIR|GLOB
---output out/`. Large images are predicted in overlapping tiles, blended so that the result equals
-whole-image prediction when the overlap covers SegNet's receptive field."""
+"""Masks for new images from a checkpoint:
+`python predict.py --checkpoint best.pt --input IMG|DIR|GLOB --output out/`. Large images are
+predicted in overlapping tiles, blended so that the result equals whole-image prediction when the
+overlap covers SegNet's receptive field."""
 import argparse
 import glob
 import itertools
+import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,7 @@ from tqdm import tqdm
 
 import dataset as data
 import utils
-from model import ENCODER_WIDTHS
+from model import ENCODER_WIDTHS, inference_model
 
 TILE = 512     # a 512x512 tile needs ~0.4 GB of activations on a CPU (fp32)
 OVERLAP = 128  # >= 2 * context_radius() = 86: tiled == untiled, plus a 42-pixel blending ramp
@@ -26,8 +29,7 @@ FLIPS = ((), (-1,), (-2,), (-2, -1))  # test-time augmentation: identity, h, v, 
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=utils.HelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="checkpoint written by train.py (best.pt or last.pt)")
     parser.add_argument("--input", nargs="+", required=True, metavar="IMG|DIR|GLOB",
@@ -48,6 +50,15 @@ def get_args_parser():
                         help="images of one size predicted together (images up to --tile)")
     parser.add_argument("--tta", action="store_true",
                         help="average the softmax over horizontal and vertical flips (4x slower)")
+    parser.add_argument("--mc-samples", type=int, default=0, metavar="N",
+                        help="Bayesian SegNet: average the softmax over N passes with dropout on "
+                             "(N times slower; images go one at a time, the passes are batched) "
+                             "and write <stem>_entropy.png (16-bit), <stem>_entropy_color.png "
+                             "and <stem>_variance.npy; 0 = off. Needs a checkpoint trained with "
+                             "--dropout > 0")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the dropout masks of --mc-samples; each image is sampled "
+                             "under it, so its maps do not depend on the other inputs")
     parser.add_argument("--image-size", type=int, default=None,
                         help="resize images to this square size for the model (default: "
                              "training's --image-size, if it had one; 0 = native size); masks "
@@ -127,27 +138,43 @@ def window_weights(length, windows, overlap):
 # ---------------------------------------------------------------- prediction
 
 @torch.inference_mode()
-def forward_probs(model, images, tta=False, dtype=None):
-    """Softmax float32 [N, K, H, W] of normalised images [N, C, H, W] on the model's device.
+def forward_probs(model, images, tta=False, dtype=None, mc_samples=0, max_pixels=TILE * TILE):
+    """(probs float32 [N, K, H, W], variance float32 [N, H, W] or None) of normalised images
+    [N, C, H, W] on the model's device.
 
+    mc_samples > 0 (Bayesian SegNet): probs are the softmax averaged over that many passes with
+    dropout on and BatchNorm in eval mode, run in batches of up to max_pixels pixels (about one
+    tile's activations); variance is the class probabilities' variance over the passes,
+    averaged over classes (and over flips with tta). Without sampling, variance is None.
     Images under 8 pixels a side are edge-padded for the poolings and the padding cropped off.
     """
     height, width = images.shape[-2:]
     pad_right, pad_bottom = max(POOL_GRID - width, 0), max(POOL_GRID - height, 0)
     if pad_right or pad_bottom:
         images = F.pad(images, (0, pad_right, 0, pad_bottom), mode="replicate")
-    probs = 0
-    for dims in FLIPS if tta else FLIPS[:1]:
+    flips = FLIPS if tta else FLIPS[:1]
+    probs = variance = 0
+    for dims in flips:
+        flipped = images.flip(dims)
         with utils.autocast(images.device, dtype):
-            logits = model(images.flip(dims))
-        probs = probs + logits.float().softmax(1).flip(dims)
-    probs = probs / (len(FLIPS) if tta else 1)
-    return probs[..., :height, :width]
+            if mc_samples:
+                chunk = max(1, max_pixels // flipped[:, 0].numel())
+                mean, _, spread = utils.mc_dropout_probs(model, flipped, mc_samples, chunk)
+                variance = variance + spread.flip(dims)
+            else:
+                mean = model(flipped).float().softmax(1)
+        probs = probs + mean.flip(dims)
+    probs = probs[..., :height, :width] / len(flips)
+    if not mc_samples:
+        return probs, None
+    return probs, variance[..., :height, :width] / len(flips)
 
 
 @torch.inference_mode()
-def tiled_probs(model, image, tile=TILE, overlap=OVERLAP, tta=False, dtype=None, progress=False):
-    """Probabilities float32 [K, H, W] on the CPU of a normalised image [C, H, W], tile by tile.
+def tiled_probs(model, image, tile=TILE, overlap=OVERLAP, tta=False, dtype=None, mc_samples=0,
+                progress=False):
+    """(probs float32 [K, H, W], variance float32 [H, W] or None) on the CPU of a normalised
+    image [C, H, W], tile by tile (see forward_probs for tta and mc_samples).
 
     Only one tile's activations exist at a time; the image and the result stay on the CPU.
     """
@@ -159,63 +186,114 @@ def tiled_probs(model, image, tile=TILE, overlap=OVERLAP, tta=False, dtype=None,
     col_weights = torch.from_numpy(window_weights(width, cols, overlap))
     device = next(model.parameters()).device
     probs = torch.zeros(utils.unwrapped(model).num_classes, height, width)
+    variance = torch.zeros(height, width) if mc_samples else None
     tiles = list(itertools.product(enumerate(rows), enumerate(cols)))
-    for (i, (top, bottom)), (j, (left, right)) in tqdm(tiles, desc="tiles", leave=False,
-                                                       disable=not progress):
+    bar = Progress(len(tiles), "tiles", "tile", enabled=progress, leave=False)
+    for (i, (top, bottom)), (j, (left, right)) in tiles:
         crop = image[None, :, top:bottom, left:right].to(device)
-        tile_probs = forward_probs(model, crop, tta, dtype)[0].cpu()
+        tile_probs, tile_variance = forward_probs(model, crop, tta, dtype, mc_samples,
+                                                  tile * tile)
         weight = row_weights[i, top:bottom, None] * col_weights[j, None, left:right]
-        probs[:, top:bottom, left:right] += tile_probs * weight
-    return probs
+        probs[:, top:bottom, left:right] += tile_probs[0].cpu() * weight
+        if mc_samples:
+            variance[top:bottom, left:right] += tile_variance[0].cpu() * weight
+        bar.update(1)
+    bar.close()
+    return probs, variance
 
 
 @torch.inference_mode()
 def batch_probs(model, images, tile=TILE, overlap=OVERLAP, tta=False, dtype=None,
-                image_size=None, progress=False):
-    """Probabilities float32 [N, K, H, W] on the CPU of normalised images [N, C, H, W].
+                image_size=None, mc_samples=0, seed=0, progress=False):
+    """(probs float32 [N, K, H, W], variance float32 [N, H, W] or None) on the CPU of normalised
+    images [N, C, H, W].
 
     Images up to `tile` a side go through the model together; larger ones tile by tile.
-    image_size: the model sees images resized to that square; probabilities come back resized.
+    image_size: the model sees images resized to that square; the results come back resized.
+    mc_samples > 0: each image alone, torch's RNG reseeded with `seed` before it, so that its
+    dropout masks, and its maps, depend only on the image and the seed.
     """
+    if not mc_samples:
+        return resized_probs(model, images, tile, overlap, tta, dtype, image_size, 0, progress)
+    results = []
+    for image in images:
+        torch.manual_seed(seed)
+        results.append(resized_probs(model, image[None], tile, overlap, tta, dtype, image_size,
+                                     mc_samples, progress))
+    return (torch.cat([probs for probs, _ in results]),
+            torch.cat([variance for _, variance in results]))
+
+
+def resized_probs(model, images, tile, overlap, tta, dtype, image_size, mc_samples, progress):
+    """batch_probs without the per-image seeding: one batch, or tiles for large images."""
     height, width = images.shape[-2:]
     if image_size:
         images = F.interpolate(images, size=(image_size, image_size), mode="bilinear",
                                align_corners=False)
     if max(images.shape[-2:]) <= tile:
         device = next(model.parameters()).device
-        probs = forward_probs(model, images.to(device), tta, dtype).cpu()
+        probs, variance = forward_probs(model, images.to(device), tta, dtype, mc_samples,
+                                        tile * tile)
+        probs, variance = probs.cpu(), variance.cpu() if mc_samples else None
     else:
-        probs = torch.stack([tiled_probs(model, image, tile, overlap, tta, dtype, progress)
-                             for image in images])
+        results = [tiled_probs(model, image, tile, overlap, tta, dtype, mc_samples, progress)
+                   for image in images]
+        probs = torch.stack([image_probs for image_probs, _ in results])
+        variance = torch.stack([spread for _, spread in results]) if mc_samples else None
     if image_size:
         probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
-    return probs
+        if mc_samples:
+            variance = F.interpolate(variance[:, None], size=(height, width), mode="bilinear",
+                                     align_corners=False)[:, 0]
+    return probs, variance
+
+
+def entropy_map(probs):
+    """Predictive entropy in nats [..., H, W] of probabilities [..., K, H, W]: 0 when one class
+    has all the mass, log(K) when all are equal."""
+    return -(probs * probs.clamp(min=1e-12).log()).sum(-3)
 
 
 def predict_probs(model, info, image, tile=TILE, overlap=OVERLAP, tta=False, dtype=None,
-                  image_size=None):
+                  image_size=None, mc_samples=0, seed=0):
     """Notebook API: probabilities float32 numpy [K, H, W] for an image float32 [C, H, W] in
     [0, 1] (dataset.load_image), normalised as in training; argmax(0) gives the labels.
-    image_size: see resolve_image_size."""
+    image_size: see resolve_image_size; mc_samples, seed: see batch_probs."""
     normalised = torch.from_numpy(np.asarray(data.normalize(image, info["normalization"])))
-    return batch_probs(model, normalised[None], tile, overlap, tta, dtype,
-                       resolve_image_size(info, image_size))[0].numpy()
+    probs, _ = batch_probs(model, normalised[None], tile, overlap, tta, dtype,
+                           resolve_image_size(info, image_size), mc_samples, seed)
+    return probs[0].numpy()
 
 
 def load_for_inference(path, device="auto", amp="auto"):
-    """(model in eval mode, info, autocast dtype or None) for a checkpoint file.
+    """(model in its inference form, info, autocast dtype or None) for a checkpoint file.
 
-    info is the checkpoint's "data" entry plus train_image_size (training's --image-size, or
-    None). ValueError / FileNotFoundError name the file or flag at fault.
+    The model is model.inference_model's: BatchNorm folded into the convs, weights cast once to
+    the autocast dtype, channels_last where oneDNN / cuDNN prefer it; run it under
+    utils.autocast(device, dtype). info is the checkpoint's "data" entry plus
+    train_image_size (training's --image-size, or None) and dropout (the model's).
+    ValueError / FileNotFoundError name the file or flag at fault.
     """
     device = utils.resolve_device(device)
     dtype = utils.resolve_precision(device, amp)
     checkpoint = utils.load_checkpoint(path)
-    model = utils.build_model(checkpoint, path).to(device).eval()
-    if utils.resolve_channels_last(device):
-        model = model.to(memory_format=torch.channels_last)  # oneDNN's layout: ~30% faster
+    model = utils.build_model(checkpoint, path).to(device)
+    model = inference_model(model, dtype, channels_last=utils.resolve_channels_last(device))
     train_image_size = (checkpoint.get("args") or {}).get("image_size")
-    return model, dict(checkpoint["data"], train_image_size=train_image_size), dtype
+    info = dict(checkpoint["data"], train_image_size=train_image_size, dropout=model.dropout)
+    return model, info, dtype
+
+
+def mc_samples_to_run(mc_samples, info, checkpoint):
+    """The number of Monte Carlo passes worth running: 1 (with a warning) for a checkpoint
+    trained without dropout, whose passes would all be the same."""
+    if mc_samples and not info["dropout"]:
+        print(f"warning: {checkpoint} was trained with dropout 0 (plain SegNet), so all "
+              f"{mc_samples} Monte Carlo samples would be identical: running one pass. The "
+              f"entropy is then the plain softmax's, not Bayesian SegNet's model uncertainty "
+              f"(train with --dropout 0.5 for that)", file=sys.stderr)
+        return 1
+    return mc_samples
 
 
 def image_size_ok(image_size):
@@ -228,6 +306,43 @@ def resolve_image_size(info, image_size=None):
     if image_size is None:
         return info.get("train_image_size")
     return image_size or None
+
+
+# ---------------------------------------------------------------- progress
+
+class Progress:
+    """A tqdm bar on a terminal; in a log file or a pipe, a plain line at most every `interval`
+    seconds (and, with `leave`, one at the end) instead of tqdm's carriage returns.
+    enabled=False: silent."""
+
+    def __init__(self, total, desc, unit, enabled=True, leave=True, interval=10.0):
+        self.total, self.desc, self.unit, self.leave = total, desc, unit, leave
+        self.interactive = enabled and sys.stderr.isatty()
+        self.plain = enabled and not self.interactive
+        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=leave,
+                        disable=not self.interactive)
+        self.done, self.interval = 0, interval
+        self.start = self.last = time.monotonic()
+
+    def update(self, count=1):
+        self.bar.update(count)
+        self.done += count
+        now = time.monotonic()
+        finished = self.done >= self.total and self.leave
+        if self.plain and (finished or now - self.last >= self.interval):
+            print(f"{self.desc}: {self.done}/{self.total} {self.unit}s, {now - self.start:.1f} s",
+                  file=sys.stderr, flush=True)
+            self.last = now
+
+    def write(self, message):
+        """A line of its own, above the bar."""
+        if self.interactive:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def close(self):
+        self.bar.close()
 
 
 # ---------------------------------------------------------------- files
@@ -262,9 +377,12 @@ def is_image_file(path):
 
 
 def output_paths(path, output):
-    """{kind: path} written for one input: mask, overlay, probs."""
+    """{kind: path} written for one input: mask, overlay, probs and the uncertainty maps."""
     return {"mask": output / f"{path.stem}.png", "overlay": output / f"{path.stem}_overlay.png",
-            "probs": output / f"{path.stem}_probs.npy"}
+            "probs": output / f"{path.stem}_probs.npy",
+            "entropy": output / f"{path.stem}_entropy.png",
+            "entropy_color": output / f"{path.stem}_entropy_color.png",
+            "variance": output / f"{path.stem}_variance.npy"}
 
 
 def check_outputs(paths, output):
@@ -301,10 +419,23 @@ def class_colors(info):
     return info.get("class_colors") or utils.default_colors(info["num_classes"])
 
 
-def write_outputs(path, image, probs, info, args):
-    """The mask (and, if asked, overlay and probabilities) of one input image.
+def save_uncertainty(paths, probs, variance):
+    """Predictive entropy as a 16-bit PNG (entropy / log(K) * 65535, so 0 = certain and 65535 =
+    all K classes equally likely) and as a colour-mapped PNG on the same fixed scale (magma:
+    black = certain, pale yellow = most uncertain); variance float32 [H, W] as .npy."""
+    import matplotlib  # the colormap only: no pyplot, no window
+    scaled = (entropy_map(probs) / math.log(probs.shape[0])).clamp(0, 1).numpy()
+    Image.fromarray(np.round(scaled * 65535).astype(np.uint16)).save(paths["entropy"])  # I;16
+    colors = matplotlib.colormaps["magma"](scaled, bytes=True)[..., :3]
+    Image.fromarray(colors).save(paths["entropy_color"])
+    np.save(paths["variance"], variance.numpy().astype(np.float32))
 
-    image: float32 [C, H, W] in [0, 1]; probs: float32 tensor [K, H, W].
+
+def write_outputs(path, image, probs, variance, info, args):
+    """The mask (and, if asked, overlay, probabilities and uncertainty maps) of one input.
+
+    image: float32 [C, H, W] in [0, 1]; probs: float32 tensor [K, H, W]; variance: float32
+    tensor [H, W] with --mc-samples, else None.
     """
     outputs = output_paths(path, args.output)
     labels = probs.argmax(0).to(torch.uint8).numpy()
@@ -314,6 +445,8 @@ def write_outputs(path, image, probs, info, args):
         Image.fromarray(picture).save(outputs["overlay"])
     if args.probs:
         np.save(outputs["probs"], probs.to(torch.float16).numpy())
+    if variance is not None:
+        save_uncertainty(outputs, probs, variance)
 
 
 # ---------------------------------------------------------------- main loop
@@ -328,7 +461,7 @@ def read_images(paths, info, failures, strict, bar):
             yield path, data.load_image(path, info["in_channels"])
         except data.DataError as error:
             failures.append((path, str(error)))
-            bar.write(f"skipped: {error}", file=sys.stderr)
+            bar.write(f"skipped: {error}")
             bar.update(1)
             if strict:
                 return
@@ -347,21 +480,21 @@ def batches(items, batch_size, tile):
         yield batch
 
 
-def predict_files(model, info, paths, args, dtype):
+def predict_files(model, info, paths, args, dtype, mc_samples=0):
     """Predict and write every input; returns [(path, message)] of those that could not be read."""
     failures = []
     image_size = resolve_image_size(info, args.image_size)
-    interactive = sys.stderr.isatty()
-    bar = tqdm(total=len(paths), desc="predict", unit="image", disable=not interactive)
+    bar = Progress(len(paths), "predict", "image")
     for batch in batches(read_images(paths, info, failures, args.strict, bar), args.batch_size,
                          args.tile):
         images = np.stack([image for _, image in batch])  # 4096x4096: 64 MB, freed below
         normalised = torch.from_numpy(data.normalize(images, info["normalization"]))
         del images
-        probs = batch_probs(model, normalised, args.tile, args.overlap, args.tta, dtype,
-                            image_size, progress=interactive)
-        for (path, image), image_probs in zip(batch, probs):
-            write_outputs(path, image, image_probs, info, args)
+        probs, variance = batch_probs(model, normalised, args.tile, args.overlap, args.tta, dtype,
+                                      image_size, mc_samples, args.seed, progress=True)
+        for index, (path, image) in enumerate(batch):
+            write_outputs(path, image, probs[index],
+                          None if variance is None else variance[index], info, args)
         bar.update(len(batch))
     bar.close()
     return failures
@@ -375,6 +508,8 @@ def validate_args(args):
         problems.append(str(error))
     if args.batch_size < 1:
         problems.append(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.mc_samples < 0:
+        problems.append(f"--mc-samples must be >= 0 (0 = off), got {args.mc_samples}")
     if not image_size_ok(args.image_size):
         problems.append(f"--image-size must be 0 (native) or >= {POOL_GRID}, got "
                         f"{args.image_size}")
@@ -393,13 +528,16 @@ def main(args):
     if info["num_classes"] > 256:
         raise SystemExit(f"error: {args.checkpoint} has {info['num_classes']} classes; a PNG "
                          f"mask holds at most 256")
+    mc_samples = mc_samples_to_run(args.mc_samples, info, args.checkpoint)
     args.output.mkdir(parents=True, exist_ok=True)
-    failures = predict_files(model, info, paths, args, dtype)
+    failures = predict_files(model, info, paths, args, dtype, mc_samples)
     if failures and args.strict:
         raise SystemExit(f"error: {failures[0][1]}\n(--strict: stopped there; the inputs before "
                          f"it were written to {args.output})")
     written = len(paths) - len(failures)
-    print(f"wrote {written} mask(s) to {args.output}")
+    print(f"wrote {written} mask(s) to {args.output}"
+          + (f" and uncertainty maps ({mc_samples} Monte Carlo pass(es) each)" if mc_samples
+             else ""))
     if failures:
         print(f"{len(failures)} of {len(paths)} input(s) could not be read:\n"
               + "\n".join(f"- {path}" for path, _ in failures), file=sys.stderr)

@@ -27,12 +27,16 @@ import utils
 from model import SegNet, load_vgg16_bn_encoder
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data"
+AUTO_RESUME = Path("auto")  # --resume auto
+# What a run writes before its first checkpoint: --resume auto may start afresh over these.
+RUN_LEFTOVERS = ("config.json", "train.log", "metrics.csv", "curves.png",
+                 "val_samples_epoch*.png", ".*.tmp*")
 NUM_SAMPLE_IMAGES = 4
 
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=utils.HelpFormatter)
     add = parser.add_argument
     group = parser.add_argument_group("data")
     group.add_argument("--data", type=Path, default=None,
@@ -82,23 +86,28 @@ def get_args_parser():
     group.add_argument("--epochs", type=int, default=12, help="number of epochs")
     group.add_argument("--batch-size", type=int, default=8, help="images per step (per process)")
     group.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    group.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="adamw")
+    group.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="adamw",
+                       help="the paper used SGD with momentum; AdamW converges faster here")
     group.add_argument("--momentum", type=float, default=0.9, help="SGD momentum / Adam beta1")
-    group.add_argument("--weight-decay", type=float, default=1e-4)
+    group.add_argument("--weight-decay", type=float, default=1e-4,
+                       help="L2 penalty on all parameters (decoupled for adamw)")
     group.add_argument("--scheduler", choices=["none", "cosine", "poly", "step", "plateau"],
                        default="cosine", help="learning-rate schedule after warm-up")
     group.add_argument("--warmup-epochs", type=float, default=0.5,
                        help="linear warm-up length in epochs (fractions allowed)")
     group.add_argument("--step-size", type=int, default=10, help="epochs per decay (step)")
     group.add_argument("--gamma", type=float, default=0.1, help="decay factor (step, plateau)")
-    group.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default="ce")
+    group.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default="ce",
+                       help="cross-entropy, soft Dice, or their sum (Dice helps rare classes)")
     group.add_argument("--class-weights", choices=["none", "median-freq", "inverse"],
                        default="none", help="class weighting of the cross-entropy")
     group.add_argument("--grad-clip", type=float, default=0.0,
                        help="clip the gradient norm to this value; 0 disables")
 
     group = parser.add_argument_group("hardware")
-    group.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    group.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+                       help="auto = CUDA if available (under torchrun: this process's GPU), "
+                            "else MPS, else CPU")
     group.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
                        help="mixed precision; auto = bf16 where the hardware has it natively, "
                             "fp16 on older GPUs, fp32 otherwise")
@@ -111,7 +120,9 @@ def get_args_parser():
     group.add_argument("--dist-timeout", type=int, default=600,
                        help="seconds a collective waits for the other ranks before the job "
                             "fails (torchrun only)")
-    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--seed", type=int, default=0,
+                       help="seeds weights, data order and augmentation (rank r uses seed + r "
+                            "for dropout)")
     group.add_argument("--deterministic", action="store_true",
                        help="deterministic algorithms (bit-exact resume on CPU)")
 
@@ -120,7 +131,10 @@ def get_args_parser():
                        help="run folder (default: runs/<timestamp>); an existing run is "
                             "never overwritten")
     group.add_argument("--resume", type=Path, default=None,
-                       help="checkpoint (or run folder, meaning its last.pt) to continue from")
+                       help="checkpoint (or run folder, meaning its last.pt) to continue from; "
+                            "'auto': the newest checkpoint in --out that loads, or a new run "
+                            "there if it has none (a job that reruns one command after a crash "
+                            "or pre-emption)")
     group.add_argument("--eval-every", type=int, default=1, help="validate every N epochs")
     group.add_argument("--save-every", type=int, default=1, help="write last.pt every N epochs")
     group.add_argument("--early-stop", type=int, default=0, metavar="PATIENCE",
@@ -156,10 +170,19 @@ def validate_args(args):
         problems.append(f"--momentum must be in [0, 1), got {args.momentum}")
     if not 0 < args.gamma <= 1:
         problems.append(f"--gamma must be in (0, 1], got {args.gamma}")
-    if not 0 < args.scale[0] <= args.scale[1]:
-        problems.append(f"--scale must be 0 < MIN <= MAX, got {args.scale}")
-    if args.num_classes is not None and args.num_classes < 2:
-        problems.append(f"--num-classes must be >= 2 (binary is 2), got {args.num_classes}")
+    if not 0 < args.scale[0] <= args.scale[1] < math.inf:
+        problems.append(f"--scale must be 0 < MIN <= MAX (finite), got {args.scale}")
+    problems += [f"--{name} must be a finite number, got {value}" for name, value in
+                 non_negative.items() if not math.isfinite(value)]  # NaN passes `< 0`
+    if not args.rotate <= 180:
+        problems.append(f"--rotate must be in [0, 180] degrees, got {args.rotate}")
+    if not args.jitter < 1:
+        problems.append(f"--jitter must be in [0, 1), got {args.jitter}")
+    if not 0 <= args.seed < 2**32:
+        problems.append(f"--seed must be in 0..{2**32 - 1}, got {args.seed}")
+    if args.num_classes is not None and not 2 <= args.num_classes <= data.MAX_MASK_VALUE:
+        problems.append(f"--num-classes must be in 2..{data.MAX_MASK_VALUE} (binary is 2), got "
+                        f"{args.num_classes}")
     if args.image_size is not None and args.image_size < 8:
         problems.append(f"--image-size must be >= 8, got {args.image_size}")
     if 0 < args.crop_size < 8:
@@ -174,8 +197,16 @@ def validate_args(args):
         problems.append(f"--encoder-weights {args.encoder_weights} does not exist")
     if args.class_table is not None and not args.class_table.is_file():
         problems.append(f"--class-table {args.class_table} does not exist")
-    if args.resume is not None and not args.resume.exists():
+    if args.resume == AUTO_RESUME and args.out is None:
+        problems.append("--resume auto needs --out: the run folder to continue (or start)")
+    elif args.resume is not None and args.resume != AUTO_RESUME and not args.resume.exists():
         problems.append(f"--resume {args.resume} does not exist")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        problems.append(f"--out {args.out} is a file, not a folder")
+    try:  # a missing GPU is found now, not after the run folder is made
+        utils.resolve_precision(utils.resolve_device(args.device), args.amp)
+    except ValueError as error:
+        problems.append(str(error))
     if problems:
         raise SystemExit("error: " + "; ".join(problems))
 
@@ -209,13 +240,15 @@ def check_crop_fits(args, info):
 
 # ---------------------------------------------------------------- run folder
 
-def choose_run_folder(args):
-    """--out, the resumed run's folder, or runs/<timestamp>; never an existing run."""
+def choose_run_folder(args, allow_leftovers=False):
+    """--out, the resumed run's folder, or runs/<timestamp>; never an existing run.
+    allow_leftovers: --resume auto found a run that died before its first checkpoint."""
     if args.resume is not None and args.out is None:
         checkpoint_path = resolve_resume_path(args.resume)
         return checkpoint_path.parent
     if args.out is not None:
-        if args.resume is None and args.out.exists() and any(args.out.iterdir()):
+        if (args.resume is None and not allow_leftovers and args.out.exists()
+                and any(args.out.iterdir())):
             raise SystemExit(f"error: --out {args.out} already holds a run; pass --resume "
                              f"{args.out} to continue it, or choose another --out")
         return args.out
@@ -229,6 +262,47 @@ def choose_run_folder(args):
 def resolve_resume_path(path):
     path = Path(path)
     return path / "last.pt" if path.is_dir() else path
+
+
+def resolve_auto_resume(args):
+    """--resume auto: set args.resume to the newest checkpoint in --out that loads (most
+    training steps; last.pt on a tie), or to None when there is none. Returns True when a new
+    run may start in a folder holding what a run writes before its first checkpoint."""
+    if args.resume != AUTO_RESUME:
+        return False
+    loaded, broken = [], []
+    for path in (args.out / "last.pt", args.out / "best.pt"):
+        if not path.is_file():
+            continue
+        try:
+            loaded.append((utils.load_checkpoint(path).get("global_step", -1), path))
+        except ValueError as error:
+            broken.append(str(error))
+    if loaded:
+        args.resume = max(loaded, key=lambda item: item[0])[1]
+        for message in broken:
+            print(f"warning: {message}; resuming from {args.resume} instead", file=sys.stderr)
+        return False
+    if broken:
+        raise SystemExit(f"error: --resume auto: no checkpoint in {args.out} loads:\n"
+                         + "\n".join(broken) + "\nmove them away to start a new run there")
+    others = sorted(path.name for path in args.out.iterdir()
+                    if not any(path.match(pattern) for pattern in RUN_LEFTOVERS)
+                    ) if args.out.is_dir() else []
+    if others:
+        raise SystemExit(f"error: --resume auto: {args.out} has no checkpoint but holds files "
+                         f"a run does not write ({', '.join(others[:5])}); choose another --out")
+    args.resume = None
+    return True
+
+
+def remove_temp_files(run_dir, log):
+    """Delete temp files left by a run killed mid-write (.last.pt.tmp-<pid>, ...): none is
+    ever read, and a checkpoint's is as large as the checkpoint."""
+    for path in sorted(run_dir.glob(".*.tmp*")):
+        if path.is_file():
+            path.unlink()
+            log(f"removed {path.name}, left by a run that stopped while writing it")
 
 
 class Logger:
@@ -705,7 +779,8 @@ def save_checkpoint(path, model, optimizer, schedulers, runtime, state, args, in
 def setup(args):
     """Everything that can fail on bad input, checked before the first step."""
     validate_args(args)
-    run_dir = choose_run_folder(args) if is_main() else None
+    allow_leftovers = resolve_auto_resume(args)
+    run_dir = choose_run_folder(args, allow_leftovers) if is_main() else None
     root = resolve_data_root(args, Logger())
     try:
         info = data.scan_dataset(root, in_channels=args.in_channels,
@@ -773,6 +848,8 @@ def train(args, rank, world_size, local_rank):
     utils.seed_everything(args.seed)  # the same initial weights on every rank
     run_dir, root, info, checkpoint, model = setup(args)
     log = Logger(run_dir / "train.log") if is_main() else Logger(quiet=True)
+    if is_main():
+        remove_temp_files(run_dir, log)
     utils.seed_everything(args.seed + rank)  # dropout differs per rank; augmentation does not
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -873,6 +950,9 @@ def fit(run, train_loader, val_loader, val_set, state):
     args, names = run.args, run.info["class_names"]
     columns = metric_columns(names)
     rows = read_metrics(run.run_dir / "metrics.csv", state["epoch"]) if is_main() else []
+    if is_main() and (run.run_dir / "metrics.csv").is_file():
+        # Rows of epochs after the checkpoint (a crash before its save) go now, not an epoch later.
+        write_metrics(run.run_dir / "metrics.csv", rows, columns)
     for epoch in range(state["epoch"], args.epochs):
         set_epoch(train_loader, epoch, state["batch"])
         train_loss, rate, seconds, interrupted = train_one_epoch(

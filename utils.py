@@ -1,5 +1,6 @@
 """Shared pieces of training, evaluation and prediction: device and precision, metrics from a
 confusion matrix, atomic checkpoints, the notebook API (load_model, predict) and pictures."""
+import argparse
 import contextlib
 import ctypes
 import os
@@ -16,6 +17,20 @@ from model import SegNet
 CHECKPOINT_VERSION = 1
 # Keys a checkpoint must have for load_model; the rest (optimizer, RNG states...) is for --resume.
 CHECKPOINT_KEYS = ("format_version", "model_args", "model", "data")
+
+
+# ---------------------------------------------------------------- command lines
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, unless its help already explains it or there is none to
+    show (None, or False for an on/off switch)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 # ---------------------------------------------------------------- device and precision
@@ -104,7 +119,7 @@ def tune_cpu_allocator():
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed % 2**64)  # derived seeds (seed * 10**13 + ...) overflow torch's range
 
 
 def rng_states():
@@ -339,19 +354,26 @@ def _fsync_dir(folder):
 def load_checkpoint(path, map_location="cpu"):
     """torch.load with weights_only=True (never runs pickled code), with clear errors."""
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} is a folder: name the file in it "
+                                f"(train.py writes last.pt and best.pt)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        reason = (str(error).splitlines() or ["no message"])[0][:200]  # an empty file: none
         raise ValueError(f"checkpoint {path} could not be loaded safely: it is corrupt, "
                          f"truncated, or holds objects other than tensors and plain data "
-                         f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+                         f"({type(error).__name__}: {reason})") from None
     missing = [key for key in CHECKPOINT_KEYS if not isinstance(checkpoint, dict)
                or key not in checkpoint]
     if missing:
         raise ValueError(f"{path} is not a checkpoint of this project (missing {missing}); "
                          f"it may be a bare state_dict or another repo's file")
+    if not isinstance(checkpoint["format_version"], int):
+        raise ValueError(f"{path} has format version {checkpoint['format_version']!r}, not an "
+                         f"integer: it is not a checkpoint of this project")
     if checkpoint["format_version"] > CHECKPOINT_VERSION:
         raise ValueError(f"checkpoint {path} has format version {checkpoint['format_version']}, "
                          f"newer than this code ({CHECKPOINT_VERSION}); update the code")
@@ -365,15 +387,58 @@ def unwrapped(model):
 
 
 def build_model(checkpoint, path="checkpoint"):
-    """A SegNet from a checkpoint's constructor arguments, with its weights loaded."""
-    model = SegNet(**checkpoint["model_args"])
+    """A SegNet from a checkpoint's constructor arguments, with its weights loaded.
+
+    ValueError in one paragraph (not a page of state_dict key differences) when the file is for
+    another architecture, channel or class count, or holds non-finite weights.
+    """
+    model_args = checkpoint["model_args"]
     try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as error:
-        raise ValueError(f"{path}: the weights do not fit SegNet{checkpoint['model_args']} "
-                         f"(another architecture or a modified file): "
-                         f"{str(error).splitlines()[0][:200]}") from None
+        model = SegNet(**model_args)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: model_args {model_args!r} do not describe a SegNet ({error}): "
+                         f"the file comes from another architecture or was modified") from None
+    problem = (_weights_problem(model.state_dict(), checkpoint["model"])
+               or _metadata_problem(model, checkpoint["data"]))
+    if problem:
+        raise ValueError(f"{path}: the weights do not fit SegNet{model_args} (another "
+                         f"architecture or a modified file): {problem}")
+    model.load_state_dict(checkpoint["model"])
     return model
+
+
+def _weights_problem(expected, weights):
+    """What keeps `weights` from loading into a model with state dict `expected`, in one
+    line (None when they fit): missing, unexpected and reshaped keys, non-finite values."""
+    if not isinstance(weights, dict):
+        return f"'model' is a {type(weights).__name__}, not a state dict"
+    missing = [key for key in expected if key not in weights]
+    unexpected = [key for key in weights if key not in expected]
+    reshaped = [f"{key} {list(getattr(weights[key], 'shape', []))} (expected "
+                f"{list(value.shape)})" for key, value in expected.items()
+                if key in weights and (not isinstance(weights[key], torch.Tensor)
+                                       or weights[key].shape != value.shape)]
+    parts = [f"{len(keys)} {what} (e.g. {', '.join(keys[:2])})" for what, keys in
+             (("missing keys", missing), ("unexpected keys", unexpected),
+              ("tensors of another shape", reshaped)) if keys]
+    if parts:
+        return "; ".join(parts)
+    broken = [key for key, value in weights.items()
+              if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        return (f"{len(broken)} tensors hold NaN or inf (e.g. {broken[0]}): training diverged "
+                f"before this was saved")
+    return None
+
+
+def _metadata_problem(model, data):
+    """A disagreement between the model and the checkpoint's data description, or None."""
+    if not isinstance(data, dict):
+        return f"'data' is a {type(data).__name__}, not a dict"
+    for key in ("in_channels", "num_classes"):
+        if key in data and data[key] != getattr(model, key):
+            return f"its data entry says {key}={data[key]!r}, the model has {getattr(model, key)}"
+    return None
 
 
 def load_model(path, device="cpu"):

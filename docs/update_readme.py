@@ -35,8 +35,11 @@ def flags_table(script):
         default = action.default
         if isinstance(default, (list, tuple)):
             default = " ".join(str(value) for value in default)
-        default = "" if default in (None, False, argparse.SUPPRESS) else f"`{default}`"
-        meaning = " ".join((action.help or "").split()).replace("|", "\\|")
+        hidden = default is None or default is False or default == argparse.SUPPRESS
+        default = "" if hidden else f"`{default}`"
+        meaning = " ".join((action.help or "").split())
+        for character, escaped in (("|", "\\|"), ("<", "&lt;"), (">", "&gt;")):
+            meaning = meaning.replace(character, escaped)
         rows.append(f"| {flag} | {default} | {meaning} |")
     return "\n".join(rows)
 

@@ -119,3 +119,49 @@ def test_a_missing_split_is_named(dataset_root, info, tmp_path):
     checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3, info=info)
     with pytest.raises(SystemExit, match="val"):
         run_main("--checkpoint", checkpoint, "--data", dataset_root, "--split", "val")
+
+
+def test_mc_samples_report_entropy_on_correct_and_wrong_pixels(dataset_root, info, tmp_path,
+                                                               capsys):
+    """The constant model's softmax is softmax(5, 0, 0) at every pixel, with or without dropout
+    (its classifier weights are 0): every pixel's entropy is known."""
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3, favour=0, info=info, dropout=0.5)
+    assert run_main("--checkpoint", checkpoint, "--data", dataset_root, "--split", "test",
+                    "--out", tmp_path / "eval", "--worst", "1", "--mc-samples", "2") == 0
+    probs = np.exp([5.0, 0.0, 0.0]) / np.exp([5.0, 0.0, 0.0]).sum()
+    entropy = float(-(probs * np.log(probs)).sum())
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["uncertainty"] == {
+        "mc_samples": 2, "dropout": 0.5, "mean_entropy_correct": pytest.approx(entropy),
+        "mean_entropy_incorrect": pytest.approx(entropy), "pixels_correct": 146,
+        "pixels_incorrect": 148 + 28, "max_entropy": pytest.approx(np.log(3))}
+    assert report["confusion_matrix"] == [[146, 0, 0], [148, 0, 0], [28, 0, 0]]
+    printed = capsys.readouterr().out
+    assert f"mean predictive entropy {entropy:.4f} nats on correct pixels" in printed
+
+
+def test_mc_samples_without_dropout_warn_and_score_one_pass(dataset_root, info, tmp_path,
+                                                            capsys):
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3, info=info)
+    assert run_main("--checkpoint", checkpoint, "--data", dataset_root, "--split", "test",
+                    "--out", tmp_path / "mc", "--worst", "0", "--mc-samples", "4") == 0
+    assert "identical" in capsys.readouterr().err
+    assert run_main("--checkpoint", checkpoint, "--data", dataset_root, "--split", "test",
+                    "--out", tmp_path / "plain", "--worst", "0") == 0
+    mc = json.loads((tmp_path / "mc" / "report.json").read_text())
+    plain = json.loads((tmp_path / "plain" / "report.json").read_text())
+    assert mc["uncertainty"]["mc_samples"] == 1 and mc["uncertainty"]["dropout"] == 0.0
+    assert mc["confusion_matrix"] == plain["confusion_matrix"] and "uncertainty" not in plain
+
+
+def test_rgb_images_for_a_grey_checkpoint_are_converted_as_in_training_with_a_warning(
+        dataset_root, info, tmp_path, capsys):
+    root = tmp_path / "rgb"
+    write_split(root, "test", {"a": labelled_masks()["a"]})
+    grey = np.asarray(Image.open(dataset_root / "test" / "images" / "a.png"))
+    Image.fromarray(np.repeat(grey[..., None], 3, axis=2)).save(root / "test/images/a.png")
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3, info=info)
+    assert run_main("--checkpoint", checkpoint, "--data", root, "--split", "test", "--out",
+                    tmp_path / "eval", "--worst", "0") == 0
+    assert f"converted RGB -> grey as in training (e.g. {root / 'test/images/a.png'})" in \
+        capsys.readouterr().err

@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RADIUS = predict.context_radius()
 
 
-def random_model(num_classes=3, in_channels=1, seed=0):
+def random_model(num_classes=3, in_channels=1, seed=0, dropout=0.0):
     """An untrained SegNet in eval mode with non-trivial BatchNorm statistics."""
     torch.manual_seed(seed)
-    model = SegNet(in_channels=in_channels, num_classes=num_classes).eval()
+    model = SegNet(in_channels=in_channels, num_classes=num_classes, dropout=dropout).eval()
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.normal_(0, 0.1)
@@ -38,10 +38,11 @@ def data_info(num_classes=2, in_channels=1):
             "normalization": {"mean": [0.5] * in_channels, "std": [0.25] * in_channels}}
 
 
-def save_test_checkpoint(path, num_classes=2, in_channels=1, favour=None, info=None, seed=0):
+def save_test_checkpoint(path, num_classes=2, in_channels=1, favour=None, info=None, seed=0,
+                         dropout=0.0):
     """A checkpoint of an untrained model; favour=c makes it predict class c everywhere
     (classifier weights 0, bias 5 for c and 0 for the others)."""
-    model = random_model(num_classes, in_channels, seed)
+    model = random_model(num_classes, in_channels, seed, dropout)
     if favour is not None:
         with torch.no_grad():
             model.classifier.weight.zero_()
@@ -86,8 +87,8 @@ def test_context_radius_is_the_exact_reach_of_one_input_pixel():
 def test_tiled_equals_untiled_on_the_whole_image_when_overlap_covers_the_receptive_field():
     model = random_model()
     image = torch.randn(1, 157, 171)  # odd sizes: the last tiles end off the pooling grid
-    whole = predict.forward_probs(model, image[None])[0]
-    tiled = predict.tiled_probs(model, image, tile=136, overlap=88)
+    whole = predict.forward_probs(model, image[None])[0][0]
+    tiled, _ = predict.tiled_probs(model, image, tile=136, overlap=88)
     assert len(predict.tile_windows(157, 136, 88)) == 2  # really tiled, in both directions
     torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
     assert torch.equal(tiled.argmax(0), whole.argmax(0))
@@ -109,8 +110,8 @@ def test_tiled_equals_untiled_away_from_tile_edges():
     at least RADIUS from the inner edges of every tile holding it is still exact."""
     model = random_model()
     image = torch.randn(1, 121, 133)
-    whole = predict.forward_probs(model, image[None])[0]
-    tiled = predict.tiled_probs(model, image, tile=64, overlap=16)
+    whole = predict.forward_probs(model, image[None])[0][0]
+    tiled, _ = predict.tiled_probs(model, image, tile=64, overlap=16)
     rows = exact_positions(121, predict.tile_windows(121, 64, 16))
     cols = exact_positions(133, predict.tile_windows(133, 64, 16))
     region = torch.from_numpy(rows[:, None] & cols[None, :])
@@ -143,11 +144,69 @@ def test_tile_windows_cover_the_axis_on_the_grid_with_weights_summing_to_one(len
 def test_tta_is_flip_equivariant():
     model = random_model()
     image = torch.randn(1, 1, 16, 24)
-    with_tta = predict.forward_probs(model, image, tta=True)
-    flipped = predict.forward_probs(model, image.flip(-1), tta=True)
+    with_tta, _ = predict.forward_probs(model, image, tta=True)
+    flipped, _ = predict.forward_probs(model, image.flip(-1), tta=True)
     torch.testing.assert_close(flipped.flip(-1), with_tta, atol=1e-5, rtol=0)
-    without = predict.forward_probs(model, image.flip(-1))
-    assert not torch.allclose(without.flip(-1), predict.forward_probs(model, image), atol=1e-3)
+    without, _ = predict.forward_probs(model, image.flip(-1))
+    assert not torch.allclose(without.flip(-1), predict.forward_probs(model, image)[0], atol=1e-3)
+
+
+# ---------------------------------------------------------------- inference form
+
+def test_load_for_inference_prepares_the_folded_model_with_the_same_outputs(tmp_path):
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3)
+    model, info, dtype = predict.load_for_inference(checkpoint, "cpu", "off")
+    assert dtype is None and not model.training and info["dropout"] == 0.0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert not any(p.requires_grad for p in model.parameters())
+    image = torch.randn(1, 1, 29, 35)
+    expected, _ = predict.forward_probs(random_model(3), image)
+    actual, _ = predict.forward_probs(model, image)
+    assert (actual - expected).abs().mean() < 1e-5
+    assert (actual.argmax(1) == expected.argmax(1)).float().mean() > 0.999
+
+
+# ---------------------------------------------------------------- Monte Carlo dropout
+
+def test_mc_without_dropout_equals_the_deterministic_prediction():
+    model = random_model()
+    images = torch.randn(2, 1, 16, 21)
+    expected, no_variance = predict.forward_probs(model, images)
+    probs, variance = predict.forward_probs(model, images, mc_samples=3, max_pixels=2 * 16 * 21)
+    torch.testing.assert_close(probs, expected, atol=1e-6, rtol=0)
+    assert no_variance is None and variance.shape == (2, 16, 21) and variance.max() < 1e-6
+
+
+def test_mc_dropout_is_seeded_per_image_and_leaves_batchnorm_alone():
+    model = random_model(dropout=0.5)
+    buffers = {name: value.clone() for name, value in model.named_buffers()}
+    images = torch.randn(2, 1, 16, 24)
+    probs, variance = predict.batch_probs(model, images, mc_samples=4, seed=3)
+    again, _ = predict.batch_probs(model, images, mc_samples=4, seed=3)
+    alone, _ = predict.batch_probs(model, images[1:], mc_samples=4, seed=3)
+    other_seed, _ = predict.batch_probs(model, images, mc_samples=4, seed=4)
+    assert torch.equal(probs, again) and torch.equal(probs[1:], alone)
+    assert not torch.allclose(probs, other_seed, atol=1e-4)
+    deterministic, _ = predict.batch_probs(model, images)
+    assert not torch.allclose(probs, deterministic, atol=1e-4)
+    assert variance.min() >= 0 and variance.max() > 1e-4
+    assert predict.entropy_map(probs).min() > 0
+    for name, value in model.named_buffers():
+        assert torch.equal(value, buffers[name]), name
+    assert not model.training and not model.mc_dropout
+
+
+def test_tiled_mc_dropout_blends_probabilities_and_variance():
+    model = random_model(dropout=0.5)
+    image = torch.randn(1, 40, 27)
+    probs, variance = predict.batch_probs(model, image[None], tile=24, overlap=8, mc_samples=2)
+    assert probs.shape == (1, 3, 40, 27) and variance.shape == (1, 40, 27)
+    torch.testing.assert_close(probs.sum(1), torch.ones(1, 40, 27), atol=1e-5, rtol=0)
+    assert variance.min() > 0  # every pixel, tile edges included, got sampled passes
+    plain = random_model(dropout=0.0)
+    tiled, _ = predict.tiled_probs(plain, image, tile=24, overlap=8, mc_samples=2)
+    expected, _ = predict.tiled_probs(plain, image, tile=24, overlap=8)
+    torch.testing.assert_close(tiled, expected, atol=1e-6, rtol=0)
 
 
 # ---------------------------------------------------------------- output files
@@ -200,6 +259,46 @@ def test_image_size_defaults_to_training_and_probs_come_back_at_native_size():
     assert native.shape == (2, 45, 61) and not np.allclose(native, probs, atol=1e-3)
 
 
+def test_mc_samples_write_16_bit_and_colour_entropy_maps_deterministically(tmp_path):
+    info = data_info(3)
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3, info=info, dropout=0.5)
+    write_image(tmp_path / "a.png", 21, 30)
+    for out in ("out1", "out2"):
+        assert run_main("--checkpoint", checkpoint, "--input", tmp_path / "a.png", "--output",
+                        tmp_path / out, "--mc-samples", "3", "--seed", "5", "--amp", "off") == 0
+    out = tmp_path / "out1"
+    with Image.open(out / "a_entropy.png") as entropy:
+        assert entropy.mode == "I;16" and entropy.size == (30, 21)
+        values = np.asarray(entropy).astype(np.int64)
+    with Image.open(out / "a_entropy_color.png") as colour:
+        assert colour.mode == "RGB" and colour.size == (30, 21)
+    variance = np.load(out / "a_variance.npy")
+    assert variance.dtype == np.float32 and variance.shape == (21, 30) and variance.max() > 0
+    for name in ("a_entropy.png", "a_variance.npy"):  # the same seed gives the same maps
+        assert (out / name).read_bytes() == (tmp_path / "out2" / name).read_bytes()
+    # The documented scaling: entropy / ln(K) * 65535, from the same MC probabilities.
+    model, _, _ = predict.load_for_inference(checkpoint, "cpu", "off")
+    image = np.asarray(Image.open(tmp_path / "a.png"), np.float32)[None] / 255
+    probs = torch.from_numpy(predict.predict_probs(model, info, image, mc_samples=3, seed=5))
+    expected = predict.entropy_map(probs) / np.log(3) * 65535
+    assert values.min() > 0
+    np.testing.assert_allclose(values, expected.numpy(), atol=1.0)
+
+
+def test_mc_samples_without_dropout_warn_and_predict_as_usual(tmp_path, capsys):
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3, info=data_info(3))
+    write_image(tmp_path / "a.png", 19, 26)
+    assert run_main("--checkpoint", checkpoint, "--input", tmp_path / "a.png", "--output",
+                    tmp_path / "mc", "--mc-samples", "8", "--probs") == 0
+    assert "dropout 0" in capsys.readouterr().err
+    assert run_main("--checkpoint", checkpoint, "--input", tmp_path / "a.png", "--output",
+                    tmp_path / "plain", "--probs") == 0
+    np.testing.assert_allclose(np.load(tmp_path / "mc" / "a_probs.npy").astype(np.float32),
+                               np.load(tmp_path / "plain" / "a_probs.npy").astype(np.float32),
+                               atol=1e-3)
+    assert np.load(tmp_path / "mc" / "a_variance.npy").max() == 0
+
+
 # ---------------------------------------------------------------- inputs
 
 def test_unreadable_inputs_are_reported_and_the_others_written(tmp_path):
@@ -219,6 +318,7 @@ def test_unreadable_inputs_are_reported_and_the_others_written(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     for name in ("b_random.png", "d_truncated.png", "e_empty.jpg"):
         assert name in result.stderr
+    assert "predict: 5/5 images" in result.stderr  # plain progress lines, not a tty
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_good.png", "c_good.png"]
 
     with pytest.raises(SystemExit, match="b_random.png"):  # stops there, a_good written
