@@ -55,6 +55,14 @@ class IndexUnpool(nn.MaxUnpool2d):
     def forward(self, x, indices, output_size):
         batch, channels = x.shape[:2]
         height, width = output_size[-2:]
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+                memory_format=torch.channels_last):
+            # NHWC: scatter over the pixel axis of [N, H*W, C] views, so that neither the
+            # values nor the output are copied to another layout (a channels_last model).
+            values = x.permute(0, 2, 3, 1).reshape(batch, -1, channels)
+            index = indices.permute(0, 2, 3, 1).reshape(batch, -1, channels)
+            flat = x.new_zeros(batch, height * width, channels).scatter(1, index, values)
+            return flat.view(batch, height, width, channels).permute(0, 3, 1, 2)
         flat = x.new_zeros(batch, channels, height * width)
         flat = flat.scatter(2, indices.flatten(2), x.flatten(2))
         return flat.view(batch, channels, height, width)

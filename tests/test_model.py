@@ -229,15 +229,19 @@ def test_vgg16_bn_wrong_file_is_a_clear_error():
         load_vgg16_bn_encoder(SegNet(), plain_vgg)
 
 
-def test_index_unpool_equals_max_unpool2d_forward_and_backward():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_index_unpool_equals_max_unpool2d_forward_and_backward(channels_last):
     from model import IndexUnpool
     torch.manual_seed(0)
     pre_pool = torch.randn(2, 3, 9, 13, requires_grad=True)
     pooled, indices = nn.functional.max_pool2d(pre_pool, 2, 2, return_indices=True)
     values = torch.randn_like(pooled, requires_grad=True)
-    ours = IndexUnpool()(values, indices, output_size=(9, 13))
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    ours = IndexUnpool()(values.contiguous(memory_format=layout),
+                         indices.contiguous(memory_format=layout), output_size=(9, 13))
     reference = nn.functional.max_unpool2d(values, indices, 2, 2, output_size=(9, 13))
     assert torch.equal(ours, reference)
+    assert ours.is_contiguous(memory_format=layout)  # NHWC in, NHWC out: no layout copies
     grad = torch.randn_like(ours)
     (ours_grad,) = torch.autograd.grad(ours, values, grad)
     (reference_grad,) = torch.autograd.grad(reference, values, grad)
