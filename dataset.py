@@ -857,6 +857,14 @@ def _data_warnings(scans, in_channels):
     if jpeg:
         found.append(f"{len(jpeg)} mask(s) are JPEG (e.g. {jpeg[0]}): JPEG is lossy and blurs "
                      f"class boundaries; save masks as PNG")
+    levels = [(s.path, set(s.values.tolist())) for scan in scans.values() for s in scan.summaries
+              if s.kind == "single"]
+    zero_255 = [path for path, values in levels if 255 in values and values <= {0, 255}]
+    zero_one = [path for path, values in levels if 1 in values and values <= {0, 1}]
+    if zero_255 and zero_one:
+        found.append(f"{len(zero_one)} mask(s) are 0/1 (e.g. {zero_one[0]}) and {len(zero_255)} "
+                     f"are 0/255 (e.g. {zero_255[0]}): read together, 255 is the ignore value "
+                     f"and the 0/255 masks' foreground is not learned; save all masks alike")
     return found
 
 

@@ -247,15 +247,11 @@ def write_report(path, metrics, confusion, ranking, worst_files, args, info, unc
 
 def validate_args(args):
     problems = []
-    if args.batch_size < 1:
-        problems.append(f"--batch-size must be >= 1, got {args.batch_size}")
+    problems += predict.common_problems(args)
     if args.worst < 0:
         problems.append(f"--worst must be >= 0, got {args.worst}")
-    if args.mc_samples < 0:
-        problems.append(f"--mc-samples must be >= 0 (0 = off), got {args.mc_samples}")
-    if not predict.image_size_ok(args.image_size):
-        problems.append(f"--image-size must be 0 (native) or >= {predict.POOL_GRID}, got "
-                        f"{args.image_size}")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        problems.append(f"--out {args.out} is a file, not a folder")
     if not args.data.is_dir():
         problems.append(f"--data {args.data} is not a folder")
     if problems:

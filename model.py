@@ -61,10 +61,10 @@ class IndexUnpool(nn.MaxUnpool2d):
             # values nor the output are copied to another layout (a channels_last model).
             values = x.permute(0, 2, 3, 1).reshape(batch, -1, channels)
             index = indices.permute(0, 2, 3, 1).reshape(batch, -1, channels)
-            flat = x.new_zeros(batch, height * width, channels).scatter(1, index, values)
+            flat = x.new_zeros(batch, height * width, channels).scatter_(1, index, values)
             return flat.view(batch, height, width, channels).permute(0, 3, 1, 2)
         flat = x.new_zeros(batch, channels, height * width)
-        flat = flat.scatter(2, indices.flatten(2), x.flatten(2))
+        flat.scatter_(2, indices.flatten(2), x.flatten(2))  # in place: no copy of the zeros
         return flat.view(batch, channels, height, width)
 
 

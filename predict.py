@@ -296,8 +296,28 @@ def mc_samples_to_run(mc_samples, info, checkpoint):
     return mc_samples
 
 
+MAX_IMAGE_SIZE = 16384  # --image-size: a square this large already needs gigabytes
+
+
 def image_size_ok(image_size):
-    return image_size is None or image_size == 0 or image_size >= POOL_GRID
+    return image_size is None or image_size == 0 or POOL_GRID <= image_size <= MAX_IMAGE_SIZE
+
+
+def common_problems(args):
+    """Range checks shared by predict.py and evaluate.py."""
+    problems = []
+    if args.batch_size < 1:
+        problems.append(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.mc_samples < 0:
+        problems.append(f"--mc-samples must be >= 0 (0 = off), got {args.mc_samples}")
+    if not 0 <= args.seed < 2**32:
+        problems.append(f"--seed must be in 0..{2**32 - 1}, got {args.seed}")
+    if not image_size_ok(args.image_size):
+        problems.append(f"--image-size must be 0 (native) or {POOL_GRID}..{MAX_IMAGE_SIZE}, got "
+                        f"{args.image_size}")
+    if not args.checkpoint.is_file():
+        problems.append(f"--checkpoint {args.checkpoint} is not a file")
+    return problems
 
 
 def resolve_image_size(info, image_size=None):
@@ -506,13 +526,9 @@ def validate_args(args):
         check_tiling(args.tile, args.overlap)
     except ValueError as error:
         problems.append(str(error))
-    if args.batch_size < 1:
-        problems.append(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.mc_samples < 0:
-        problems.append(f"--mc-samples must be >= 0 (0 = off), got {args.mc_samples}")
-    if not image_size_ok(args.image_size):
-        problems.append(f"--image-size must be 0 (native) or >= {POOL_GRID}, got "
-                        f"{args.image_size}")
+    problems += common_problems(args)
+    if args.output.exists() and not args.output.is_dir():
+        problems.append(f"--output {args.output} is a file, not a folder")
     if problems:
         raise SystemExit("error: " + "; ".join(problems))
 

@@ -54,8 +54,8 @@ def sections():
 
 def render(text):
     for name, make in sections().items():
-        pattern = re.compile(rf"(<!-- {name} -->\n).*?(\n<!-- /{name} -->)", re.S)
-        text = pattern.sub(lambda match: match.group(1) + make() + match.group(2), text)
+        pattern = re.compile(rf"(<!-- {name} -->\n)(?:.*?\n)?(<!-- /{name} -->)", re.S)
+        text = pattern.sub(lambda match: match.group(1) + make() + "\n" + match.group(2), text)
     return text
 
 

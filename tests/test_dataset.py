@@ -102,6 +102,18 @@ def test_binary_masks(tmp_path, foreground):
     assert np.array_equal(decoded, (index_mask(10, 12, (0, foreground)) > 0).astype(np.int64))
 
 
+def test_masks_mixing_0_1_and_0_255_are_warned_about(tmp_path):
+    """Together {0, 1, 255} reads as two classes plus void: the 0/255 masks' foreground would
+    be ignored, so the scan says which files differ."""
+    write_pair(tmp_path, "train", "a", grey(10, 12), index_mask(10, 12, (0, 1)))
+    write_pair(tmp_path, "train", "b", grey(10, 12), index_mask(10, 12, (0, 255)))
+    write_pair(tmp_path, "val", "v", grey(10, 12), index_mask(10, 12, (0, 1)))
+    info = scan_dataset(tmp_path)
+    assert info["num_classes"] == 2
+    message = " ".join(info["warnings"])
+    assert "are 0/1" in message and "a.png" in message and "b.png" in message
+
+
 def test_palette_masks_use_palette_index_and_colours(tmp_path):
     palette = [0, 0, 0, 200, 10, 10, 10, 200, 10, 10, 10, 200]
     for number in range(2):

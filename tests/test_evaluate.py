@@ -121,6 +121,18 @@ def test_a_missing_split_is_named(dataset_root, info, tmp_path):
         run_main("--checkpoint", checkpoint, "--data", dataset_root, "--split", "val")
 
 
+def test_bad_arguments_stop_before_any_work(dataset_root, info, tmp_path):
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3, info=info)
+    (tmp_path / "a_file").write_text("")
+    for flags, message in ((["--out", tmp_path / "a_file"], "is a file"),
+                           (["--seed", "-1"], "--seed"), (["--worst", "-1"], "--worst"),
+                           (["--image-size", "100000"], "--image-size"),
+                           (["--checkpoint", tmp_path / "missing.pt"], "missing.pt")):
+        with pytest.raises(SystemExit, match=message):
+            run_main("--checkpoint", checkpoint, "--data", dataset_root, "--split", "test",
+                     *flags)
+
+
 def test_mc_samples_report_entropy_on_correct_and_wrong_pixels(dataset_root, info, tmp_path,
                                                                capsys):
     """The constant model's softmax is softmax(5, 0, 0) at every pixel, with or without dropout

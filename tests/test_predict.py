@@ -347,3 +347,15 @@ def test_bad_input_arguments_stop_before_any_work(tmp_path):
         run_main("--checkpoint", tmp_path / "missing.pt", "--input", tmp_path / "x",
                  "--output", out)
     assert not out.exists()
+    for flags, message in ((["--seed", "-1"], "--seed"), (["--seed", str(2**64)], "--seed"),
+                           (["--image-size", "100000"], "--image-size"),
+                           (["--batch-size", "0"], "--batch-size"),
+                           (["--mc-samples", "-2"], "--mc-samples")):
+        with pytest.raises(SystemExit, match=message):
+            run_main("--checkpoint", checkpoint, "--input", tmp_path / "x", "--output", out,
+                     *flags)
+    assert not out.exists()
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit, match="is a file"):
+        run_main("--checkpoint", checkpoint, "--input", tmp_path / "x", "--output",
+                 tmp_path / "a_file")
