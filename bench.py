@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import utils
 from model import SegNet
 
 HERE = Path(__file__).resolve().parent
@@ -30,7 +31,7 @@ ALLOCATOR_ENV_PREFIX = "MALLOC_"
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=utils.HelpFormatter)
     add = parser.add_argument
     add("--size", type=int, default=256, help="square image (and training crop) side, pixels")
     add("--batch-size", type=int, default=8, help="images per training and inference step")

@@ -1515,7 +1515,7 @@ def run_check(args):
 
 def get_args_parser():
     """Arguments of `python dataset.py check ROOT` and `python dataset.py make-demo ROOT`."""
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    from utils import HelpFormatter as formatter  # defaults shown unless the help explains them
     parser = argparse.ArgumentParser(formatter_class=formatter, description="Check a "
                                      "segmentation dataset, or write the generated demo set.")
     commands = parser.add_subparsers(dest="command", required=True)
