@@ -229,7 +229,7 @@ def resized_probs(model, images, tile, overlap, tta, dtype, image_size, mc_sampl
     height, width = images.shape[-2:]
     if image_size:
         images = F.interpolate(images, size=(image_size, image_size), mode="bilinear",
-                               align_corners=False)
+                               align_corners=False, antialias=True)  # as dataset.resize_pair
     if max(images.shape[-2:]) <= tile:
         device = next(model.parameters()).device
         probs, variance = forward_probs(model, images.to(device), tta, dtype, mc_samples,
@@ -279,9 +279,7 @@ def load_for_inference(path, device="auto", amp="auto"):
     checkpoint = utils.load_checkpoint(path)
     model = utils.build_model(checkpoint, path).to(device)
     model = inference_model(model, dtype, channels_last=utils.resolve_channels_last(device))
-    train_image_size = (checkpoint.get("args") or {}).get("image_size")
-    info = dict(checkpoint["data"], train_image_size=train_image_size, dropout=model.dropout)
-    return model, info, dtype
+    return model, utils.checkpoint_info(checkpoint), dtype
 
 
 def mc_samples_to_run(mc_samples, info, checkpoint):

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import platform
+import random
 import signal
 import subprocess
 import sys
@@ -367,17 +368,30 @@ def write_metrics(path, rows, columns):
 
 class EpochSeeded(Dataset):
     """Seeds every RNG from (seed, epoch, index) before each sample's augmentation, so the
-    augmented data is the same whatever the worker count or where a run was resumed."""
+    augmented data is the same whatever the worker count or where a run was resumed.
 
-    def __init__(self, dataset, seed):
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
+    The key is (epoch, index), as EpochSampler yields it: persistent DataLoader workers keep
+    the dataset copy of their start, so an epoch stored on the dataset would never reach them.
+    The process's own RNG states (dropout, ...) are put back after each sample.
+    """
+
+    def __init__(self, dataset, seed, fixed=False):
+        self.dataset, self.seed, self.fixed = dataset, seed, fixed  # fixed: epoch 0 always
 
     def __len__(self):
         return len(self.dataset)
 
-    def __getitem__(self, index):
-        utils.seed_everything((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
-        return self.dataset[index]
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        epoch = 0 if self.fixed else epoch
+        states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        utils.seed_everything((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
 
 
 class EpochSampler(Sampler):
@@ -407,7 +421,8 @@ class EpochSampler(Sampler):
         return order[self.rank::self.world_size]
 
     def __iter__(self):
-        return iter(self.full_order()[self.start:])
+        """(epoch, index) keys for EpochSeeded."""
+        return iter([(self.epoch, index) for index in self.full_order()[self.start:]])
 
     def __len__(self):
         return len(self.full_order()) - self.start
@@ -424,7 +439,7 @@ class Compose:
 
 
 def build_datasets(args, root, info):
-    augment = not args.no_augment
+    augment = not (args.no_augment or args.overfit_batch)  # overfit: one fixed batch
     flip = augment and not args.no_flip
     train_transform = data.TrainTransform(
         crop_size=args.crop_size or None, scale=tuple(args.scale) if augment else None,
@@ -454,7 +469,8 @@ def build_loaders(args, train_set, val_set, device, rank=0, world_size=1):
     common = dict(num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
                   persistent_workers=workers > 0, worker_init_fn=quiet_worker)
     if args.overfit_batch or args.dry_run:
-        train_set = Subset(train_set, range(min(args.batch_size, len(train_set))))
+        first = Subset(train_set.dataset, range(min(args.batch_size, len(train_set))))
+        train_set = EpochSeeded(first, train_set.seed, fixed=args.overfit_batch)
         val_set = Subset(val_set, range(min(args.batch_size, len(val_set))))
     if args.overfit_batch:
         val_set = train_set  # validate on the very batch being memorised
@@ -465,8 +481,18 @@ def build_loaders(args, train_set, val_set, device, rank=0, world_size=1):
     train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler,
                               drop_last=drop_last, **common)
     val_shard = Subset(val_set, range(rank, len(val_set), world_size))
-    val_loader = DataLoader(val_shard, batch_size=args.batch_size, shuffle=False, **common)
+    val_loader = DataLoader(val_shard, batch_size=val_batch_size(args, val_set), shuffle=False,
+                            **common)
     return train_loader, val_loader
+
+
+def val_batch_size(args, val_set):
+    """--batch-size, or 1 when val images differ in size: padding a smaller image in a batch
+    would change its border predictions, so scores would depend on the batching."""
+    if args.image_size or args.overfit_batch or not isinstance(val_set, data.SegmentationDataset):
+        return args.batch_size
+    sizes = val_set.info["image_sizes"].get(val_set.split)
+    return 1 if sizes and sizes["min"] != sizes["max"] else args.batch_size
 
 
 # ---------------------------------------------------------------- model and optimisation
@@ -500,14 +526,34 @@ def build_scheduler(args, optimizer, steps_per_epoch):
             return max(0.0, 1 - progress) ** 0.9
         if args.scheduler == "step":
             return args.gamma ** (step // (args.step_size * steps_per_epoch))
-        return 1.0  # none, plateau (ReduceLROnPlateau acts on top)
+        return plateau.scale if plateau else 1.0  # none; plateau: its cuts so far
 
-    warm = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    plateau = None
-    if args.scheduler == "plateau":
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=args.gamma, patience=2)
-    return warm, plateau
+    plateau = PlateauScale(args.gamma) if args.scheduler == "plateau" else None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), plateau
+
+
+class PlateauScale:
+    """ReduceLROnPlateau's decisions as a factor of the per-step schedule. (Acting on the
+    optimizer itself, its cuts would be overwritten by LambdaLR at the next step.)"""
+
+    def __init__(self, gamma, patience=2):
+        self.holder = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.holder, mode="max", factor=gamma, patience=patience)
+
+    @property
+    def scale(self):
+        return self.holder.param_groups[0]["lr"]
+
+    def step(self, metric):
+        self.scheduler.step(metric)
+
+    def state_dict(self):
+        return self.scheduler.state_dict()  # its _last_lr is the scale
+
+    def load_state_dict(self, state):
+        self.scheduler.load_state_dict(state)
+        self.holder.param_groups[0]["lr"] = state["_last_lr"][0]
 
 
 def build_criterion(args, info, device):
@@ -750,7 +796,8 @@ def restore(checkpoint, model, optimizer, schedulers, runtime, rank=0):
     schedulers[0].load_state_dict(checkpoint["scheduler"])
     if schedulers[1] is not None and checkpoint.get("plateau"):
         schedulers[1].load_state_dict(checkpoint["plateau"])
-    runtime.scaler.load_state_dict(checkpoint["scaler"])
+    if runtime.scaler.is_enabled() and checkpoint["scaler"]:  # empty when saved without fp16
+        runtime.scaler.load_state_dict(checkpoint["scaler"])
     utils.set_rng_states(checkpoint["rng"])  # rank 0's; other ranks re-derive their own
     if rank:
         utils.seed_everything((checkpoint["args"]["seed"] + rank) * 1_000_003
@@ -984,9 +1031,10 @@ def fit(run, train_loader, val_loader, val_set, state):
             utils.plot_curves(run.run_dir / "curves.png", rows)
         if improved:
             run.save("best.pt", state)
-        if (epoch + 1) % args.save_every == 0 or last_epoch or run.stop.signal:
+        stopping = stop_requested(run.stop)  # every rank decides alike, once, here
+        if (epoch + 1) % args.save_every == 0 or last_epoch or stopping:
             run.save("last.pt", state)
-        if run.stop.signal and not last_epoch:
+        if stopping and not last_epoch:
             raise Interrupted(f"stopped by {run.stop.signal}")
         if args.early_stop and state["stale"] >= args.early_stop:
             run.log(f"early stop: no better val mIoU for {state['stale']} validations")
@@ -1008,15 +1056,14 @@ def record_best(state, miou, epoch):
 def set_epoch(loader, epoch, start_batch):
     """Shuffle order and augmentation depend only on (seed, epoch): resume-proof."""
     loader.sampler.set_epoch(epoch, start_batch * loader.batch_size)
-    dataset = loader.dataset
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    dataset.epoch = epoch
 
 
 def validate(run, val_loader, val_set, epoch):
     """Metrics on the val split, the plateau scheduler's step, and the samples picture."""
-    val_loss, confusion = evaluate(run.train_model, val_loader, run.criterion, run.runtime,
+    # Under DDP the plain model: DDP's forward runs collectives (buffer broadcast) that a rank
+    # with an empty val shard would never join.
+    model = run.model if utils.is_distributed() else run.train_model
+    val_loss, confusion = evaluate(model, val_loader, run.criterion, run.runtime,
                                    run.info["num_classes"], run.args.ignore_index,
                                    dry_run=run.args.dry_run)
     metrics = utils.metrics_from_confusion(confusion, run.info["class_names"])

@@ -111,8 +111,9 @@ def tune_cpu_allocator():
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
+    libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)  # an int that does not fit raises
     m_trim_threshold, m_mmap_threshold = -1, -3
-    ok = libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 34)
+    ok = libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 2**31 - 1)
     return bool(ok)
 
 
@@ -128,8 +129,8 @@ def rng_states():
     states = {"python": _to_plain(random.getstate()),
               "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
               "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # this process's GPU only: a run may resume on fewer GPUs
+        states["cuda"] = torch.cuda.get_rng_state()
     return states
 
 
@@ -139,7 +140,12 @@ def set_rng_states(states):
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        cuda = states["cuda"]
+        if isinstance(cuda, (list, tuple)):  # older checkpoints: one state per visible GPU
+            cuda = cuda[torch.cuda.current_device()] if torch.cuda.current_device() < len(
+                cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
 
 
 def _to_plain(value):
@@ -293,7 +299,8 @@ def class_weights(data_info, mode):
     if mode == "median-freq":
         image_pixels = torch.tensor(data_info["class_image_pixels"], dtype=torch.float64)
         freq = pixels / image_pixels.clamp(min=1)
-        weights = torch.where(present, freq[present].median() / freq.clamp(min=1e-12), 0.0)
+        median = freq[present].quantile(0.5)  # the mean of the middle two for an even count
+        weights = torch.where(present, median / freq.clamp(min=1e-12), 0.0)
     elif mode == "inverse":
         share = pixels / pixels.sum()
         weights = torch.where(present, 1 / share.clamp(min=1e-12), 0.0)
@@ -445,14 +452,22 @@ def load_model(path, device="cpu"):
     """Notebook API: (model in eval mode on `device`, metadata dict) from a checkpoint file.
 
     The metadata holds class_names, class_colors, mask_decoding, normalization, in_channels,
-    ignore_index and num_classes: everything predict() needs.
+    ignore_index, num_classes, train_image_size and dropout: everything predict() needs.
     """
     device = resolve_device(device) if isinstance(device, str) else device
     checkpoint = load_checkpoint(path)
     model = build_model(checkpoint, path).to(device).eval()
-    info = dict(checkpoint["data"], model_args=checkpoint["model_args"],
+    info = dict(checkpoint_info(checkpoint), model_args=checkpoint["model_args"],
                 epoch=checkpoint.get("epoch"), best_metric=checkpoint.get("best_metric"))
     return model, info
+
+
+def checkpoint_info(checkpoint):
+    """What inference needs from a loaded checkpoint: its "data" entry plus train_image_size
+    (training's --image-size, or None) and dropout (the model's)."""
+    train_image_size = (checkpoint.get("args") or {}).get("image_size")
+    return dict(checkpoint["data"], train_image_size=train_image_size,
+                dropout=checkpoint["model_args"].get("dropout", 0.0))
 
 
 def predict(model, info, image):

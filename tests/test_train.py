@@ -224,3 +224,48 @@ def test_help_shows_defaults():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "--crop-size" in result.stdout and "(default:" in result.stdout
+
+
+class _RandomValue(torch.utils.data.Dataset):
+    """A 'sample' that is one draw of torch's RNG, as augmentation is."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return torch.rand(1)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_augmentation_changes_with_the_epoch_and_not_with_workers(workers):
+    """Persistent workers keep their dataset copy: the epoch must travel with each index."""
+    dataset = train.EpochSeeded(_RandomValue(), seed=3)
+    sampler = train.EpochSampler(len(dataset), seed=3, shuffle=False)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, sampler=sampler,
+                                         num_workers=workers, persistent_workers=workers > 0)
+    epochs = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        epochs.append(torch.cat(list(loader)).flatten())
+    assert not torch.equal(epochs[0], epochs[1])
+    reference = train.EpochSeeded(_RandomValue(), seed=3)
+    assert torch.equal(epochs[1], torch.cat([reference[(1, i)] for i in range(4)]).flatten())
+    before = torch.get_rng_state()
+    reference[(0, 0)]
+    assert torch.equal(torch.get_rng_state(), before)  # dropout's RNG stream is left alone
+
+
+def test_plateau_cuts_stay_in_force():
+    args = train.get_args_parser().parse_args(["--scheduler", "plateau", "--warmup-epochs", "0",
+                                               "--lr", "1.0", "--gamma", "0.1"])
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    warm, plateau = train.build_scheduler(args, optimizer, steps_per_epoch=2)
+    for miou in (0.5, 0.4, 0.4, 0.4):  # patience 2: the fourth validation without gain cuts
+        plateau.step(miou)
+    optimizer.step()
+    warm.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+    restored = train.build_scheduler(args, torch.optim.SGD(
+        [torch.zeros(1, requires_grad=True)], lr=1.0), steps_per_epoch=2)[1]
+    restored.load_state_dict(plateau.state_dict())
+    assert restored.scale == pytest.approx(0.1)

@@ -53,6 +53,10 @@ def test_median_frequency_weights_by_hand():
     expected = (1 / share) * 3 / (1 / share).sum()
     assert inverse.tolist() == pytest.approx(expected.tolist(), rel=1e-5)
     assert utils.class_weights(info, "none") is None
+    # An even number of classes: the median is the mean of the middle two (0.35 here).
+    binary = utils.class_weights({"class_pixels": [60, 10], "class_image_pixels": [100, 100]},
+                                 "median-freq")
+    assert binary.tolist() == pytest.approx([0.35 / 0.6, 0.35 / 0.1])
 
 
 def test_class_absent_from_training_gets_zero_weight():
