@@ -255,8 +255,8 @@ def project_training(args, compiled=False):
 
 
 def run_project(args, device, compiled=False):
-    """Inference first (predict.py does not tune the allocator; Runtime, built for training,
-    does), then training; peak memory is read after each."""
+    """Inference first, then training, as predict.py and train.py run them (both tune the CPU
+    allocator); peak memory is read after each."""
     inference = project_inference(args, device, compiled)
     training, runtime = project_training(args, compiled)
     return dict(config="compile" if compiled else "project", **runtime.describe(),

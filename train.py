@@ -799,10 +799,12 @@ def restore(checkpoint, model, optimizer, schedulers, runtime, rank=0):
     if runtime.scaler.is_enabled() and checkpoint["scaler"]:  # empty when saved without fp16
         runtime.scaler.load_state_dict(checkpoint["scaler"])
     utils.set_rng_states(checkpoint["rng"])  # rank 0's; other ranks re-derive their own
+    progress = {key: checkpoint[key] for key in STATE_KEYS}
     if rank:
         utils.seed_everything((checkpoint["args"]["seed"] + rank) * 1_000_003
                               + checkpoint["global_step"])
-    return {key: checkpoint[key] for key in STATE_KEYS}
+        progress.update(loss_sum=0.0, images=0)  # rank 0 holds the epoch's sums so far
+    return progress
 
 
 def check_resume_compatible(checkpoint, info, args, path):
@@ -973,7 +975,14 @@ class Run(types.SimpleNamespace):
     """The pieces of one training run that every epoch needs (model, optimizer, ...)."""
 
     def save(self, name, state):
-        """Rank 0 writes; the model saved is the plain SegNet, never the DDP wrapper."""
+        """Rank 0 writes; the model saved is the plain SegNet, never the DDP wrapper.
+        Every rank calls it (at points they agree on): a mid-epoch checkpoint holds the loss
+        sum and image count of all ranks, which restore() gives back to rank 0 alone."""
+        if utils.is_distributed() and state["batch"]:
+            totals = utils.all_reduce_sum(torch.tensor(
+                [float(state["loss_sum"]), float(state["images"])], dtype=torch.float64,
+                device=self.runtime.device))
+            state = dict(state, loss_sum=totals[0].item(), images=int(totals[1].item()))
         if is_main():
             save_checkpoint(self.run_dir / name, self.model, self.optimizer, self.schedulers,
                             self.runtime, state, self.args, self.info)
