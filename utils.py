@@ -216,7 +216,8 @@ class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
             return super().forward(x)
         channels = x.shape[1]
         count = torch.full((1,), x.numel() / channels, dtype=torch.float32, device=x.device)
-        local = torch.cat([x.float().sum((0, 2, 3)), x.float().square().sum((0, 2, 3)), count])
+        values = x.float()
+        local = torch.cat([values.sum((0, 2, 3)), values.square().sum((0, 2, 3)), count])
         total = _SumOverRanks.apply(local)
         count = total[-1]
         mean = total[:channels] / count
