@@ -4,7 +4,6 @@ the SegNet paper's G, C and mIoU; writes report.json, confusion_matrix.png and t
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -238,9 +237,8 @@ def write_report(path, metrics, confusion, ranking, worst_files, args, info, unc
               "image_size": predict.resolve_image_size(info, args.image_size),
               "mask_decoding": info["mask_decoding"],
               "per_image": ranking, "worst_images": worst_files}
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(json_safe(report), indent=2) + "\n", encoding="utf-8")
-    os.replace(temp, path)
+    with utils.atomic_write(path, encoding="utf-8") as handle:
+        handle.write(json.dumps(json_safe(report), indent=2) + "\n")
 
 
 # ---------------------------------------------------------------- main

@@ -7,7 +7,6 @@ import datetime
 import functools
 import json
 import math
-import os
 import platform
 import random
 import signal
@@ -336,9 +335,8 @@ def git_commit():
 
 
 def write_json(path, payload):
-    temp = Path(path).with_name(f".{Path(path).name}.tmp")
-    temp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(temp, path)
+    with utils.atomic_write(path, encoding="utf-8") as handle:
+        handle.write(json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def metric_columns(class_names):
@@ -356,12 +354,10 @@ def read_metrics(path, up_to_epoch):
 
 def write_metrics(path, rows, columns):
     """Rewrite metrics.csv atomically, so a crash never leaves a torn or duplicated row."""
-    temp = Path(path).with_name(f".{Path(path).name}.tmp")
-    with open(temp, "w", newline="", encoding="utf-8") as handle:
+    with utils.atomic_write(path, newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(temp, path)
 
 
 # ---------------------------------------------------------------- data

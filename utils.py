@@ -326,21 +326,34 @@ def dice_loss(logits, targets, ignore_index=255, eps=1.0):
 
 # ---------------------------------------------------------------- checkpoints
 
+@contextlib.contextmanager
+def atomic_write(path, mode="w", **open_args):
+    """A file handle to write `path` through: a temp file beside it (.NAME.tmp-PID), fsynced
+    and moved over `path` with os.replace when the block ends. A crash, a full disk or an
+    exception leaves the previous file untouched (and the temp file removed)."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temp, mode, **open_args) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
 def save_checkpoint(path, checkpoint):
-    """Write atomically: temp file in the same folder, fsync, os.replace.
+    """Write atomically (atomic_write), then fsync the folder.
 
     A crash or a full disk leaves the previous file at `path` untouched.
     """
     path = Path(path)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(temp, "wb") as handle:
+        with atomic_write(path, "wb") as handle:
             torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
     except OSError as error:
-        temp.unlink(missing_ok=True)
         raise OSError(f"could not save checkpoint {path}: {error.strerror or error}; "
                       f"the previous checkpoint there (if any) is unchanged") from error
     _fsync_dir(path.parent)
@@ -595,9 +608,9 @@ def _float(value):
 def _save_figure(fig, path):
     """Save through a temp file so a reader never sees a half-written PNG."""
     import matplotlib.pyplot as plt
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
     fig.tight_layout()
-    fig.savefig(temp, dpi=80)
-    plt.close(fig)
-    os.replace(temp, path)
+    try:
+        with atomic_write(path, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=80)
+    finally:
+        plt.close(fig)
