@@ -192,7 +192,6 @@ def project_train_args(args, extra=()):
 
 def write_inference_checkpoint(path, model, args):
     """A checkpoint as train.py writes it (the keys predict.load_for_inference reads)."""
-    import utils
     utils.save_checkpoint(path, {
         "format_version": utils.CHECKPOINT_VERSION, "model_args": model.constructor_args(),
         "model": model.state_dict(), "args": {"image_size": None},
@@ -266,7 +265,6 @@ def run_project(args, device, compiled=False):
 def run_allocator(args, device, tuned):
     """The project's inference and training with (tuned) or without (glibc's defaults)
     utils.tune_cpu_allocator, whose page faults and sys time per call `measure` records."""
-    import utils
     if tuned:
         utils.tune_cpu_allocator()  # from the start, also for inference
     else:
@@ -489,18 +487,13 @@ def summarise(args, device, flops, pairs, loader, peak, allocator):
                      "pairs": args.pairs, "warmup": args.warmup, "repeats": args.repeats,
                      "steps": args.steps, "in_channels": args.in_channels,
                      "num_classes": args.num_classes, "threads": pairs[0]["project"]["threads"],
-                     "torch": torch.__version__, "cpu_fast_bf16": cpu_fast_bf16()},
+                     "torch": torch.__version__, "cpu_fast_bf16": utils.cpu_has_fast_bf16()},
         "flops": flops, "peak": peak, "baseline": baseline, "project": project,
         "loader": dict(loader, train_consumption_img_s=project["train"]["img_s"]),
         "allocator": allocator, "raw_pairs": pairs}
     if args.compile:
         result["compile"] = compile_summary(pairs)
     return result
-
-
-def cpu_fast_bf16():
-    import utils
-    return utils.cpu_has_fast_bf16()
 
 
 def allocator_summary(on, off):
@@ -571,7 +564,6 @@ def compile_lines(summary):
 
 def main(args):
     validate_args(args)
-    import utils
     try:
         device = utils.resolve_device(args.device)
     except ValueError as error:

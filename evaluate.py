@@ -20,34 +20,18 @@ DEFAULT_DATA = Path(__file__).resolve().parent / "data"
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=utils.HelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="checkpoint written by train.py (best.pt or last.pt)")
     parser.add_argument("--data", type=Path, default=None,
                         help="dataset root holding SPLIT/images and SPLIT/masks; default: the "
                              "data/ folder next to this script (train.py's default)")
     parser.add_argument("--split", default="test", help="the split to score")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the report (default: eval-SPLIT next to the checkpoint)")
-    parser.add_argument("--batch-size", type=int, default=4,
-                        help="images of one size predicted together")
-    parser.add_argument("--tta", action="store_true",
-                        help="average the softmax over horizontal and vertical flips (4x slower)")
-    parser.add_argument("--mc-samples", type=int, default=0, metavar="N",
-                        help="Bayesian SegNet: score the softmax averaged over N passes with "
-                             "dropout on (N times slower; images go one at a time, the passes "
-                             "are batched) and report the mean predictive entropy on correct "
-                             "and on wrong pixels; 0 = off. Needs a checkpoint trained with "
-                             "--dropout > 0")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the dropout masks of --mc-samples (reseeded per image)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="resize images to this square size for the model (default: "
-                             "training's --image-size, if it had one; 0 = native size); scores "
-                             "are always taken at each image's native size")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
-                        help="auto = cuda, then mps, then cpu")
-    parser.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
-                        help="mixed precision; auto = bf16 where the hardware has it natively")
+    predict.add_inference_args(
+        parser, batch_note="",
+        mc_output="score their mean, reporting the mean predictive entropy on correct and on "
+                  "wrong pixels",
+        seed_note=" (reseeded per image)",
+        size_note="scores are always taken at each image's native size")
     parser.add_argument("--worst", type=int, default=4, metavar="K",
                         help="draw the K images with the lowest mIoU; 0 = none")
     return parser

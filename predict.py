@@ -30,8 +30,6 @@ FLIPS = ((), (-1,), (-2,), (-2, -1))  # test-time augmentation: identity, h, v, 
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=utils.HelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="checkpoint written by train.py (best.pt or last.pt)")
     parser.add_argument("--input", nargs="+", required=True, metavar="IMG|DIR|GLOB",
                         help="image files, folders (their images) or glob patterns ('**' recurses)")
     parser.add_argument("--output", type=Path, default=Path("predictions"),
@@ -46,30 +44,40 @@ def get_args_parser():
     parser.add_argument("--overlap", type=int, default=OVERLAP,
                         help=f"pixels shared by neighbouring tiles, a multiple of {POOL_GRID}; "
                              f">= {2 * context_radius()} makes tiling exact")
-    parser.add_argument("--batch-size", type=int, default=4,
-                        help="images of one size predicted together (images up to --tile)")
-    parser.add_argument("--tta", action="store_true",
-                        help="average the softmax over horizontal and vertical flips (4x slower)")
-    parser.add_argument("--mc-samples", type=int, default=0, metavar="N",
-                        help="Bayesian SegNet: average the softmax over N passes with dropout on "
-                             "(N times slower; images go one at a time, the passes are batched) "
-                             "and write <stem>_entropy.png (16-bit), <stem>_entropy_color.png "
-                             "and <stem>_variance.npy; 0 = off. Needs a checkpoint trained with "
-                             "--dropout > 0")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the dropout masks of --mc-samples; each image is sampled "
-                             "under it, so its maps do not depend on the other inputs")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="resize images to this square size for the model (default: "
-                             "training's --image-size, if it had one; 0 = native size); masks "
-                             "always come out at the input's size")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
-                        help="auto = cuda, then mps, then cpu")
-    parser.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
-                        help="mixed precision; auto = bf16 where the hardware has it natively")
+    add_inference_args(
+        parser, batch_note=" (images up to --tile)",
+        mc_output="write <stem>_entropy.png (16-bit), <stem>_entropy_color.png and "
+                  "<stem>_variance.npy",
+        seed_note="; each image is sampled under it, so its maps do not depend on the other "
+                  "inputs",
+        size_note="masks always come out at the input's size")
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first unreadable input instead of skipping it")
     return parser
+
+
+def add_inference_args(parser, batch_note, mc_output, seed_note, size_note):
+    """The model-side flags predict.py and evaluate.py share (common_problems checks them)."""
+    add = parser.add_argument
+    add("--checkpoint", type=Path, required=True,
+        help="checkpoint written by train.py (best.pt or last.pt)")
+    add("--batch-size", type=int, default=4,
+        help="images of one size predicted together" + batch_note)
+    add("--tta", action="store_true",
+        help="average the softmax over horizontal and vertical flips (4x slower)")
+    add("--mc-samples", type=int, default=0, metavar="N",
+        help="Bayesian SegNet: average the softmax over N passes with dropout on (N times "
+             f"slower; images go one at a time, the passes are batched) and {mc_output}; "
+             "0 = off. Needs a checkpoint trained with --dropout > 0")
+    add("--seed", type=int, default=0,
+        help="seed of the dropout masks of --mc-samples" + seed_note)
+    add("--image-size", type=int, default=None,
+        help="resize images to this square size for the model (default: training's "
+             f"--image-size, if it had one; 0 = native size); {size_note}")
+    add("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+        help="auto = cuda, then mps, then cpu")
+    add("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
+        help="mixed precision; auto = bf16 where the hardware has it natively")
 
 
 # ---------------------------------------------------------------- tiling
