@@ -1,9 +1,9 @@
-"""Speed benchmark: a naive fp32 baseline against the project's defaults (through train.py's and
-predict.py's own code), each in a process of its own, alternated A B A B so machine noise hits
-both. `python bench.py --size 256 --batch-size 8` (add --json for machine-readable output)."""
+"""Speed benchmark: a naive fp32 baseline against the project's defaults (through the code
+train.py and predict.py run: engine.py, inference.py), each in a process of its own, alternated
+A B A B so machine noise hits both. `python bench.py --size 256 --batch-size 8` (--json for
+machine-readable output)."""
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
@@ -17,8 +17,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
+import engine
+import inference
+import plots
 import utils
+from dataset import scan_dataset
 from model import SegNet
 
 HERE = Path(__file__).resolve().parent
@@ -35,8 +41,7 @@ def get_args_parser():
     add = parser.add_argument
     add("--size", type=int, default=256, help="square image (and training crop) side, pixels")
     add("--batch-size", type=int, default=8, help="images per training and inference step")
-    add("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
-        help="auto = cuda, then mps, then cpu (as train.py and predict.py decide)")
+    utils.add_hardware_args(parser, amp=False)
     add("--pairs", type=int, default=3,
         help="baseline/project process pairs, run A B A B; speed-ups are taken pair by pair")
     add("--warmup", type=int, default=1, help="untimed calls per measurement and process")
@@ -182,70 +187,66 @@ def run_baseline(args, device):
 
 # ---------------------------------------------------------------- (b) the project's defaults
 
-def project_train_args(args, extra=()):
-    """train.py's arguments with their defaults: only the device, batch and crop are set."""
-    import train
-    argv = ["--device", args.device, "--batch-size", str(args.batch_size),
-            "--crop-size", str(args.size), *extra]
-    return train.get_args_parser().parse_args(argv)
+def project_config(args, **overrides):
+    """The training configuration train.py runs with its defaults: only the device, batch and
+    crop are set."""
+    return engine.TrainConfig(device=args.device, batch_size=args.batch_size,
+                              crop_size=args.size, **overrides)
 
 
 def write_inference_checkpoint(path, model, args):
-    """A checkpoint as train.py writes it (the keys predict.load_for_inference reads)."""
-    utils.save_checkpoint(path, {
-        "format_version": utils.CHECKPOINT_VERSION, "model_args": model.constructor_args(),
-        "model": model.state_dict(), "args": {"image_size": None},
-        "data": {"in_channels": args.in_channels, "num_classes": args.num_classes,
-                 "ignore_index": 255, "class_names": [f"class_{c}" for c in
-                                                      range(args.num_classes)],
-                 "normalization": {"mean": [0.0] * args.in_channels,
-                                   "std": [1.0] * args.in_channels}}})
+    """A checkpoint as train.py writes it, without the training state (utils.build_checkpoint)."""
+    info = {"in_channels": args.in_channels, "num_classes": args.num_classes,
+            "ignore_index": 255, "class_names": [f"class_{c}" for c in range(args.num_classes)],
+            "class_colors": plots.default_colors(args.num_classes), "mask_decoding": None,
+            "normalization": {"mean": [0.0] * args.in_channels,
+                              "std": [1.0] * args.in_channels}}
+    utils.save_checkpoint(path, utils.build_checkpoint(model, info, args={"image_size": None}))
 
 
 def project_inference(args, device, compiled=False):
-    """predict.py's path: load_for_inference (its device, precision and layout choices), then
-    batch_probs on a CPU batch, as predict_files calls it."""
-    import predict
+    """predict.py's path: inference.load_for_inference (its device, precision and layout
+    choices), then inference.batch_probs on a CPU batch, as predict.py calls it."""
     torch.manual_seed(args.seed)
     model = SegNet(in_channels=args.in_channels, num_classes=args.num_classes)
     images, _ = synthetic_batch(args)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bench.pt"
         write_inference_checkpoint(path, model, args)
-        model, info, dtype = predict.load_for_inference(path, args.device, "auto")
+        model, info, dtype = inference.load_for_inference(path, args.device, "auto")
     if compiled:
         model = torch.compile(model)
 
     def infer():
-        return predict.batch_probs(model, images, dtype=dtype)
+        return inference.batch_probs(model, images, dtype=dtype)
 
     return dict(measure(infer, device, args, args.batch_size),
                 peak_memory_mb=peak_memory_mb(device))
 
 
 def project_training(args, compiled=False):
-    """train.py's Runtime, model placement, wrap_model, optimizer, scheduler, criterion and
-    train_one_epoch over a loader of `--steps` copies of one CPU batch."""
-    import train
-    train_args = project_train_args(args, ["--compile"] if compiled else [])
+    """train.py's training machinery (engine.py): Runtime, model placement, wrap_model,
+    optimizer, scheduler, criterion and train_one_epoch over a loader of `--steps` copies of
+    one CPU batch."""
+    config = project_config(args, compile=compiled)
     torch.manual_seed(args.seed)
-    runtime = train.Runtime(train_args)  # on CPU this calls utils.tune_cpu_allocator
-    model = SegNet(in_channels=args.in_channels, num_classes=args.num_classes,
-                   dropout=train_args.dropout).to(runtime.device)
-    if runtime.channels_last:  # as train.train() places the model
+    runtime = engine.Runtime(config)
+    model = SegNet(in_channels=args.in_channels,
+                   num_classes=args.num_classes).to(runtime.device)
+    if runtime.channels_last:  # as train.py places the model
         model = model.to(memory_format=torch.channels_last)
-    train_model = train.wrap_model(model, train_args, runtime, world_size=1)
-    optimizer = train.build_optimizer(train_args, model, runtime.device)
-    scheduler, _ = train.build_scheduler(train_args, optimizer, args.steps)
-    criterion, _ = train.build_criterion(train_args, {"num_classes": args.num_classes},
-                                         runtime.device)
+    train_model = engine.wrap_model(model, config, runtime, world_size=1)
+    optimizer = engine.build_optimizer(config, model, runtime.device)
+    scheduler, _ = engine.build_scheduler(config, optimizer, args.steps)
+    criterion, _ = engine.build_criterion(config, {"num_classes": args.num_classes},
+                                          runtime.device)
     loader = [synthetic_batch(args)] * args.steps
-    state, stop, log = train.new_state(), train.StopFlag(), train.Logger(quiet=True)
+    state, stop = engine.new_state(), engine.StopFlag()
 
     def train_call():
         state["batch"], state["loss_sum"], state["images"] = 0, 0.0, 0
-        train.train_one_epoch(train_model, loader, criterion, optimizer, scheduler, runtime,
-                              state, train_args, stop, log)
+        engine.train_one_epoch(train_model, loader, criterion, optimizer, scheduler, runtime,
+                               state, config, stop, log=lambda message: None)
 
     reset_peak_memory(runtime.device)
     result = dict(measure(train_call, runtime.device, args, args.batch_size * args.steps),
@@ -256,22 +257,22 @@ def project_training(args, compiled=False):
 def run_project(args, device, compiled=False):
     """Inference first, then training, as predict.py and train.py run them (both tune the CPU
     allocator); peak memory is read after each."""
-    inference = project_inference(args, device, compiled)
+    if device.type == "cpu":
+        utils.tune_cpu_allocator()
+    infer = project_inference(args, device, compiled)
     training, runtime = project_training(args, compiled)
     return dict(config="compile" if compiled else "project", **runtime.describe(),
-                threads=torch.get_num_threads(), infer=inference, train=training)
+                threads=torch.get_num_threads(), infer=infer, train=training)
 
 
 def run_allocator(args, device, tuned):
     """The project's inference and training with (tuned) or without (glibc's defaults)
     utils.tune_cpu_allocator, whose page faults and sys time per call `measure` records."""
     if tuned:
-        utils.tune_cpu_allocator()  # from the start, also for inference
-    else:
-        utils.tune_cpu_allocator = lambda: False  # Runtime always calls it on CPU
-    inference = project_inference(args, device)
+        utils.tune_cpu_allocator()  # from the start, as the scripts do
+    infer = project_inference(args, device)
     training, _ = project_training(args)
-    return {"config": f"allocator-{'on' if tuned else 'off'}", "infer": inference,
+    return {"config": f"allocator-{'on' if tuned else 'off'}", "infer": infer,
             "train": training}
 
 
@@ -280,7 +281,6 @@ def run_allocator(args, device, tuned):
 def write_synthetic_dataset(root, count, size, in_channels, num_classes):
     """ROOT/{train,val}/{images,masks}/*.png: random 8-bit images of size x size and index
     masks 0..num_classes-1 (1 val pair); quick to write, and as costly to augment as real data."""
-    from PIL import Image
     rng = np.random.default_rng(0)
     for split, number in (("train", count), ("val", 1)):
         (root / split / "images").mkdir(parents=True)
@@ -309,20 +309,18 @@ def loader_rate(loader, batches, batch_size):
 
 
 def run_loader(args, device):
-    """train.py's training loader (build_datasets + build_loaders: TrainTransform at --size
-    crops, its collate and pinning) for each worker count, and for train.py's default count."""
-    import dataset as data
-    import train
+    """train.py's training loader (engine.build_datasets + build_loader: the training
+    transform at --size crops, its collate and pinning) for each worker count, and for the
+    default count."""
     rates, default_workers = {}, None
     with tempfile.TemporaryDirectory() as folder:
         root = write_synthetic_dataset(Path(folder), 2 * args.batch_size, args.size,
                                        args.in_channels, args.num_classes)
-        info = data.scan_dataset(root, in_channels=args.in_channels)
+        info = scan_dataset(root, in_channels=args.in_channels)
         for workers in [None, *args.loader_workers]:
-            extra = ["--data", str(root)] + ([] if workers is None else ["--workers", str(workers)])
-            train_args = project_train_args(args, extra)
-            train_set, val_set = train.build_datasets(train_args, root, info)
-            loader, _ = train.build_loaders(train_args, train_set, val_set, device)
+            config = project_config(args, workers=workers)
+            train_set, _ = engine.build_datasets(config, root, info)
+            loader = engine.build_loader(config, train_set, device)
             if workers is None:
                 default_workers = loader.num_workers
             if loader.num_workers not in rates:
@@ -353,7 +351,6 @@ def run_peak(args, device, precisions):
 def count_flops(args):
     """FLOPs per image of a training step (forward + backward) and of inference, counted by
     torch.utils.flop_counter on the meta device (no computation)."""
-    from torch.utils.flop_counter import FlopCounterMode
     with torch.device("meta"):
         model = SegNet(in_channels=args.in_channels, num_classes=args.num_classes)
         images = torch.empty(args.batch_size, args.in_channels, args.size, args.size)

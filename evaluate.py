@@ -7,15 +7,13 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
 from PIL import Image
 
-import dataset as data
-import predict
+import inference
+import plots
 import utils
-
-DEFAULT_DATA = Path(__file__).resolve().parent / "data"
+from dataset import IMAGE_CONVERSIONS, DataError, list_pairs, load_image
+from masks import decode_mask, describe_decoding
 
 
 def get_args_parser():
@@ -26,7 +24,7 @@ def get_args_parser():
     parser.add_argument("--split", default="test", help="the split to score")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the report (default: eval-SPLIT next to the checkpoint)")
-    predict.add_inference_args(
+    inference.add_inference_args(
         parser, batch_note="",
         mc_output="score their mean, reporting the mean predictive entropy on correct and on "
                   "wrong pixels",
@@ -37,13 +35,7 @@ def get_args_parser():
     return parser
 
 
-# ---------------------------------------------------------------- scoring
-
-def samples(dataset):
-    """((index, mask int64 [H, W]), image float32 [C, H, W] normalised) for each pair."""
-    for index in range(len(dataset)):
-        image, mask = dataset[index]
-        yield (index, mask), image
+# ---------------------------------------------------------------- scoring and reporting
 
 
 def file_channels(path):
@@ -52,7 +44,7 @@ def file_channels(path):
     reports that file by name)."""
     try:
         with Image.open(path) as picture:
-            mode = data.IMAGE_CONVERSIONS.get(picture.mode, picture.mode)
+            mode = IMAGE_CONVERSIONS.get(picture.mode, picture.mode)
     except (OSError, SyntaxError, ValueError):
         return None
     return Image.getmodebands(mode)
@@ -62,68 +54,6 @@ def converted_images(paths, in_channels):
     """The images that load_image converts as in training: RGB -> luminance for a 1-channel
     checkpoint, grey repeated for a 3-channel one. Other channel counts are a DataError there."""
     return [path for path in paths if {file_channels(path), in_channels} == {1, 3}]
-
-
-@torch.inference_mode()
-def evaluate_split(model, info, root, split, batch_size=4, tta=False, dtype=None,
-                   image_size=None, mc_samples=0, seed=0, progress=False):
-    """(confusion int64 [K, K] over the split, per-image list of {name, image_path, mask_path,
-    confusion} and, with mc_samples, entropy_correct / entropy_wrong: sums of the predictive
-    entropy in nats over the labelled pixels predicted right / wrong). Rows are true classes,
-    columns predictions; ignored pixels are left out. image_size: see
-    predict.resolve_image_size (None = as in training); mc_samples, seed: see
-    predict.batch_probs.
-
-    Every image is predicted at its native size: a batch holds images of one size only, so no
-    padding ever reaches the model and the scores do not depend on the batch size.
-    DataError (naming the file) for pairs the checkpoint's decoding cannot read.
-    """
-    dataset = data.SegmentationDataset(root, split, info)
-    image_size = predict.resolve_image_size(info, image_size)
-    num_classes, ignore_index = info["num_classes"], info["ignore_index"]
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    per_image = []
-    bar = predict.Progress(len(dataset), f"evaluate {split}", "image", enabled=progress)
-    for batch in predict.batches(samples(dataset), batch_size, predict.TILE):
-        keys, images = zip(*batch)
-        probs, _ = predict.batch_probs(model, torch.stack(images), tta=tta, dtype=dtype,
-                                       image_size=image_size, mc_samples=mc_samples, seed=seed)
-        for (index, mask), image_probs in zip(keys, probs):
-            preds = image_probs.argmax(0)
-            image_confusion = utils.confusion_matrix(preds, mask, num_classes, ignore_index)
-            confusion += image_confusion
-            entry = {"name": dataset.names[index], "image_path": dataset.image_paths[index],
-                     "mask_path": dataset.mask_paths[index], "confusion": image_confusion}
-            if mc_samples:
-                entry.update(entropy_sums(image_probs, preds, mask, num_classes, ignore_index))
-            per_image.append(entry)
-        bar.update(len(batch))
-    bar.close()
-    return confusion, per_image
-
-
-def entropy_sums(probs, preds, mask, num_classes, ignore_index):
-    """{entropy_correct, entropy_wrong}: predictive entropy (nats) summed over the labelled
-    pixels of one image that are predicted right / wrong. probs float32 [K, H, W]."""
-    entropy = predict.entropy_map(probs).double()
-    labelled = (mask >= 0) & (mask < num_classes) & (mask != ignore_index)
-    correct = labelled & (preds == mask)
-    return {"entropy_correct": float(entropy[correct].sum()),
-            "entropy_wrong": float(entropy[labelled & ~correct].sum())}
-
-
-def uncertainty_summary(per_image, confusion, mc_samples, info):
-    """Mean predictive entropy (nats) on correct and on wrong pixels over the split: Bayesian
-    SegNet's check that the model is less sure where it is wrong."""
-    right = int(confusion.diag().sum())
-    wrong = int(confusion.sum()) - right
-    return {"mc_samples": mc_samples, "dropout": info["dropout"],
-            "mean_entropy_correct": (sum(e["entropy_correct"] for e in per_image) / right
-                                     if right else float("nan")),
-            "mean_entropy_incorrect": (sum(e["entropy_wrong"] for e in per_image) / wrong
-                                       if wrong else float("nan")),
-            "pixels_correct": right, "pixels_incorrect": wrong,
-            "max_entropy": math.log(info["num_classes"])}
 
 
 def rank_images(per_image, class_names):
@@ -161,27 +91,6 @@ def format_uncertainty(summary):
             f"(at most ln(classes) = {summary['max_entropy']:.4f})")
 
 
-def save_confusion_figure(path, confusion, class_names):
-    """Row-normalised confusion matrix (each true class sums to 1), class names on the axes."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    counts = confusion.double()
-    rates = (counts / counts.sum(1, keepdim=True).clamp(min=1)).numpy()
-    size = len(class_names)
-    fig, axis = plt.subplots(figsize=(2.5 + 0.7 * size, 2 + 0.6 * size))
-    picture = axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    axis.set_xticks(range(size), class_names, rotation=45, ha="right")
-    axis.set_yticks(range(size), class_names)
-    axis.set(xlabel="predicted class", ylabel="true class", title="confusion (rows sum to 1)")
-    if size <= 20:
-        for row, col in np.ndindex(size, size):
-            axis.text(col, row, f"{rates[row, col]:.2f}", ha="center", va="center",
-                      color="white" if rates[row, col] > 0.5 else "black", fontsize=8)
-    fig.colorbar(picture, ax=axis, fraction=0.046)
-    utils._save_figure(fig, path)
-
-
 def save_worst(folder, model, info, per_image, ranking, count, options):
     """image | ground truth | prediction | overlay of the `count` worst images, one file each
     (worst/01_<name>.png, ...). Returns the names of the files written."""
@@ -192,11 +101,11 @@ def save_worst(folder, model, info, per_image, ranking, count, options):
     files = []
     for rank, score in enumerate(worst, start=1):
         entry = by_name[score["name"]]
-        image = data.load_image(entry["image_path"], info["in_channels"])
-        mask = data.decode_mask(entry["mask_path"], info["mask_decoding"], info["ignore_index"])
-        preds = predict.predict_probs(model, info, image, **options).argmax(0)
+        image = load_image(entry["image_path"], info["in_channels"])
+        mask = decode_mask(entry["mask_path"], info["mask_decoding"], info["ignore_index"])
+        preds = inference.predict_probs(model, info, image, **options).argmax(0)
         path = folder / f"{rank:02d}_{score['name']}.png"
-        utils.save_samples_figure(path, [(image, mask, preds)], predict.class_colors(info))
+        plots.save_samples_figure(path, [(image, mask, preds)], plots.class_colors(info))
         files.append(path.name)
     return files
 
@@ -218,7 +127,7 @@ def write_report(path, metrics, confusion, ranking, worst_files, args, info, unc
               "confusion_matrix": confusion.tolist(),
               "checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
               "images": len(ranking), "tta": args.tta,
-              "image_size": predict.resolve_image_size(info, args.image_size),
+              "image_size": inference.resolve_image_size(info, args.image_size),
               "mask_decoding": info["mask_decoding"],
               "per_image": ranking, "worst_images": worst_files}
     with utils.atomic_write(path, encoding="utf-8") as handle:
@@ -229,7 +138,7 @@ def write_report(path, metrics, confusion, ranking, worst_files, args, info, unc
 
 def validate_args(args):
     problems = []
-    problems += predict.common_problems(args)
+    problems += inference.common_problems(args)
     if args.worst < 0:
         problems.append(f"--worst must be >= 0, got {args.worst}")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
@@ -241,30 +150,35 @@ def validate_args(args):
 
 
 def main(args):
-    args.data = args.data or DEFAULT_DATA
+    args.data = args.data or utils.DEFAULT_DATA
     validate_args(args)
     try:
-        pairs = data.list_pairs(args.data, args.split)
-    except data.DataError as error:
+        pairs = list_pairs(args.data, args.split)
+    except DataError as error:
         raise SystemExit(f"error: {error}") from None
     try:
-        model, info, dtype = predict.load_for_inference(args.checkpoint, args.device, args.amp)
+        model, info, dtype = inference.load_for_inference(args.checkpoint, args.device, args.amp)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from None
+    if next(model.parameters()).device.type == "cpu":
+        utils.tune_cpu_allocator()
     warn_converted(converted_images([image for _, image, _ in pairs], info["in_channels"]),
                    info["in_channels"])
-    mc_samples = predict.mc_samples_to_run(args.mc_samples, info, args.checkpoint)
+    mc_samples, note = inference.mc_samples_to_run(args.mc_samples, info, args.checkpoint)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
     options = {"tta": args.tta, "dtype": dtype, "image_size": args.image_size,
                "mc_samples": mc_samples, "seed": args.seed}
     try:
-        confusion, per_image = evaluate_split(model, info, args.data, args.split,
-                                              args.batch_size, progress=True, **options)
-    except data.DataError as error:
+        confusion, per_image = inference.evaluate_split(model, info, args.data, args.split,
+                                                        args.batch_size, progress=True,
+                                                        **options)
+    except DataError as error:
         raise SystemExit(f"error: {error}\n(the checkpoint {args.checkpoint} reads masks as "
-                         f"{data.describe_decoding(info['mask_decoding'])})") from None
+                         f"{describe_decoding(info['mask_decoding'])})") from None
     metrics = utils.metrics_from_confusion(confusion, info["class_names"])
     ranking = rank_images(per_image, info["class_names"])
-    uncertainty = (uncertainty_summary(per_image, confusion, mc_samples, info)
+    uncertainty = (inference.uncertainty_summary(per_image, confusion, mc_samples, info)
                    if mc_samples else None)
     out = args.out or args.checkpoint.parent / f"eval-{args.split}"
     out.mkdir(parents=True, exist_ok=True)
@@ -273,7 +187,7 @@ def main(args):
     print(format_table(metrics))
     if uncertainty:
         print(format_uncertainty(uncertainty))
-    save_confusion_figure(out / "confusion_matrix.png", confusion, info["class_names"])
+    plots.save_confusion_figure(out / "confusion_matrix.png", confusion, info["class_names"])
     worst_files = save_worst(out / "worst", model, info, per_image, ranking, args.worst, options)
     if worst_files:
         print("worst images (mIoU): " + ", ".join(

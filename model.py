@@ -5,13 +5,18 @@ Badrinarayanan, Kendall, Cipolla, "SegNet: A Deep Convolutional Encoder-Decoder 
 Image Segmentation", IEEE TPAMI 39(12), 2017. Dropout follows Kendall, Badrinarayanan, Cipolla,
 "Bayesian SegNet", arXiv:1511.02680, 2015 (the "central" variant).
 """
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 # Channel widths per encoder stage; the decoder mirrors them, deepest stage first.
 ENCODER_WIDTHS = ((64, 64), (128, 128), (256, 256, 256))
-MIN_SIZE = 2 ** len(ENCODER_WIDTHS)  # three 2x2 poolings need at least 8 pixels per side
+# Three 2x2 poolings need at least 8 pixels per side; a window of the whole image that starts on
+# a multiple of 8 pools exactly as the whole image does (the pooling grid, used for tiling).
+MIN_SIZE = 2 ** len(ENCODER_WIDTHS)
 
 
 class ConvBNReLU(nn.Sequential):
@@ -160,6 +165,23 @@ class SegNet(nn.Module):
                 "dropout": self.dropout}
 
 
+
+def context_radius(encoder_widths=ENCODER_WIDTHS):
+    """Input pixels on each side of an output pixel that can change it (a bound; 43 here).
+
+    Each 3x3 conv at a grid step of j pixels reaches j further; a 2x2 pooling adds its second
+    pixel (j), and an unpooled odd position reads the pooled pixel one step back.
+    """
+    low, high, step = 0, 0, 1
+    for widths in encoder_widths:
+        low, high = low - len(widths) * step, high + len(widths) * step + step
+        step *= 2
+    for widths in reversed(encoder_widths):
+        step //= 2
+        low, high = low - step - len(widths) * step, high + len(widths) * step
+    return max(-low, high)
+
+
 # torchvision's vgg16_bn "features" indices of conv1_1 .. conv3_3; each BatchNorm follows at +1.
 VGG16_BN_CONV_INDICES = (0, 3, 7, 10, 14, 17, 20)
 
@@ -240,7 +262,6 @@ def layer_table(model, input_size=(1, 1, 256, 256)):
 
 def count_flops(model, input_size=(1, 1, 256, 256)):
     """FLOPs of one forward pass (multiply-add = 2 FLOPs), from torch.utils.flop_counter."""
-    from torch.utils.flop_counter import FlopCounterMode
     was_training = model.training
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -259,9 +280,6 @@ def main():
     print(f"forward FLOPs for a 1x1x256x256 input: {count_flops(model) / 1e9:.2f} GFLOP")
 
 
-if __name__ == "__main__":
-    main()
-
 
 # ---------------------------------------------------------------- inference form
 
@@ -276,7 +294,6 @@ def fold_batchnorm(model):
     For inference only: the copy has no BatchNorm to train, and its state dict (conv biases,
     no BN keys) is not a checkpoint's; `model` itself is left untouched.
     """
-    import copy  # here, so that this inference-only helper leaves model.py's header as it was
     folded = copy.deepcopy(model).eval()
     for parent in list(folded.modules()):
         children = list(parent.named_children())
@@ -326,3 +343,7 @@ def inference_model(model, dtype=None, channels_last=None):
 def _is_channels_last(weight):
     """True for an NHWC conv weight (one with 1 input channel or a 1x1 kernel is both layouts)."""
     return not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,40 +4,37 @@ sample pictures and checkpoints; `--resume` continues a run exactly where it sto
 import argparse
 import csv
 import datetime
-import functools
 import json
 import math
 import platform
-import random
-import signal
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+import torch.distributed as dist
 from tqdm import tqdm
 
-import dataset as data
+import engine
+import plots
 import utils
-from model import SegNet, load_vgg16_bn_encoder
+from dataset import DataError, scan_dataset
+from demo import make_demo
+from masks import MAX_MASK_VALUE
+from model import MIN_SIZE, SegNet, load_vgg16_bn_encoder
+from utils import is_main
 
-DEFAULT_DATA = Path(__file__).resolve().parent / "data"
 AUTO_RESUME = Path("auto")  # --resume auto
 # What a run writes before its first checkpoint: --resume auto may start afresh over these.
 RUN_LEFTOVERS = ("config.json", "train.log", "metrics.csv", "curves.png",
                  "val_samples_epoch*.png", ".*.tmp*")
-NUM_SAMPLE_IMAGES = 4
+DEFAULTS = engine.TrainConfig()
 
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=utils.HelpFormatter)
-    add = parser.add_argument
     group = parser.add_argument_group("data")
     group.add_argument("--data", type=Path, default=None,
                        help="dataset root with {train,val}/{images,masks}; default: ./data, "
@@ -50,25 +47,25 @@ def get_args_parser():
                        help="JSON class table (names, colours, void) for RGB colour masks")
     group.add_argument("--mask-threshold", type=int, default=None,
                        help="binarise single-channel masks at this value (e.g. 128 for JPEG masks)")
-    group.add_argument("--ignore-index", type=int, default=255,
+    group.add_argument("--ignore-index", type=int, default=DEFAULTS.ignore_index,
                        help="mask value that is excluded from loss and metrics")
-    group.add_argument("--crop-size", type=int, default=64,
+    group.add_argument("--crop-size", type=int, default=DEFAULTS.crop_size,
                        help="random training crop (pixels, square); 0 = whole images")
     group.add_argument("--image-size", type=int, default=None,
                        help="resize images (and masks, nearest) to this square size for "
                             "training and validation; default: native size")
-    group.add_argument("--scale", type=float, nargs=2, default=(0.75, 1.25),
+    group.add_argument("--scale", type=float, nargs=2, default=DEFAULTS.scale,
                        metavar=("MIN", "MAX"), help="random scale range before cropping")
     group.add_argument("--no-flip", action="store_true", help="disable random h/v flips")
-    group.add_argument("--rotate", type=float, default=15.0,
+    group.add_argument("--rotate", type=float, default=DEFAULTS.rotate,
                        help="random rotation range in degrees (+-); 0 disables")
-    group.add_argument("--jitter", type=float, default=0.2,
+    group.add_argument("--jitter", type=float, default=DEFAULTS.jitter,
                        help="brightness/contrast/gamma jitter strength; 0 disables")
-    group.add_argument("--noise", type=float, default=0.02,
+    group.add_argument("--noise", type=float, default=DEFAULTS.noise,
                        help="std of added gaussian noise (images in [0,1]); 0 disables")
     group.add_argument("--no-augment", action="store_true",
                        help="disable all augmentation except cropping")
-    group.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
+    group.add_argument("--cache", action=argparse.BooleanOptionalAction, default=DEFAULTS.cache,
                        help="keep decoded training images in memory (small datasets)")
     group.add_argument("--workers", type=int, default=None,
                        help="DataLoader worker processes (default: 0 on CPU, where workers "
@@ -83,34 +80,34 @@ def get_args_parser():
                             "encoder from; see README")
 
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--epochs", type=int, default=12, help="number of epochs")
-    group.add_argument("--batch-size", type=int, default=8, help="images per step (per process)")
-    group.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    group.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="adamw",
+    group.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="number of epochs")
+    group.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                       help="images per step (per process)")
+    group.add_argument("--lr", type=float, default=DEFAULTS.lr, help="peak learning rate")
+    group.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=DEFAULTS.optimizer,
                        help="the paper used SGD with momentum; AdamW converges faster here")
-    group.add_argument("--momentum", type=float, default=0.9, help="SGD momentum / Adam beta1")
-    group.add_argument("--weight-decay", type=float, default=1e-4,
+    group.add_argument("--momentum", type=float, default=DEFAULTS.momentum,
+                       help="SGD momentum / Adam beta1")
+    group.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay,
                        help="L2 penalty on all parameters (decoupled for adamw)")
     group.add_argument("--scheduler", choices=["none", "cosine", "poly", "step", "plateau"],
-                       default="cosine", help="learning-rate schedule after warm-up")
-    group.add_argument("--warmup-epochs", type=float, default=0.5,
+                       default=DEFAULTS.scheduler, help="learning-rate schedule after warm-up")
+    group.add_argument("--warmup-epochs", type=float, default=DEFAULTS.warmup_epochs,
                        help="linear warm-up length in epochs (fractions allowed)")
-    group.add_argument("--step-size", type=int, default=10, help="epochs per decay (step)")
-    group.add_argument("--gamma", type=float, default=0.1, help="decay factor (step, plateau)")
-    group.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default="ce",
+    group.add_argument("--step-size", type=int, default=DEFAULTS.step_size,
+                       help="epochs per decay (step)")
+    group.add_argument("--gamma", type=float, default=DEFAULTS.gamma,
+                       help="decay factor (step, plateau)")
+    group.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default=DEFAULTS.loss,
                        help="cross-entropy, soft Dice, or their sum (Dice helps rare classes)")
     group.add_argument("--class-weights", choices=["none", "median-freq", "inverse"],
-                       default="none", help="class weighting of the cross-entropy")
-    group.add_argument("--grad-clip", type=float, default=0.0,
+                       default=DEFAULTS.class_weights,
+                       help="class weighting of the cross-entropy")
+    group.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip,
                        help="clip the gradient norm to this value; 0 disables")
 
     group = parser.add_argument_group("hardware")
-    group.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
-                       help="auto = CUDA if available (under torchrun: this process's GPU), "
-                            "else MPS, else CPU")
-    group.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
-                       help="mixed precision; auto = bf16 where the hardware has it natively, "
-                            "fp16 on older GPUs, fp32 otherwise")
+    utils.add_hardware_args(group)
     group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                        help="NHWC memory format (default: on for CPU and CUDA)")
     group.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -120,7 +117,7 @@ def get_args_parser():
     group.add_argument("--dist-timeout", type=int, default=600,
                        help="seconds a collective waits for the other ranks before the job "
                             "fails (torchrun only)")
-    group.add_argument("--seed", type=int, default=0,
+    group.add_argument("--seed", type=int, default=DEFAULTS.seed,
                        help="seeds weights, data order and augmentation (rank r uses seed + r "
                             "for dropout)")
     group.add_argument("--deterministic", action="store_true",
@@ -143,7 +140,7 @@ def get_args_parser():
                        help="one training and one validation batch, then stop")
     group.add_argument("--overfit-batch", action="store_true",
                        help="train and validate on one fixed batch (sanity check: loss -> 0)")
-    group.add_argument("--log-every", type=int, default=20,
+    group.add_argument("--log-every", type=int, default=DEFAULTS.log_every,
                        help="steps between log lines when output is not a terminal")
     return parser
 
@@ -180,13 +177,14 @@ def validate_args(args):
         problems.append(f"--jitter must be in [0, 1), got {args.jitter}")
     if not 0 <= args.seed < 2**32:
         problems.append(f"--seed must be in 0..{2**32 - 1}, got {args.seed}")
-    if args.num_classes is not None and not 2 <= args.num_classes <= data.MAX_MASK_VALUE:
-        problems.append(f"--num-classes must be in 2..{data.MAX_MASK_VALUE} (binary is 2), got "
+    if args.num_classes is not None and not 2 <= args.num_classes <= MAX_MASK_VALUE:
+        problems.append(f"--num-classes must be in 2..{MAX_MASK_VALUE} (binary is 2), got "
                         f"{args.num_classes}")
-    if args.image_size is not None and args.image_size < 8:
-        problems.append(f"--image-size must be >= 8, got {args.image_size}")
-    if 0 < args.crop_size < 8:
-        problems.append(f"--crop-size must be 0 (whole images) or >= 8, got {args.crop_size}")
+    if args.image_size is not None and args.image_size < MIN_SIZE:
+        problems.append(f"--image-size must be >= {MIN_SIZE}, got {args.image_size}")
+    if 0 < args.crop_size < MIN_SIZE:
+        problems.append(f"--crop-size must be 0 (whole images) or >= {MIN_SIZE}, got "
+                        f"{args.crop_size}")
     if args.workers is not None and args.workers < 0:
         problems.append(f"--workers must be >= 0, got {args.workers}")
     if not 0 <= args.ignore_index <= 255 and args.ignore_index != -100:
@@ -218,12 +216,12 @@ def resolve_data_root(args, log):
             raise SystemExit(f"error: --data {args.data} is not a folder (expected "
                              f"{args.data}/train/images and {args.data}/train/masks)")
         return args.data
-    if not (DEFAULT_DATA / "train").is_dir() and is_main():
-        log(f"no dataset in {DEFAULT_DATA}: generating the demo dataset there "
-            f"(python dataset.py make-demo {DEFAULT_DATA})")
-        data.make_demo(DEFAULT_DATA, seed=0)
-    barrier()  # other ranks wait for rank 0's demo set
-    return DEFAULT_DATA
+    if not (utils.DEFAULT_DATA / "train").is_dir() and is_main():
+        log(f"no dataset in {utils.DEFAULT_DATA}: generating the demo dataset there "
+            f"(python dataset.py make-demo {utils.DEFAULT_DATA})")
+        make_demo(utils.DEFAULT_DATA, seed=0)
+    utils.barrier()  # other ranks wait for rank 0's demo set
+    return utils.DEFAULT_DATA
 
 
 def check_crop_fits(args, info):
@@ -334,6 +332,20 @@ def git_commit():
     return result.stdout.strip() or None
 
 
+def plain_args(args):
+    """The flags as plain data (config.json, the checkpoint's "args")."""
+    return {key: str(value) if isinstance(value, Path) else value
+            for key, value in vars(args).items()}
+
+
+def config_from_args(args):
+    """The engine.TrainConfig the training machinery reads, from the flags."""
+    fields = {name: getattr(args, name) for name in engine.TrainConfig.__dataclass_fields__
+              if hasattr(args, name)}
+    return engine.TrainConfig(**dict(fields, scale=tuple(args.scale), flip=not args.no_flip,
+                                     augment=not args.no_augment))
+
+
 def write_json(path, payload):
     with utils.atomic_write(path, encoding="utf-8") as handle:
         handle.write(json.dumps(payload, indent=2, default=str) + "\n")
@@ -360,449 +372,6 @@ def write_metrics(path, rows, columns):
         writer.writerows(rows)
 
 
-# ---------------------------------------------------------------- data
-
-class EpochSeeded(Dataset):
-    """Seeds every RNG from (seed, epoch, index) before each sample's augmentation, so the
-    augmented data is the same whatever the worker count or where a run was resumed.
-
-    The key is (epoch, index), as EpochSampler yields it: persistent DataLoader workers keep
-    the dataset copy of their start, so an epoch stored on the dataset would never reach them.
-    The process's own RNG states (dropout, ...) are put back after each sample.
-    """
-
-    def __init__(self, dataset, seed, fixed=False):
-        self.dataset, self.seed, self.fixed = dataset, seed, fixed  # fixed: epoch 0 always
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        epoch, index = key if isinstance(key, tuple) else (0, key)
-        epoch = 0 if self.fixed else epoch
-        states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-        utils.seed_everything((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
-        try:
-            return self.dataset[index]
-        finally:
-            random.setstate(states[0])
-            np.random.set_state(states[1])
-            torch.set_rng_state(states[2])
-
-
-class EpochSampler(Sampler):
-    """Shuffled order from (seed, epoch) alone, this process's shard of it, and a start offset
-    so a run resumed mid-epoch continues with exactly the batches it had not seen.
-
-    With world_size > 1 (torchrun) the order is padded by repetition to a multiple of
-    world_size, as DistributedSampler does; evaluation uses its own exact sharding.
-    """
-
-    def __init__(self, size, seed, shuffle=True, rank=0, world_size=1):
-        self.size, self.seed, self.shuffle = size, seed, shuffle
-        self.rank, self.world_size = rank, world_size
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch, start=0):
-        self.epoch, self.start = epoch, start
-
-    def full_order(self):
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.size, generator=generator).tolist()
-        else:
-            order = list(range(self.size))
-        per_rank = math.ceil(self.size / self.world_size)
-        order += order[:per_rank * self.world_size - self.size]
-        return order[self.rank::self.world_size]
-
-    def __iter__(self):
-        """(epoch, index) keys for EpochSeeded."""
-        return iter([(self.epoch, index) for index in self.full_order()[self.start:]])
-
-    def __len__(self):
-        return len(self.full_order()) - self.start
-
-
-class Compose:
-    def __init__(self, *transforms):
-        self.transforms = transforms
-
-    def __call__(self, image, mask):
-        for transform in self.transforms:
-            image, mask = transform(image, mask)
-        return image, mask
-
-
-def build_datasets(args, root, info):
-    augment = not (args.no_augment or args.overfit_batch)  # overfit: one fixed batch
-    flip = augment and not args.no_flip
-    train_transform = data.TrainTransform(
-        crop_size=args.crop_size or None, scale=tuple(args.scale) if augment else None,
-        hflip=flip, vflip=flip, rotate=args.rotate if augment else 0,
-        jitter=args.jitter if augment else 0, noise=args.noise if augment else 0,
-        ignore_index=args.ignore_index)
-    if args.image_size:
-        train_transform = Compose(data.EvalTransform(args.image_size), train_transform)
-    eval_transform = data.EvalTransform(args.image_size)
-    train_set = data.SegmentationDataset(root, "train", info, transform=train_transform,
-                                         cache=args.cache)
-    val_set = data.SegmentationDataset(root, "val", info, transform=eval_transform,
-                                       cache=args.cache)
-    return EpochSeeded(train_set, args.seed), val_set
-
-
-def quiet_worker(worker_id):
-    """Ctrl-C is handled by the main process (which saves a checkpoint), not by workers."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def build_loaders(args, train_set, val_set, device, rank=0, world_size=1):
-    """Train loader (EpochSampler, whole batches; this rank's shard) and val loader (fixed
-    order; under torchrun each rank gets every world_size-th image, none twice)."""
-    workers = args.workers if args.workers is not None else (0 if device.type == "cpu" else 4)
-    collate = functools.partial(data.pad_collate, ignore_index=args.ignore_index)
-    common = dict(num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
-                  persistent_workers=workers > 0, worker_init_fn=quiet_worker)
-    if args.overfit_batch or args.dry_run:
-        first = Subset(train_set.dataset, range(min(args.batch_size, len(train_set))))
-        train_set = EpochSeeded(first, train_set.seed, fixed=args.overfit_batch)
-        val_set = Subset(val_set, range(min(args.batch_size, len(val_set))))
-    if args.overfit_batch:
-        val_set = train_set  # validate on the very batch being memorised
-    # Drop a last partial batch: a batch of one breaks BatchNorm statistics.
-    drop_last = len(train_set) // world_size > args.batch_size
-    sampler = EpochSampler(len(train_set), args.seed, shuffle=not args.overfit_batch,
-                           rank=rank, world_size=world_size)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler,
-                              drop_last=drop_last, **common)
-    val_shard = Subset(val_set, range(rank, len(val_set), world_size))
-    val_loader = DataLoader(val_shard, batch_size=val_batch_size(args, val_set), shuffle=False,
-                            **common)
-    return train_loader, val_loader
-
-
-def val_batch_size(args, val_set):
-    """--batch-size, or 1 when val images differ in size: padding a smaller image in a batch
-    would change its border predictions, so scores would depend on the batching."""
-    if args.image_size or args.overfit_batch or not isinstance(val_set, data.SegmentationDataset):
-        return args.batch_size
-    sizes = val_set.info["image_sizes"].get(val_set.split)
-    return 1 if sizes and sizes["min"] != sizes["max"] else args.batch_size
-
-
-# ---------------------------------------------------------------- model and optimisation
-
-def build_optimizer(args, model, device):
-    """Fused (one kernel for all parameters) on CPU and CUDA: on a 2-core CPU the unfused
-    AdamW step took 0.3-0.6 s per step, the fused one 0.05-0.07 s."""
-    params = model.parameters()
-    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
-    if args.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum,
-                               weight_decay=args.weight_decay, nesterov=args.momentum > 0,
-                               **fused)
-    optimizer_class = torch.optim.Adam if args.optimizer == "adam" else torch.optim.AdamW
-    return optimizer_class(params, lr=args.lr, betas=(args.momentum, 0.999),
-                           weight_decay=args.weight_decay, **fused)
-
-
-def build_scheduler(args, optimizer, steps_per_epoch):
-    """Per-step linear warm-up, then the chosen decay (per step; plateau per validation)."""
-    total = max(1, args.epochs * steps_per_epoch)
-    warmup = int(args.warmup_epochs * steps_per_epoch)
-
-    def factor(step):
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, total - warmup)
-        if args.scheduler == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        if args.scheduler == "poly":
-            return max(0.0, 1 - progress) ** 0.9
-        if args.scheduler == "step":
-            return args.gamma ** (step // (args.step_size * steps_per_epoch))
-        return plateau.scale if plateau else 1.0  # none; plateau: its cuts so far
-
-    plateau = PlateauScale(args.gamma) if args.scheduler == "plateau" else None
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), plateau
-
-
-class PlateauScale:
-    """ReduceLROnPlateau's decisions as a factor of the per-step schedule. (Acting on the
-    optimizer itself, its cuts would be overwritten by LambdaLR at the next step.)"""
-
-    def __init__(self, gamma, patience=2):
-        self.holder = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.holder, mode="max", factor=gamma, patience=patience)
-
-    @property
-    def scale(self):
-        return self.holder.param_groups[0]["lr"]
-
-    def step(self, metric):
-        self.scheduler.step(metric)
-
-    def state_dict(self):
-        return self.scheduler.state_dict()  # its _last_lr is the scale
-
-    def load_state_dict(self, state):
-        self.scheduler.load_state_dict(state)
-        self.holder.param_groups[0]["lr"] = state["_last_lr"][0]
-
-
-def build_criterion(args, info, device):
-    weights = utils.class_weights(info, args.class_weights)
-    weights = weights.to(device) if weights is not None else None
-
-    def criterion(logits, masks):
-        logits = logits.float()
-        loss = 0.0
-        if args.loss in ("ce", "ce+dice"):
-            loss = loss + F.cross_entropy(logits, masks, weight=weights,
-                                          ignore_index=args.ignore_index)
-        if args.loss in ("dice", "ce+dice"):
-            loss = loss + utils.dice_loss(logits, masks, args.ignore_index)
-        return loss
-    return criterion, weights
-
-
-class Runtime:
-    """Device, precision and memory format, decided once and asked by everything else."""
-
-    def __init__(self, args, local_rank=0):
-        self.device = utils.resolve_device(args.device)
-        if self.device.type == "cuda":
-            self.device = torch.device("cuda", local_rank)
-        self.dtype = utils.resolve_precision(self.device, args.amp)
-        self.channels_last = utils.resolve_channels_last(self.device, args.channels_last)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
-        if self.device.type == "cpu":
-            utils.tune_cpu_allocator()
-
-    def autocast(self):
-        return utils.autocast(self.device, self.dtype)
-
-    def to_device(self, images, masks):
-        images = images.to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images, masks.to(self.device, non_blocking=True)
-
-    def describe(self):
-        return {"device": str(self.device), "precision": utils.precision_name(self.dtype),
-                "channels_last": self.channels_last}
-
-
-# ---------------------------------------------------------------- loops
-
-class Interrupted(Exception):
-    """Raised from the training loop after SIGINT/SIGTERM, once the step in flight is done."""
-
-
-class StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step and exits."""
-
-    def __init__(self):
-        self.signal = None
-
-    def install(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self.handler)
-
-    def handler(self, signum, frame):
-        if self.signal is not None:  # second Ctrl-C: stop immediately
-            raise KeyboardInterrupt
-        self.signal = signal.Signals(signum).name
-
-
-def train_one_epoch(model, loader, criterion, optimizer, scheduler, runtime, state, args,
-                    stop, log):
-    """One pass over the training loader from batch state['batch'] (non-zero after a resume
-    mid-epoch). Returns (mean loss, img/s, seconds, interrupted by a signal mid-epoch)."""
-    model.train()
-    total = state["batch"] + len(loader)
-    loss_sum = torch.tensor(state["loss_sum"], dtype=torch.float64, device=runtime.device)
-    images_seen, start = 0, time.perf_counter()
-    bar = tqdm(total=total, initial=state["batch"], desc=f"epoch {state['epoch'] + 1}",
-               leave=False, disable=not sys.stdout.isatty(), dynamic_ncols=True)
-    for images, masks in loader:
-        images, masks = runtime.to_device(images, masks)
-        with runtime.autocast():
-            loss = criterion(model(images), masks)
-        optimizer.zero_grad(set_to_none=True)
-        runtime.scaler.scale(loss).backward()
-        if args.grad_clip:
-            runtime.scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        runtime.scaler.step(optimizer)
-        runtime.scaler.update()
-        scheduler.step()
-        loss_sum += loss.detach().double() * images.shape[0]
-        images_seen += images.shape[0]
-        state["batch"] += 1
-        state["global_step"] += 1
-        state["images"] += images.shape[0]
-        bar.update(1)
-        if state["batch"] % args.log_every == 0 or state["batch"] == total:
-            current = loss.item()  # the only host sync of a step, and only when logging
-            check_finite(current, state)
-            report_progress(bar, log, state, current, images_seen, start, total, args)
-        state["loss_sum"] = loss_sum  # a tensor until the epoch ends or a checkpoint is made
-        if (stop_requested(stop) and state["batch"] < total) or args.dry_run:
-            break
-    bar.close()
-    elapsed = time.perf_counter() - start
-    totals = utils.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(state["images"])]))
-    mean_loss = totals[0].item() / max(totals[1].item(), 1)
-    check_finite(mean_loss, state)
-    interrupted = state["batch"] < total and not args.dry_run
-    return mean_loss, images_seen / max(elapsed, 1e-9), elapsed, interrupted
-
-
-def stop_requested(stop):
-    """A signal seen by any rank stops every rank at the same step (they must agree, or the
-    next collective would wait forever)."""
-    if not utils.is_distributed():
-        return stop.signal is not None
-    flag = torch.tensor([float(stop.signal is not None)])
-    torch.distributed.all_reduce(flag, group=CPU_GROUP.get())
-    if flag.item() and stop.signal is None:
-        stop.signal = "a signal on another rank"
-    return bool(flag.item())
-
-
-class _CpuGroup:
-    """A gloo group for tiny CPU-side agreements (works beside nccl without a GPU sync)."""
-
-    def __init__(self):
-        self.group = None
-
-    def get(self):
-        if self.group is None:
-            self.group = torch.distributed.new_group(backend="gloo")
-        return self.group
-
-
-CPU_GROUP = _CpuGroup()
-
-
-def check_finite(loss, state):
-    if not math.isfinite(loss):
-        raise FloatingPointError(
-            f"training loss became {loss} at epoch {state['epoch'] + 1}, step "
-            f"{state['global_step']}: lower --lr, set --grad-clip, or use --amp off; the last "
-            f"good checkpoint is kept")
-
-
-def report_progress(bar, log, state, loss, images_seen, start, total, args):
-    rate = images_seen / max(time.perf_counter() - start, 1e-9)
-    if not bar.disable:
-        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
-        return
-    remaining = (total - state["batch"]) * args.batch_size / max(rate, 1e-9)
-    log(f"  epoch {state['epoch'] + 1} step {state['batch']}/{total} loss {loss:.4f} "
-        f"{rate:.1f} img/s eta {remaining:.0f}s")
-
-
-@torch.inference_mode()
-def evaluate(model, loader, criterion, runtime, num_classes, ignore_index, dry_run=False):
-    """Validation loss and the confusion matrix over the whole loader (on the device)."""
-    model.eval()
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=runtime.device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
-    count = 0
-    for images, masks in loader:
-        images, masks = runtime.to_device(images, masks)
-        with runtime.autocast():
-            logits = model(images)
-        loss_sum += criterion(logits, masks).double() * images.shape[0]
-        count += images.shape[0]
-        confusion += utils.confusion_matrix(logits.argmax(1), masks, num_classes, ignore_index)
-        if dry_run:
-            break
-    # Under torchrun each rank saw its own shard: sum them (each image counted once).
-    totals = utils.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(count)]))
-    utils.all_reduce_sum(confusion)
-    return (totals[0] / totals[1].clamp(min=1)).item(), confusion
-
-
-@torch.inference_mode()
-def sample_predictions(model, val_set, runtime, count=NUM_SAMPLE_IMAGES):
-    """(image, mask, prediction) for a fixed handful of validation images."""
-    model.eval()
-    samples = []
-    for index in range(min(count, len(val_set))):
-        image, mask = val_set[index]
-        images, _ = runtime.to_device(image[None], mask[None])
-        with runtime.autocast():
-            pred = model(images).argmax(1)[0].cpu().numpy()
-        samples.append((image.numpy(), mask.numpy(), pred))
-    return samples
-
-
-# ---------------------------------------------------------------- checkpoints
-
-STATE_KEYS = ("epoch", "batch", "global_step", "best_metric", "best_epoch", "stale",
-              "loss_sum", "images")
-
-
-def new_state():
-    """Training progress. epoch = completed epochs; batch = batches done in the epoch in
-    flight (non-zero only in a checkpoint written on SIGINT/SIGTERM)."""
-    return {"epoch": 0, "batch": 0, "global_step": 0, "best_metric": -1.0, "best_epoch": 0,
-            "stale": 0, "loss_sum": 0.0, "images": 0}
-
-
-def make_checkpoint(model, optimizer, schedulers, runtime, state, args, info):
-    progress = {key: state[key] for key in STATE_KEYS}
-    progress["loss_sum"] = float(progress["loss_sum"])
-    return {
-        "format_version": utils.CHECKPOINT_VERSION,
-        "model_args": utils.unwrapped(model).constructor_args(),
-        "model": utils.unwrapped(model).state_dict(),
-        "data": data_metadata(info),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": schedulers[0].state_dict(),
-        "plateau": schedulers[1].state_dict() if schedulers[1] else None,
-        "scaler": runtime.scaler.state_dict(),
-        **progress,
-        "rng": utils.rng_states(),
-        "args": plain_args(args),
-    }
-
-
-def plain_args(args):
-    return {key: str(value) if isinstance(value, Path) else value
-            for key, value in vars(args).items()}
-
-
-def data_metadata(info):
-    """What evaluate/predict need to rebuild the data pipeline exactly as in training."""
-    keys = ("in_channels", "ignore_index", "num_classes", "class_names", "class_colors",
-            "mask_decoding", "normalization")
-    return {key: info[key] for key in keys}
-
-
-def restore(checkpoint, model, optimizer, schedulers, runtime, rank=0):
-    """Load everything --resume needs; returns the training progress."""
-    utils.unwrapped(model).load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    schedulers[0].load_state_dict(checkpoint["scheduler"])
-    if schedulers[1] is not None and checkpoint.get("plateau"):
-        schedulers[1].load_state_dict(checkpoint["plateau"])
-    if runtime.scaler.is_enabled() and checkpoint["scaler"]:  # empty when saved without fp16
-        runtime.scaler.load_state_dict(checkpoint["scaler"])
-    utils.set_rng_states(checkpoint["rng"])  # rank 0's; other ranks re-derive their own
-    progress = {key: checkpoint[key] for key in STATE_KEYS}
-    if rank:
-        utils.seed_everything((checkpoint["args"]["seed"] + rank) * 1_000_003
-                              + checkpoint["global_step"])
-        progress.update(loss_sum=0.0, images=0)  # rank 0 holds the epoch's sums so far
-    return progress
-
-
 def check_resume_compatible(checkpoint, info, args, path):
     """Resuming on other data, or with another optimizer, cannot continue the same run."""
     saved = checkpoint["data"]
@@ -817,11 +386,6 @@ def check_resume_compatible(checkpoint, info, args, path):
                              f" {before}, not {getattr(args, key)}; pass the same value")
 
 
-def save_checkpoint(path, model, optimizer, schedulers, runtime, state, args, info):
-    utils.save_checkpoint(path, make_checkpoint(model, optimizer, schedulers, runtime, state,
-                                                args, info))
-
-
 # ---------------------------------------------------------------- main
 
 def setup(args):
@@ -831,11 +395,10 @@ def setup(args):
     run_dir = choose_run_folder(args, allow_leftovers) if is_main() else None
     root = resolve_data_root(args, Logger())
     try:
-        info = data.scan_dataset(root, in_channels=args.in_channels,
-                                 num_classes=args.num_classes, class_table=args.class_table,
-                                 mask_threshold=args.mask_threshold,
-                                 ignore_index=args.ignore_index)
-    except data.DataError as error:
+        info = scan_dataset(root, in_channels=args.in_channels, num_classes=args.num_classes,
+                            class_table=args.class_table, mask_threshold=args.mask_threshold,
+                            ignore_index=args.ignore_index)
+    except DataError as error:
         raise SystemExit(f"error: {error}\n(run `python dataset.py check {root}` for a full "
                          f"report)") from None
     check_crop_fits(args, info)
@@ -870,7 +433,7 @@ def write_config(run_dir, args, info, runtime, root, world_size=1):
     config = {
         "args": plain_args(args),
         "data_root": str(root),
-        **data_metadata(info),
+        **utils.data_metadata(info),
         "splits": info.get("splits"),
         "runtime": dict(runtime.describe(), world_size=world_size,
                         global_batch_size=args.batch_size * world_size),
@@ -889,7 +452,7 @@ def main(args):
         return train(args, rank, world_size, local_rank)
     finally:
         if utils.is_distributed():
-            torch.distributed.destroy_process_group()
+            dist.destroy_process_group()
 
 
 def train(args, rank, world_size, local_rank):
@@ -901,34 +464,38 @@ def train(args, rank, world_size, local_rank):
     utils.seed_everything(args.seed + rank)  # dropout differs per rank; augmentation does not
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
-    runtime = Runtime(args, local_rank)
-    train_set, val_set = build_datasets(args, root, info)
-    train_loader, val_loader = build_loaders(args, train_set, val_set, runtime.device, rank,
-                                             world_size)
+    config = config_from_args(args)
+    runtime = engine.Runtime(config, local_rank)
+    if runtime.device.type == "cpu":
+        utils.tune_cpu_allocator()
+    train_set, val_set = engine.build_datasets(config, root, info)
+    train_loader = engine.build_loader(config, train_set, runtime.device, rank, world_size)
     model = model.to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if world_size > 1 and args.sync_bn:  # before the optimizer: it must see the new modules
-        model = global_batchnorm(model, runtime.device)
-    optimizer = build_optimizer(args, model, runtime.device)
-    schedulers = build_scheduler(args, optimizer, len(train_loader))
-    criterion, weights = build_criterion(args, info, runtime.device)
-    state = new_state()
+        model = engine.global_batchnorm(model, runtime.device)
+    optimizer = engine.build_optimizer(config, model, runtime.device)
+    schedulers = engine.build_scheduler(config, optimizer, len(train_loader))
+    criterion, weights = engine.build_criterion(config, info, runtime.device)
+    state = engine.new_state()
     if checkpoint is not None:
-        state = restore(checkpoint, model, optimizer, schedulers, runtime, rank)
+        state = engine.restore(checkpoint, model, optimizer, schedulers, runtime, rank)
         log(f"resumed from {resolve_resume_path(args.resume)}: {state['epoch']} epochs done"
             + (f" and {state['batch']} batches of the next" if state["batch"] else ""))
     if is_main():
         write_config(run_dir, args, info, runtime, root, world_size)
     log_start(log, run_dir, root, info, runtime, args, train_set, val_set, weights, world_size)
-    run = Run(model=model, train_model=wrap_model(model, args, runtime, world_size),
+    run = Run(model=model, train_model=engine.wrap_model(model, config, runtime, world_size),
               optimizer=optimizer, schedulers=schedulers, criterion=criterion,
-              runtime=runtime, args=args, info=info, run_dir=run_dir, log=log,
-              stop=StopFlag())
+              val_criterion=engine.build_criterion(config, info, torch.device("cpu"))[0],
+              val_set=val_set, runtime=runtime, args=args, config=config, info=info,
+              run_dir=run_dir, log=log, stop=engine.StopFlag(), rank=rank,
+              world_size=world_size)
     run.stop.install()
     try:
-        fit(run, train_loader, val_loader, val_set, state)
-    except Interrupted as interruption:
+        fit(run, train_loader, state)
+    except engine.Interrupted as interruption:
         log(f"{interruption}: saved {run_dir / 'last.pt' if run_dir else 'last.pt'} "
             f"({state['epoch']} epochs and {state['batch']} batches done); continue with: "
             f"python train.py --resume {run_dir}")
@@ -936,35 +503,6 @@ def train(args, rank, world_size, local_rank):
     finally:
         log.close()
     return 0
-
-
-def global_batchnorm(model, device):
-    """BatchNorm over the global batch: SyncBatchNorm on GPUs, utils.GlobalBatchNorm2d on
-    CPU. Parameter and buffer names are unchanged, so checkpoints stay plain SegNet ones."""
-    if device.type == "cuda":
-        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return utils.convert_global_batchnorm(model)
-
-
-def wrap_model(model, args, runtime, world_size):
-    """The module the loop calls: DDP and/or torch.compile around the plain SegNet, which
-    stays what checkpoints are saved from."""
-    train_model = model
-    if world_size > 1:
-        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-        train_model = torch.nn.parallel.DistributedDataParallel(train_model,
-                                                                device_ids=device_ids)
-    return torch.compile(train_model) if args.compile else train_model
-
-
-def is_main():
-    """Rank 0 (or the only process): the one that prints and writes files."""
-    return not utils.is_distributed() or torch.distributed.get_rank() == 0
-
-
-def barrier():
-    if utils.is_distributed():
-        torch.distributed.barrier()
 
 
 class Run(types.SimpleNamespace):
@@ -980,8 +518,9 @@ class Run(types.SimpleNamespace):
                 device=self.runtime.device))
             state = dict(state, loss_sum=totals[0].item(), images=int(totals[1].item()))
         if is_main():
-            save_checkpoint(self.run_dir / name, self.model, self.optimizer, self.schedulers,
-                            self.runtime, state, self.args, self.info)
+            utils.save_checkpoint(self.run_dir / name, engine.make_checkpoint(
+                self.model, self.optimizer, self.schedulers, self.runtime, state, self.info,
+                plain_args(self.args)))
 
 
 def log_start(log, run_dir, root, info, runtime, args, train_set, val_set, weights, world_size):
@@ -1000,7 +539,7 @@ def log_start(log, run_dir, root, info, runtime, args, train_set, val_set, weigh
                                                             weights.tolist())))
 
 
-def fit(run, train_loader, val_loader, val_set, state):
+def fit(run, train_loader, state):
     """The epoch loop: train, validate, record, save."""
     args, names = run.args, run.info["class_names"]
     columns = metric_columns(names)
@@ -1010,12 +549,12 @@ def fit(run, train_loader, val_loader, val_set, state):
         write_metrics(run.run_dir / "metrics.csv", rows, columns)
     for epoch in range(state["epoch"], args.epochs):
         set_epoch(train_loader, epoch, state["batch"])
-        train_loss, rate, seconds, interrupted = train_one_epoch(
+        train_loss, rate, seconds, interrupted = engine.train_one_epoch(
             run.train_model, train_loader, run.criterion, run.optimizer, run.schedulers[0],
-            run.runtime, state, args, run.stop, run.log)
+            run.runtime, state, run.config, run.stop, run.log)
         if interrupted:
             run.save("last.pt", state)
-            raise Interrupted(f"stopped by {run.stop.signal}")
+            raise engine.Interrupted(f"stopped by {run.stop.signal}")
         state.update(epoch=epoch + 1, batch=0, loss_sum=0.0, images=0)
         row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6),
                "lr": run.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
@@ -1023,7 +562,7 @@ def fit(run, train_loader, val_loader, val_set, state):
         last_epoch = epoch + 1 == args.epochs or args.dry_run
         improved = False
         if (epoch + 1) % args.eval_every == 0 or last_epoch:
-            metrics = validate(run, val_loader, val_set, epoch)
+            metrics = validate(run, epoch)
             row.update(metric_row(metrics, names))
             improved = record_best(state, metrics["miou"], epoch + 1)
             summary(run.log, row, metrics, state, args)
@@ -1033,14 +572,14 @@ def fit(run, train_loader, val_loader, val_set, state):
         rows.append({key: row.get(key, "") for key in columns})
         if is_main():
             write_metrics(run.run_dir / "metrics.csv", rows, columns)
-            utils.plot_curves(run.run_dir / "curves.png", rows)
+            plots.plot_curves(run.run_dir / "curves.png", rows)
         if improved:
             run.save("best.pt", state)
-        stopping = stop_requested(run.stop)  # every rank decides alike, once, here
+        stopping = engine.stop_requested(run.stop)  # every rank decides alike, once, here
         if (epoch + 1) % args.save_every == 0 or last_epoch or stopping:
             run.save("last.pt", state)
         if stopping and not last_epoch:
-            raise Interrupted(f"stopped by {run.stop.signal}")
+            raise engine.Interrupted(f"stopped by {run.stop.signal}")
         if args.early_stop and state["stale"] >= args.early_stop:
             run.log(f"early stop: no better val mIoU for {state['stale']} validations")
             break
@@ -1063,22 +602,21 @@ def set_epoch(loader, epoch, start_batch):
     loader.sampler.set_epoch(epoch, start_batch * loader.batch_size)
 
 
-def validate(run, val_loader, val_set, epoch):
-    """Metrics on the val split, the plateau scheduler's step, and the samples picture."""
-    # Under DDP the plain model: DDP's forward runs collectives (buffer broadcast) that a rank
-    # with an empty val shard would never join.
-    model = run.model if utils.is_distributed() else run.train_model
-    val_loss, confusion = evaluate(model, val_loader, run.criterion, run.runtime,
-                                   run.info["num_classes"], run.args.ignore_index,
-                                   dry_run=run.args.dry_run)
-    metrics = utils.metrics_from_confusion(confusion, run.info["class_names"])
+def validate(run, epoch):
+    """Metrics on the val split (scored as evaluate.py scores a checkpoint), the plateau
+    scheduler's step, and the samples picture."""
+    model = run.runtime.inference_form(run.model)
+    val_loss, confusion = engine.validate(
+        model, run.val_set, run.val_criterion, run.runtime, run.info["num_classes"],
+        run.args.ignore_index, image_size=run.args.image_size,
+        max_batches=1 if run.args.dry_run else None, rank=run.rank, world_size=run.world_size)
+    metrics = confusion.compute(run.info["class_names"])
     metrics["val_loss"] = val_loss
     if run.schedulers[1] is not None:
         run.schedulers[1].step(metrics["miou"])
     if is_main():
-        samples_from = val_loader.dataset if run.args.overfit_batch else val_set
-        samples = sample_predictions(run.model, samples_from, run.runtime)
-        utils.save_samples_figure(run.run_dir / f"val_samples_epoch{epoch + 1:03d}.png",
+        samples = engine.sample_predictions(model, run.val_set, run.runtime)
+        plots.save_samples_figure(run.run_dir / f"val_samples_epoch{epoch + 1:03d}.png",
                                   samples, run.info["class_colors"])
     return metrics
 

@@ -1,16 +1,23 @@
-"""Shared pieces of training, evaluation and prediction: device and precision, metrics from a
-confusion matrix, atomic checkpoints, the notebook API (load_model, predict) and pictures."""
+"""Small pieces every other module shares: command-line helpers, data errors and their wording,
+device and precision, RNG states, torchrun helpers, metrics (a confusion matrix), atomic files
+and checkpoint I/O, and a progress reporter. Imports nothing of this project but model.py."""
 import argparse
 import contextlib
 import ctypes
+import datetime
+import importlib
 import os
 import random
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.distributed as dist
+from PIL import Image
+from tqdm import tqdm
 
 from model import SegNet
 
@@ -31,6 +38,85 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
                 or action.default == argparse.SUPPRESS):
             return text
         return super()._get_help_string(action)
+
+
+DEFAULT_DATA = Path(__file__).resolve().parent / "data"  # train.py's --data default (demo set)
+SPLITS = ("train", "val", "test")
+
+
+def add_hardware_args(parser, amp=True):
+    """--device (and --amp), the same for every script."""
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+                        help="auto = CUDA if available (under torchrun: this process's GPU), "
+                             "else MPS, else CPU")
+    if amp:
+        parser.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
+                            help="mixed precision; auto = bf16 where the hardware has it "
+                                 "natively, fp16 on older GPUs, fp32 otherwise")
+
+
+# ---------------------------------------------------------------- data errors and their wording
+
+MAX_LISTED = 5  # files named per problem before "and N more"
+
+
+class DataError(ValueError):
+    """A problem with the user's data: the message names the file(s), the problem and the fix."""
+
+    def __init__(self, problems):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            message = f"{len(self.problems)} problems with the data:\n" + "\n".join(
+                f"- {problem}" for problem in self.problems)
+        super().__init__(message)
+
+
+def format_values(values, limit=8):
+    """Integers as a short set, runs written a..b: {0, 3, 10..254}; long sets keep their ends:
+    {0, 1, 5, ..., 251, 255} (66 values)."""
+    values = sorted(int(value) for value in values)
+    pieces, start = [], 0
+    while start < len(values):
+        end = start
+        while end + 1 < len(values) and values[end + 1] == values[end] + 1:
+            end += 1
+        if end - start >= 2:
+            pieces.append(f"{values[start]}..{values[end]}")
+        else:
+            pieces.extend(str(value) for value in values[start:end + 1])
+        start = end + 1
+    if len(pieces) > limit:
+        pieces = pieces[:limit - 2] + ["..."] + pieces[-2:]
+        return "{" + ", ".join(pieces) + f"}} ({len(values)} values)"
+    return "{" + ", ".join(pieces) + "}"
+
+
+def format_colors(packed, limit=6):
+    """Packed 0xRRGGBB colours as '(r, g, b)' text."""
+    colors = [f"({value >> 16 & 255}, {value >> 8 & 255}, {value & 255})"
+              for value in sorted(int(v) for v in packed)]
+    more = f" and {len(colors) - limit} more" if len(colors) > limit else ""
+    return ", ".join(colors[:limit]) + more
+
+
+def name_list(paths, limit=MAX_LISTED):
+    """'a.png, b.png and 3 more' for a list of paths."""
+    names = [str(path) for path in paths]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def open_image(path):
+    """A fully decoded PIL image; DataError naming the file when it is unreadable or truncated."""
+    try:
+        with Image.open(path) as pil:
+            pil.load()  # decode now: truncated files fail here, not in a DataLoader worker
+            return pil
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+        raise DataError(f"{path} cannot be read ({error}): the file is corrupt, truncated or "
+                        f"not an image; re-export it or remove it and its pair") from error
 
 
 # ---------------------------------------------------------------- device and precision
@@ -167,8 +253,6 @@ def init_distributed(device_name="auto", timeout_s=600):
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return 0, 1, 0
-    import datetime
-    import torch.distributed as dist
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
     if use_cuda:
@@ -179,69 +263,24 @@ def init_distributed(device_name="auto", timeout_s=600):
 
 
 def is_distributed():
-    import torch.distributed as dist
     return dist.is_available() and dist.is_initialized()
 
 
 def all_reduce_sum(tensor):
     """Sum over ranks in place (a no-op in a single process); returns the tensor."""
     if is_distributed():
-        import torch.distributed as dist
         dist.all_reduce(tensor)
     return tensor
 
 
-class _SumOverRanks(torch.autograd.Function):
-    """all_reduce(sum) whose backward is the same all_reduce: every rank's loss depends on
-    every rank's contribution to the global statistics."""
-
-    @staticmethod
-    def forward(ctx, tensor):
-        return all_reduce_sum(tensor.clone())
-
-    @staticmethod
-    def backward(ctx, grad):
-        return all_reduce_sum(grad.clone())
+def is_main():
+    """Rank 0 (or the only process): the one that prints and writes files."""
+    return not is_distributed() or dist.get_rank() == 0
 
 
-class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
-    """BatchNorm whose training statistics cover the global batch of all ranks.
-
-    torch.nn.SyncBatchNorm runs on GPUs only; this one also runs on CPU (gloo). The sums go
-    through a differentiable all-reduce, so gradients are those of one big batch.
-    """
-
-    def forward(self, x):
-        if not (self.training and is_distributed()):
-            return super().forward(x)
-        channels = x.shape[1]
-        count = torch.full((1,), x.numel() / channels, dtype=torch.float32, device=x.device)
-        values = x.float()
-        local = torch.cat([values.sum((0, 2, 3)), values.square().sum((0, 2, 3)), count])
-        total = _SumOverRanks.apply(local)
-        count = total[-1]
-        mean = total[:channels] / count
-        variance = (total[channels:2 * channels] / count - mean.square()).clamp(min=0)
-        with torch.no_grad():
-            self.num_batches_tracked += 1
-            unbiased = variance * count / (count - 1).clamp(min=1)
-            self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
-            self.running_var.lerp_(unbiased.to(self.running_var.dtype), self.momentum)
-        scale = self.weight * torch.rsqrt(variance + self.eps)
-        shift = self.bias - mean * scale
-        return (x * scale[None, :, None, None] + shift[None, :, None, None]).to(x.dtype)
-
-
-def convert_global_batchnorm(module):
-    """Replace every BatchNorm2d by GlobalBatchNorm2d, keeping parameters and statistics."""
-    for name, child in module.named_children():
-        if type(child) is torch.nn.BatchNorm2d:
-            replacement = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum)
-            replacement.load_state_dict(child.state_dict())
-            setattr(module, name, replacement.to(child.weight.device))
-        else:
-            convert_global_batchnorm(child)
-    return module
+def barrier():
+    if is_distributed():
+        dist.barrier()
 
 
 # ---------------------------------------------------------------- metrics
@@ -286,42 +325,35 @@ def metrics_from_confusion(confusion, class_names=None):
     }
 
 
-def class_weights(data_info, mode):
-    """Per-class loss weights from the training split's pixel counts, or None.
 
-    median-freq (SegNet paper, after Eigen & Fergus): f_c = pixels of class c / pixels of the
-    images in which c appears; w_c = median(f) / f_c. inverse: w_c proportional to 1 / (share of
-    class c), scaled so the weights average 1. A class with no training pixels gets weight 0.
-    """
-    if mode == "none":
-        return None
-    pixels = torch.tensor(data_info["class_pixels"], dtype=torch.float64)
-    present = pixels > 0
-    if mode == "median-freq":
-        image_pixels = torch.tensor(data_info["class_image_pixels"], dtype=torch.float64)
-        freq = pixels / image_pixels.clamp(min=1)
-        median = freq[present].quantile(0.5)  # the mean of the middle two for an even count
-        weights = torch.where(present, median / freq.clamp(min=1e-12), 0.0)
-    elif mode == "inverse":
-        share = pixels / pixels.sum()
-        weights = torch.where(present, 1 / share.clamp(min=1e-12), 0.0)
-        weights = weights * present.sum() / weights.sum()
-    else:
-        raise ValueError(f"unknown class weighting {mode!r}")
-    return weights.float()
+class ConfusionMatrix:
+    """Pixel counts [true class, predicted class] accumulated over a split (torchvision's
+    references keep one like it): update() per batch or image, all_reduce() under torchrun,
+    compute() for the metrics. Training's validation, evaluate.py and the notebook API all
+    score through it."""
 
+    def __init__(self, num_classes, ignore_index=255, device="cpu"):
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
 
-def dice_loss(logits, targets, ignore_index=255, eps=1.0):
-    """1 - mean soft Dice over classes; ignored pixels count for nothing."""
-    num_classes = logits.shape[1]
-    valid = (targets != ignore_index).unsqueeze(1)
-    probs = logits.float().softmax(1) * valid
-    one_hot = F.one_hot(targets.clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2)
-    one_hot = one_hot * valid
-    dims = (0, 2, 3)
-    intersection = (probs * one_hot).sum(dims)
-    cardinality = probs.sum(dims) + one_hot.sum(dims)
-    return 1 - ((2 * intersection + eps) / (cardinality + eps)).mean()
+    def update(self, preds, targets):
+        """Add the counts of one batch (any shape, same for both); returns them alone."""
+        counts = confusion_matrix(preds, targets.to(preds.device), self.num_classes,
+                                  self.ignore_index)
+        self.matrix += counts.to(self.matrix.device)
+        return counts
+
+    def all_reduce(self, device=None):
+        """Sum over torchrun ranks (each rank scored its own shard); a no-op alone. device:
+        where the counts go first (nccl reduces GPU tensors only)."""
+        if device is not None:
+            self.matrix = self.matrix.to(device)
+        all_reduce_sum(self.matrix)
+        return self
+
+    def compute(self, class_names=None):
+        """metrics_from_confusion of the counts so far."""
+        return metrics_from_confusion(self.matrix, class_names)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -401,6 +433,35 @@ def load_checkpoint(path, map_location="cpu"):
     return checkpoint
 
 
+# What inference needs to rebuild the data pipeline exactly as in training (a checkpoint's "data").
+DATA_KEYS = ("in_channels", "ignore_index", "num_classes", "class_names", "class_colors",
+             "mask_decoding", "normalization")
+
+
+def data_metadata(info):
+    """The checkpoint's "data" entry from a dataset description (dataset.scan_dataset's info)."""
+    return {key: info[key] for key in DATA_KEYS}
+
+
+def build_checkpoint(model, info, training=None, args=None):
+    """The one place a checkpoint dict is put together (README, "Checkpoints"): the model's
+    constructor arguments and weights (no DDP / compile prefixes), the data description, then
+    `training` (optimizer, scheduler, progress, RNG states: what --resume needs; none for a
+    model that is only to be used) and the run's plain-data `args`."""
+    model = unwrapped(model)
+    return {"format_version": CHECKPOINT_VERSION, "model_args": model.constructor_args(),
+            "model": model.state_dict(), "data": data_metadata(info), **(training or {}),
+            "args": dict(args or {})}
+
+
+def checkpoint_info(checkpoint):
+    """What inference needs from a loaded checkpoint: its "data" entry plus train_image_size
+    (training's --image-size, or None) and dropout (the model's)."""
+    train_image_size = (checkpoint.get("args") or {}).get("image_size")
+    return dict(checkpoint["data"], train_image_size=train_image_size,
+                dropout=checkpoint["model_args"].get("dropout", 0.0))
+
+
 def unwrapped(model):
     """The plain SegNet inside DDP / torch.compile wrappers (so keys have no prefixes)."""
     model = getattr(model, "module", model)
@@ -462,155 +523,54 @@ def _metadata_problem(model, data):
     return None
 
 
-def load_model(path, device="cpu"):
-    """Notebook API: (model in eval mode on `device`, metadata dict) from a checkpoint file.
+# ---------------------------------------------------------------- progress
 
-    The metadata holds class_names, class_colors, mask_decoding, normalization, in_channels,
-    ignore_index, num_classes, train_image_size and dropout: everything predict() needs.
-    """
-    device = resolve_device(device) if isinstance(device, str) else device
-    checkpoint = load_checkpoint(path)
-    model = build_model(checkpoint, path).to(device).eval()
-    info = dict(checkpoint_info(checkpoint), model_args=checkpoint["model_args"],
-                epoch=checkpoint.get("epoch"), best_metric=checkpoint.get("best_metric"))
-    return model, info
+class Progress:
+    """A tqdm bar on a terminal; in a log file or a pipe, a plain line at most every `interval`
+    seconds (and, with `leave`, one at the end) instead of tqdm's carriage returns.
+    enabled=False: silent."""
 
+    def __init__(self, total, desc, unit, enabled=True, leave=True, interval=10.0):
+        self.total, self.desc, self.unit, self.leave = total, desc, unit, leave
+        self.interactive = enabled and sys.stderr.isatty()
+        self.plain = enabled and not self.interactive
+        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=leave,
+                        disable=not self.interactive)
+        self.done, self.interval = 0, interval
+        self.start = self.last = time.monotonic()
 
-def checkpoint_info(checkpoint):
-    """What inference needs from a loaded checkpoint: its "data" entry plus train_image_size
-    (training's --image-size, or None) and dropout (the model's)."""
-    train_image_size = (checkpoint.get("args") or {}).get("image_size")
-    return dict(checkpoint["data"], train_image_size=train_image_size,
-                dropout=checkpoint["model_args"].get("dropout", 0.0))
+    def update(self, count=1):
+        self.bar.update(count)
+        self.done += count
+        now = time.monotonic()
+        finished = self.done >= self.total and self.leave
+        if self.plain and (finished or now - self.last >= self.interval):
+            print(f"{self.desc}: {self.done}/{self.total} {self.unit}s, {now - self.start:.1f} s",
+                  file=sys.stderr, flush=True)
+            self.last = now
 
+    def write(self, message):
+        """A line of its own, above the bar."""
+        if self.interactive:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
 
-def predict(model, info, image):
-    """Notebook API: label map (int64 numpy [H, W]) for a PIL image or numpy array of any size.
-
-    Converts to the checkpoint's channel count, applies the training normalisation, and runs
-    predict.py's inference path (sliding-window tiling for large images).
-    """
-    import dataset
-    import predict as inference  # predict.py imports this module: import it at call time
-    array = dataset.to_model_array(image, info["in_channels"])  # float32 [C, H, W] in [0, 1]
-    return inference.predict_probs(model, info, array).argmax(0).astype(np.int64)
-
-
-@torch.inference_mode()
-def mc_dropout_probs(model, images, samples, chunk=8):
-    """Bayesian SegNet (Kendall et al. 2015): softmax averaged over `samples` stochastic passes.
-
-    Dropout stays active while BatchNorm keeps its running statistics (eval mode); passes run
-    `chunk` at a time as one batch. Returns (mean probs [N, K, H, W], predictive entropy
-    [N, H, W], variance of the class probabilities averaged over classes [N, H, W]).
-    With dropout 0 every pass is the deterministic one.
-    """
-    model.eval()
-    model.mc_dropout = True
-    total = squares = 0
-    try:
-        for start in range(0, samples, chunk):
-            passes = min(chunk, samples - start)
-            logits = model(images.repeat(passes, 1, 1, 1))
-            probs = logits.float().softmax(1).unflatten(0, (passes, images.shape[0]))
-            total = total + probs.sum(0)
-            squares = squares + probs.square().sum(0)
-    finally:
-        model.mc_dropout = False
-    mean = total / samples
-    variance = (squares / samples - mean.square()).clamp(min=0).mean(1)
-    entropy = -(mean * mean.clamp(min=1e-12).log()).sum(1)
-    return mean, entropy, variance
+    def close(self):
+        self.bar.close()
 
 
-# ---------------------------------------------------------------- pictures
+# ---------------------------------------------------------------- moved names
 
-def default_colors(num_classes):
-    """Distinct RGB colours; class 0 (background) is black."""
-    base = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
-            (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60),
-            (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200),
-            (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128)]
-    generator = np.random.default_rng(0)
-    extra = [tuple(int(v) for v in generator.integers(0, 256, 3))
-             for _ in range(max(0, num_classes - len(base)))]
-    return [list(color) for color in (base + extra)[:num_classes]]
+MOVED = {"load_model": "inference", "predict": "inference"}  # the README once taught these
 
 
-def colorize(labels, colors, ignore_index=255):
-    """uint8 [H, W, 3] picture of a label map; ignored pixels are white."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[:len(colors)] = np.asarray(colors, dtype=np.uint8)
-    palette[ignore_index % 256] = 255
-    return palette[np.asarray(labels).astype(np.int64) % 256]
-
-
-def to_display(image):
-    """uint8 [H, W, 3] from a [C, H, W] float image in any range (min-max stretched)."""
-    image = np.asarray(image, dtype=np.float32)
-    image = image[:3].transpose(1, 2, 0) if image.ndim == 3 else image[..., None]
-    low, high = float(image.min()), float(image.max())
-    image = (image - low) / (high - low) if high > low else np.zeros_like(image)
-    image = (image * 255).round().astype(np.uint8)
-    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
-
-
-def overlay(image_rgb, labels, colors, alpha=0.45):
-    """Image with a translucent colour mask; background (class 0) left clear."""
-    colored = colorize(labels, colors).astype(np.float32)
-    mixed = image_rgb.astype(np.float32)
-    foreground = (np.asarray(labels) > 0)[..., None]
-    mixed = np.where(foreground, (1 - alpha) * mixed + alpha * colored, mixed)
-    return mixed.round().astype(np.uint8)
-
-
-def save_samples_figure(path, samples, colors, class_names=None):
-    """Rows of image | ground truth | prediction | overlay. samples: (image, mask, pred)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(len(samples), 4, figsize=(12, 3 * len(samples)), squeeze=False)
-    for row, (image, mask, pred) in zip(axes, samples):
-        picture = to_display(image)
-        panels = (picture, colorize(mask, colors), colorize(pred, colors),
-                  overlay(picture, pred, colors))
-        for axis, panel, title in zip(row, panels, ("image", "ground truth", "prediction",
-                                                    "overlay")):
-            axis.imshow(panel, interpolation="nearest")
-            axis.set_title(title)
-            axis.axis("off")
-    _save_figure(fig, path)
-
-
-def plot_curves(path, rows):
-    """Loss and mIoU / mean Dice per epoch from metrics.csv rows (dicts)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    epochs = [int(row["epoch"]) for row in rows]
-    fig, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("train_loss", "val_loss"):
-        loss_axis.plot(epochs, [_float(row[key]) for row in rows], marker="o", label=key)
-    for key in ("miou", "mean_dice"):
-        score_axis.plot(epochs, [_float(row[key]) for row in rows], marker="o", label=key)
-    loss_axis.set(xlabel="epoch", ylabel="loss", title="loss")
-    score_axis.set(xlabel="epoch", ylabel="score", title="validation", ylim=(0, 1))
-    for axis in (loss_axis, score_axis):
-        axis.grid(alpha=0.3)
-        axis.legend()
-    _save_figure(fig, path)
-
-
-def _float(value):
-    return float(value) if value not in ("", None) else float("nan")
-
-
-def _save_figure(fig, path):
-    """Save through a temp file so a reader never sees a half-written PNG."""
-    import matplotlib.pyplot as plt
-    fig.tight_layout()
-    try:
-        with atomic_write(path, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=80)
-    finally:
-        plt.close(fig)
+def __getattr__(name):
+    """`from utils import load_model, predict` keeps working (PEP 562 module __getattr__):
+    the notebook API lives in inference.py, which imports this module, so the names are
+    fetched from there on first use, with a DeprecationWarning."""
+    if name not in MOVED:
+        raise AttributeError(f"module 'utils' has no attribute {name!r}")
+    warnings.warn(f"utils.{name} moved to {MOVED[name]}.{name}; import it from there",
+                  DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(MOVED[name]), name)

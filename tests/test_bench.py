@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 import bench
+import engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_json_report_has_the_headline_figures():
     command = [sys.executable, "bench.py", "--size", "32", "--batch-size", "2", "--pairs", "1",
                "--repeats", "1", "--warmup", "0", "--peak-size", "128", "--loader-workers", "0",
@@ -34,11 +36,10 @@ def test_json_report_has_the_headline_figures():
 
 
 def test_project_training_runs_train_py_code(monkeypatch):
-    """The project's configuration goes through train.py's own loop, not a copy."""
-    import train
+    """The project's configuration goes through train.py's own loop (engine.py), not a copy."""
     calls = []
-    original = train.train_one_epoch
-    monkeypatch.setattr(train, "train_one_epoch",
+    original = engine.train_one_epoch
+    monkeypatch.setattr(engine, "train_one_epoch",
                         lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
     args = bench.get_args_parser().parse_args(["--size", "16", "--batch-size", "2",
                                                "--repeats", "1", "--warmup", "0",

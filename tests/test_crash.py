@@ -20,8 +20,11 @@ import pytest
 import torch
 from PIL import Image
 
+import engine
 import train
 import utils
+from helpers import data_info
+from model import SegNet
 
 ROOT = Path(__file__).resolve().parent.parent
 KILLS = int(os.environ.get("SEGNET_SOAK_KILLS", "10"))
@@ -218,6 +221,7 @@ def timed_reference(data_root, out):
     return ready - run.started, total / EPOCHS
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path):
     data_root = write_dataset(tmp_path / "data")
     reference = tmp_path / "reference"
@@ -335,7 +339,7 @@ def test_resume_drops_metric_rows_the_checkpoint_does_not_have(tmp_path, monkeyp
     def killed(*args, **kwargs):
         raise RuntimeError("killed in the first step")
 
-    monkeypatch.setattr(train, "train_one_epoch", killed)
+    monkeypatch.setattr(engine, "train_one_epoch", killed)
     with pytest.raises(RuntimeError, match="killed"):
         train.main(in_process_args(data_root, out, "--epochs", "2"))
     assert [row["epoch"] for row in csv.DictReader(open(out / "metrics.csv"))] == ["1"]
@@ -344,8 +348,8 @@ def test_resume_drops_metric_rows_the_checkpoint_does_not_have(tmp_path, monkeyp
 # --------------------------------------------------------------------------- --resume auto
 
 def fake_checkpoint(path, global_step):
-    utils.save_checkpoint(path, {"format_version": utils.CHECKPOINT_VERSION, "model_args": {},
-                                 "model": {}, "data": {}, "global_step": global_step})
+    utils.save_checkpoint(path, utils.build_checkpoint(SegNet(), data_info(),
+                                                       training={"global_step": global_step}))
 
 
 def auto_args(out):

@@ -11,9 +11,12 @@ import torch
 from PIL import Image
 
 import dataset
-from dataset import (DataError, EvalTransform, SegmentationDataset, TrainTransform,
-                     decode_mask, list_pairs, load_image, make_demo, normalize, pad_collate,
-                     scan_dataset)
+import utils
+from dataset import SegmentationDataset, list_pairs, load_image, normalize, scan_dataset
+from demo import make_demo
+from masks import decode_mask
+from transforms import EvalTransform, TrainTransform, pad_collate
+from utils import DataError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -560,5 +563,5 @@ def test_demo_is_deterministic_and_valid(tmp_path):
 
 
 def test_format_values():
-    assert dataset.format_values([0, 1, 2, 3, 255]) == "{0..3, 255}"
-    assert dataset.format_values([0, 2, 5]) == "{0, 2, 5}"
+    assert utils.format_values([0, 1, 2, 3, 255]) == "{0..3, 255}"
+    assert utils.format_values([0, 2, 5]) == "{0, 2, 5}"

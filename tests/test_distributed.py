@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import utils
-from test_train import write_tiny_dataset
+from helpers import write_tiny_dataset
 
+pytestmark = pytest.mark.slow  # torchrun processes: ~30 s together
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--epochs", "1", "--crop-size", "16", "--no-augment", "--workers", "0",
           "--sync-bn", "--deterministic", "--log-every", "1", "--scheduler", "none",
@@ -92,14 +93,14 @@ def test_ddp_resume_continues_the_run(ddp_runs):
 
 
 FAILING_RANK = """
-import sys, train
-original = train.train_one_epoch
+import sys, engine, train
+original = engine.train_one_epoch
 def failing(*args, **kwargs):
     import torch.distributed as dist
     if dist.get_rank() == 1:
         raise RuntimeError("rank 1 failed on purpose")
     return original(*args, **kwargs)
-train.train_one_epoch = failing
+engine.train_one_epoch = failing
 sys.exit(train.main(train.get_args_parser().parse_args()))
 """
 

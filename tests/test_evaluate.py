@@ -1,5 +1,6 @@
 """evaluate.py: hand-checked metrics, native-size scoring, outputs, and masks the checkpoint
 cannot read."""
+import csv
 import json
 import subprocess
 import sys
@@ -12,8 +13,10 @@ from PIL import Image
 
 import dataset as data
 import evaluate
+import inference
 import train
-from test_predict import random_model, save_test_checkpoint, write_image
+import utils
+from helpers import random_model, save_test_checkpoint, write_image, write_tiny_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 IGNORE = 255
@@ -55,7 +58,7 @@ def dataset_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def info(dataset_root):
     """The checkpoint's "data" entry exactly as training makes it."""
-    return train.data_metadata(data.scan_dataset(dataset_root, splits=("train",)))
+    return utils.data_metadata(data.scan_dataset(dataset_root, splits=("train",)))
 
 
 def run_main(*argv):
@@ -96,8 +99,8 @@ def test_constant_model_gives_hand_computed_metrics(dataset_root, info, tmp_path
 def test_scores_do_not_depend_on_the_batch_size(dataset_root, info):
     """Images of two sizes: batches hold one size, so no padding changes any prediction."""
     model = random_model(num_classes=3)
-    one, per_image = evaluate.evaluate_split(model, info, dataset_root, "test", batch_size=1)
-    three, _ = evaluate.evaluate_split(model, info, dataset_root, "test", batch_size=3)
+    one, per_image = inference.evaluate_split(model, info, dataset_root, "test", batch_size=1)
+    three, _ = inference.evaluate_split(model, info, dataset_root, "test", batch_size=3)
     assert torch.equal(one, three)
     assert one.sum() == 146 + 148 + 28
     assert [entry["name"] for entry in per_image] == ["a", "b", "c"]
@@ -177,3 +180,23 @@ def test_rgb_images_for_a_grey_checkpoint_are_converted_as_in_training_with_a_wa
                     tmp_path / "eval", "--worst", "0") == 0
     assert f"converted RGB -> grey as in training (e.g. {root / 'test/images/a.png'})" in \
         capsys.readouterr().err
+
+
+def test_training_validation_and_evaluate_report_the_same_scores(tmp_path):
+    """One scoring path: the val mIoU and pixel accuracy train.py logs for its best epoch are
+    what evaluate.py reports for best.pt on the same split (default precision and layout)."""
+    root = write_tiny_dataset(tmp_path / "data", counts=(("train", 4), ("val", 3)), size=20)
+    out = tmp_path / "run"
+    args = train.get_args_parser().parse_args(
+        ["--data", str(root), "--out", str(out), "--epochs", "2", "--batch-size", "2",
+         "--crop-size", "16", "--workers", "0"])
+    assert train.main(args) == 0
+    best_epoch = torch.load(out / "best.pt", weights_only=True)["best_epoch"]
+    logged = next(row for row in csv.DictReader(open(out / "metrics.csv"))
+                  if int(row["epoch"]) == best_epoch)
+    assert evaluate.main(evaluate.get_args_parser().parse_args(
+        ["--checkpoint", str(out / "best.pt"), "--data", str(root), "--split", "val",
+         "--out", str(tmp_path / "eval"), "--worst", "0"])) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert float(logged["miou"]) == round(report["miou"], 6)
+    assert float(logged["pixel_acc"]) == round(report["pixel_acc"], 6)

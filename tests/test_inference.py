@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+import inference
 import utils
 from model import SegNet, fold_batchnorm, inference_model
 
@@ -98,9 +99,9 @@ def test_mc_dropout_probs_agree_between_original_and_folded():
     folded = fold_batchnorm(model)
     images = torch.randn(2, 1, 16, 24, dtype=torch.float64)
     torch.manual_seed(3)
-    mean, entropy, variance = utils.mc_dropout_probs(model, images, samples=4, chunk=2)
+    mean, entropy, variance = inference.mc_dropout_probs(model, images, samples=4, chunk=2)
     torch.manual_seed(3)
-    folded_mean, folded_entropy, folded_variance = utils.mc_dropout_probs(folded, images,
+    folded_mean, folded_entropy, folded_variance = inference.mc_dropout_probs(folded, images,
                                                                           samples=4, chunk=2)
     assert torch.allclose(folded_mean, mean, atol=1e-5)
     assert torch.allclose(folded_entropy, entropy, atol=1e-4)

@@ -10,54 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import inference
 import predict
-import utils
-from model import SegNet
+from helpers import data_info, random_model, save_test_checkpoint, write_image
+from model import MIN_SIZE, context_radius
 
 ROOT = Path(__file__).resolve().parent.parent
-RADIUS = predict.context_radius()
-
-
-def random_model(num_classes=3, in_channels=1, seed=0, dropout=0.0):
-    """An untrained SegNet in eval mode with non-trivial BatchNorm statistics."""
-    torch.manual_seed(seed)
-    model = SegNet(in_channels=in_channels, num_classes=num_classes, dropout=dropout).eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.normal_(0, 0.1)
-            module.running_var.uniform_(0.5, 2.0)
-    return model
-
-
-def data_info(num_classes=2, in_channels=1):
-    """The checkpoint's "data" entry (as train.data_metadata writes it) for index masks."""
-    return {"in_channels": in_channels, "ignore_index": 255, "num_classes": num_classes,
-            "class_names": [f"class_{c}" for c in range(num_classes)],
-            "class_colors": utils.default_colors(num_classes),
-            "mask_decoding": {"kind": "index", "num_classes": num_classes, "void_values": []},
-            "normalization": {"mean": [0.5] * in_channels, "std": [0.25] * in_channels}}
-
-
-def save_test_checkpoint(path, num_classes=2, in_channels=1, favour=None, info=None, seed=0,
-                         dropout=0.0):
-    """A checkpoint of an untrained model; favour=c makes it predict class c everywhere
-    (classifier weights 0, bias 5 for c and 0 for the others)."""
-    model = random_model(num_classes, in_channels, seed, dropout)
-    if favour is not None:
-        with torch.no_grad():
-            model.classifier.weight.zero_()
-            model.classifier.bias.zero_()
-            model.classifier.bias[favour] = 5.0
-    utils.save_checkpoint(path, {
-        "format_version": utils.CHECKPOINT_VERSION, "model_args": model.constructor_args(),
-        "model": model.state_dict(), "data": info or data_info(num_classes, in_channels)})
-    return path
-
-
-def write_image(path, height, width, channels=1, seed=0):
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, channels), np.uint8)
-    Image.fromarray(pixels[..., 0] if channels == 1 else pixels).save(path)
-    return path
+RADIUS = context_radius()
 
 
 def run_main(*argv):
@@ -72,7 +31,7 @@ def test_context_radius_is_the_exact_reach_of_one_input_pixel():
     along the rows of a narrow strip (the network is the same along both axes)."""
     model = random_model()
     image = torch.randn(1, 1, 112, 16)
-    rows = [48 + offset for offset in range(predict.POOL_GRID)]
+    rows = [48 + offset for offset in range(MIN_SIZE)]
     batch = image.repeat(len(rows) + 1, 1, 1, 1)  # one batch: the same conv algorithm for all
     for index, row in enumerate(rows, start=1):
         batch[index, 0, row, 8] += 10
@@ -87,9 +46,9 @@ def test_context_radius_is_the_exact_reach_of_one_input_pixel():
 def test_tiled_equals_untiled_on_the_whole_image_when_overlap_covers_the_receptive_field():
     model = random_model()
     image = torch.randn(1, 157, 171)  # odd sizes: the last tiles end off the pooling grid
-    whole = predict.forward_probs(model, image[None])[0][0]
-    tiled, _ = predict.tiled_probs(model, image, tile=136, overlap=88)
-    assert len(predict.tile_windows(157, 136, 88)) == 2  # really tiled, in both directions
+    whole = inference.forward_probs(model, image[None])[0][0]
+    tiled, _ = inference.tiled_probs(model, image, tile=136, overlap=88)
+    assert len(inference.tile_windows(157, 136, 88)) == 2  # really tiled, in both directions
     torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
     assert torch.equal(tiled.argmax(0), whole.argmax(0))
 
@@ -110,10 +69,10 @@ def test_tiled_equals_untiled_away_from_tile_edges():
     at least RADIUS from the inner edges of every tile holding it is still exact."""
     model = random_model()
     image = torch.randn(1, 121, 133)
-    whole = predict.forward_probs(model, image[None])[0][0]
-    tiled, _ = predict.tiled_probs(model, image, tile=64, overlap=16)
-    rows = exact_positions(121, predict.tile_windows(121, 64, 16))
-    cols = exact_positions(133, predict.tile_windows(133, 64, 16))
+    whole = inference.forward_probs(model, image[None])[0][0]
+    tiled, _ = inference.tiled_probs(model, image, tile=64, overlap=16)
+    rows = exact_positions(121, inference.tile_windows(121, 64, 16))
+    cols = exact_positions(133, inference.tile_windows(133, 64, 16))
     region = torch.from_numpy(rows[:, None] & cols[None, :])
     assert region.sum() > 500
     torch.testing.assert_close(tiled[:, region], whole[:, region], atol=1e-5, rtol=0)
@@ -127,13 +86,13 @@ def test_tile_windows_cover_the_axis_on_the_grid_with_weights_summing_to_one(len
                                                                              overlap):
     if overlap >= tile:
         with pytest.raises(ValueError):
-            predict.check_tiling(tile, overlap)
+            inference.check_tiling(tile, overlap)
         return
-    windows = predict.tile_windows(length, tile, overlap)
+    windows = inference.tile_windows(length, tile, overlap)
     assert windows[0][0] == 0 and windows[-1][1] == length
-    assert all(start % predict.POOL_GRID == 0 for start, _ in windows)
+    assert all(start % MIN_SIZE == 0 for start, _ in windows)
     assert all(end - start == min(tile, length) or end == length for start, end in windows)
-    weights = predict.window_weights(length, windows, overlap)
+    weights = inference.window_weights(length, windows, overlap)
     np.testing.assert_allclose(weights.sum(0), 1, atol=1e-6)
     if overlap >= 2 * RADIUS:  # no weight where a tile lacks context: exact tiling
         for row, (start, end) in zip(weights, windows):
@@ -144,24 +103,24 @@ def test_tile_windows_cover_the_axis_on_the_grid_with_weights_summing_to_one(len
 def test_tta_is_flip_equivariant():
     model = random_model()
     image = torch.randn(1, 1, 16, 24)
-    with_tta, _ = predict.forward_probs(model, image, tta=True)
-    flipped, _ = predict.forward_probs(model, image.flip(-1), tta=True)
+    with_tta, _ = inference.forward_probs(model, image, tta=True)
+    flipped, _ = inference.forward_probs(model, image.flip(-1), tta=True)
     torch.testing.assert_close(flipped.flip(-1), with_tta, atol=1e-5, rtol=0)
-    without, _ = predict.forward_probs(model, image.flip(-1))
-    assert not torch.allclose(without.flip(-1), predict.forward_probs(model, image)[0], atol=1e-3)
+    without, _ = inference.forward_probs(model, image.flip(-1))
+    assert not torch.allclose(without.flip(-1), inference.forward_probs(model, image)[0], atol=1e-3)
 
 
 # ---------------------------------------------------------------- inference form
 
 def test_load_for_inference_prepares_the_folded_model_with_the_same_outputs(tmp_path):
     checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3)
-    model, info, dtype = predict.load_for_inference(checkpoint, "cpu", "off")
+    model, info, dtype = inference.load_for_inference(checkpoint, "cpu", "off")
     assert dtype is None and not model.training and info["dropout"] == 0.0
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert not any(p.requires_grad for p in model.parameters())
     image = torch.randn(1, 1, 29, 35)
-    expected, _ = predict.forward_probs(random_model(3), image)
-    actual, _ = predict.forward_probs(model, image)
+    expected, _ = inference.forward_probs(random_model(3), image)
+    actual, _ = inference.forward_probs(model, image)
     assert (actual - expected).abs().mean() < 1e-5
     assert (actual.argmax(1) == expected.argmax(1)).float().mean() > 0.999
 
@@ -171,8 +130,8 @@ def test_load_for_inference_prepares_the_folded_model_with_the_same_outputs(tmp_
 def test_mc_without_dropout_equals_the_deterministic_prediction():
     model = random_model()
     images = torch.randn(2, 1, 16, 21)
-    expected, no_variance = predict.forward_probs(model, images)
-    probs, variance = predict.forward_probs(model, images, mc_samples=3, max_pixels=2 * 16 * 21)
+    expected, no_variance = inference.forward_probs(model, images)
+    probs, variance = inference.forward_probs(model, images, mc_samples=3, max_pixels=2 * 16 * 21)
     torch.testing.assert_close(probs, expected, atol=1e-6, rtol=0)
     assert no_variance is None and variance.shape == (2, 16, 21) and variance.max() < 1e-6
 
@@ -181,16 +140,16 @@ def test_mc_dropout_is_seeded_per_image_and_leaves_batchnorm_alone():
     model = random_model(dropout=0.5)
     buffers = {name: value.clone() for name, value in model.named_buffers()}
     images = torch.randn(2, 1, 16, 24)
-    probs, variance = predict.batch_probs(model, images, mc_samples=4, seed=3)
-    again, _ = predict.batch_probs(model, images, mc_samples=4, seed=3)
-    alone, _ = predict.batch_probs(model, images[1:], mc_samples=4, seed=3)
-    other_seed, _ = predict.batch_probs(model, images, mc_samples=4, seed=4)
+    probs, variance = inference.batch_probs(model, images, mc_samples=4, seed=3)
+    again, _ = inference.batch_probs(model, images, mc_samples=4, seed=3)
+    alone, _ = inference.batch_probs(model, images[1:], mc_samples=4, seed=3)
+    other_seed, _ = inference.batch_probs(model, images, mc_samples=4, seed=4)
     assert torch.equal(probs, again) and torch.equal(probs[1:], alone)
     assert not torch.allclose(probs, other_seed, atol=1e-4)
-    deterministic, _ = predict.batch_probs(model, images)
+    deterministic, _ = inference.batch_probs(model, images)
     assert not torch.allclose(probs, deterministic, atol=1e-4)
     assert variance.min() >= 0 and variance.max() > 1e-4
-    assert predict.entropy_map(probs).min() > 0
+    assert inference.entropy_map(probs).min() > 0
     for name, value in model.named_buffers():
         assert torch.equal(value, buffers[name]), name
     assert not model.training and not model.mc_dropout
@@ -199,13 +158,13 @@ def test_mc_dropout_is_seeded_per_image_and_leaves_batchnorm_alone():
 def test_tiled_mc_dropout_blends_probabilities_and_variance():
     model = random_model(dropout=0.5)
     image = torch.randn(1, 40, 27)
-    probs, variance = predict.batch_probs(model, image[None], tile=24, overlap=8, mc_samples=2)
+    probs, variance = inference.batch_probs(model, image[None], tile=24, overlap=8, mc_samples=2)
     assert probs.shape == (1, 3, 40, 27) and variance.shape == (1, 40, 27)
     torch.testing.assert_close(probs.sum(1), torch.ones(1, 40, 27), atol=1e-5, rtol=0)
     assert variance.min() > 0  # every pixel, tile edges included, got sampled passes
     plain = random_model(dropout=0.0)
-    tiled, _ = predict.tiled_probs(plain, image, tile=24, overlap=8, mc_samples=2)
-    expected, _ = predict.tiled_probs(plain, image, tile=24, overlap=8)
+    tiled, _ = inference.tiled_probs(plain, image, tile=24, overlap=8, mc_samples=2)
+    expected, _ = inference.tiled_probs(plain, image, tile=24, overlap=8)
     torch.testing.assert_close(tiled, expected, atol=1e-6, rtol=0)
 
 
@@ -251,11 +210,11 @@ def test_image_size_defaults_to_training_and_probs_come_back_at_native_size():
     model = random_model(num_classes=2)
     info = dict(data_info(2), train_image_size=32)  # as load_for_inference reads a checkpoint
     image = np.random.default_rng(0).random((1, 45, 61), dtype=np.float32)
-    probs = predict.predict_probs(model, info, image)
+    probs = inference.predict_probs(model, info, image)
     assert probs.shape == (2, 45, 61)
     np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
-    np.testing.assert_array_equal(probs, predict.predict_probs(model, info, image, image_size=32))
-    native = predict.predict_probs(model, info, image, image_size=0)
+    np.testing.assert_array_equal(probs, inference.predict_probs(model, info, image, image_size=32))
+    native = inference.predict_probs(model, info, image, image_size=0)
     assert native.shape == (2, 45, 61) and not np.allclose(native, probs, atol=1e-3)
 
 
@@ -277,10 +236,10 @@ def test_mc_samples_write_16_bit_and_colour_entropy_maps_deterministically(tmp_p
     for name in ("a_entropy.png", "a_variance.npy"):  # the same seed gives the same maps
         assert (out / name).read_bytes() == (tmp_path / "out2" / name).read_bytes()
     # The documented scaling: entropy / ln(K) * 65535, from the same MC probabilities.
-    model, _, _ = predict.load_for_inference(checkpoint, "cpu", "off")
+    model, _, _ = inference.load_for_inference(checkpoint, "cpu", "off")
     image = np.asarray(Image.open(tmp_path / "a.png"), np.float32)[None] / 255
-    probs = torch.from_numpy(predict.predict_probs(model, info, image, mc_samples=3, seed=5))
-    expected = predict.entropy_map(probs) / np.log(3) * 65535
+    probs = torch.from_numpy(inference.predict_probs(model, info, image, mc_samples=3, seed=5))
+    expected = inference.entropy_map(probs) / np.log(3) * 65535
     assert values.min() > 0
     np.testing.assert_allclose(values, expected.numpy(), atol=1.0)
 
@@ -359,3 +318,19 @@ def test_bad_input_arguments_stop_before_any_work(tmp_path):
     with pytest.raises(SystemExit, match="is a file"):
         run_main("--checkpoint", checkpoint, "--input", tmp_path / "x", "--output",
                  tmp_path / "a_file")
+
+
+@pytest.mark.parametrize("num_classes, size", [(2, (37, 53)), (3, (600, 70))])
+def test_the_notebook_api_gives_predict_py_labels(tmp_path, num_classes, size):
+    """inference.load_model + inference.predict run predict.py's path (folded model, its
+    precision, tiling above 512 px): the same labels for the same image."""
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", num_classes=num_classes)
+    (tmp_path / "in").mkdir()
+    image = write_image(tmp_path / "in" / "a.png", *size, seed=3)
+    assert run_main("--checkpoint", checkpoint, "--input", image, "--output",
+                    tmp_path / "out") == 0
+    written = np.asarray(Image.open(tmp_path / "out" / "a.png"))
+    model, info = inference.load_model(checkpoint)
+    labels = inference.predict(model, info, Image.open(image))
+    expected = written // 255 if num_classes == 2 else written
+    assert labels.shape == size and np.array_equal(labels, expected)

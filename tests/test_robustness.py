@@ -21,10 +21,14 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 import dataset
+import inference
+import masks
+import plots
 import train
 import utils
-from dataset import DataError, SegmentationDataset
+from dataset import SegmentationDataset
 from model import SegNet
+from utils import DataError
 
 SIZE = 16
 FUZZ_EXAMPLES = int(os.environ.get("SEGNET_FUZZ_EXAMPLES", "100"))
@@ -922,9 +926,9 @@ def test_fuzz_mask_decoding_gives_ids_or_a_named_data_error(tmp_path_factory, da
     write_stored(path, mask, data.draw(st.sampled_from([1.0] * 4 + [0.6, 0.1])))
     size = mask.shape[1:] if style[2] == "CHW" else mask.shape[:2]
     try:
-        summary = dataset.summarize_mask(path, size)
-        decoding = dataset.infer_mask_decoding([summary])
-        ids = dataset.decode_mask(path, decoding)
+        summary = masks.summarize_mask(path, size)
+        decoding = masks.infer_mask_decoding([summary])
+        ids = masks.decode_mask(path, decoding)
     except DataError as error:
         assert str(error)
         if re.search("cannot be read|has dtype|has shape", str(error)):
@@ -943,12 +947,10 @@ def checkpoint_for(segnet, **changes):
     classes, channels = segnet.num_classes, segnet.in_channels
     data = {"in_channels": channels, "num_classes": classes, "ignore_index": 255,
             "class_names": [f"c{c}" for c in range(classes)],
-            "class_colors": utils.default_colors(classes),
+            "class_colors": plots.default_colors(classes),
             "mask_decoding": {"kind": "index", "num_classes": classes, "void_values": []},
             "normalization": {"mean": [0.5] * channels, "std": [0.2] * channels}}
-    checkpoint = {"format_version": utils.CHECKPOINT_VERSION,
-                  "model_args": segnet.constructor_args(), "model": segnet.state_dict(),
-                  "data": data}
+    checkpoint = utils.build_checkpoint(segnet, data)
     checkpoint.update(changes)
     return checkpoint
 
@@ -1001,7 +1003,7 @@ def test_wrong_checkpoint_gives_one_clear_paragraph(tmp_path, make, message):
     path = tmp_path / "foreign.pt"
     utils.save_checkpoint(path, make())
     with pytest.raises(ValueError, match=message) as caught:
-        utils.load_model(path)
+        inference.load_model(path)
     text = str(caught.value)
     assert str(path) in text and "\n" not in text and len(text) < 500, text
 
@@ -1041,7 +1043,7 @@ def test_non_finite_input_array_is_named_by_predict():
     pixels = np.full((SIZE, SIZE), 0.5, dtype=np.float32)
     pixels[1, 1] = np.inf
     with pytest.raises(DataError, match="the array has 1 non-finite pixel values"):
-        utils.predict(model, info, pixels)
+        inference.predict(model, info, pixels)
 
 
 # --------------------------------------------------------------------------- train.py flags

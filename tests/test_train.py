@@ -5,35 +5,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import engine
+import inference
 import train
-import utils
+from helpers import write_tiny_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMING_COLUMNS = {"seconds", "img/s"}
-
-
-def write_tiny_dataset(root, counts=(("train", 6), ("val", 2)), size=24, seed=0):
-    """Index masks with 3 classes: a bright square (1) and a dark bar (2) on a mid background."""
-    rng = np.random.default_rng(seed)
-    for split, count in counts:
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "masks").mkdir(parents=True)
-        for index in range(count):
-            mask = np.zeros((size, size), dtype=np.uint8)
-            top, left = rng.integers(0, size - 10, 2)
-            mask[top:top + 8, left:left + 8] = 1
-            mask[rng.integers(0, size - 3):][:3, 2:size - 2] = 2
-            image = np.choose(mask, [120, 220, 30]).astype(np.float64)
-            image += rng.normal(0, 10, image.shape)
-            Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(
-                root / split / "images" / f"img_{index}.png")
-            Image.fromarray(mask).save(root / split / "masks" / f"img_{index}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +62,7 @@ def test_smoke_run_writes_a_complete_run_folder(tiny_data, tmp_path):
     checkpoint = torch.load(out / "last.pt", weights_only=True)
     assert checkpoint["epoch"] == 2 and checkpoint["batch"] == 0
     assert not any(key.startswith(("module.", "_orig_mod.")) for key in checkpoint["model"])
-    model, info = utils.load_model(out / "best.pt")
+    model, info = inference.load_model(out / "best.pt")
     assert info["num_classes"] == 3 and not model.training
     log = (out / "train.log").read_text()
     assert "epoch 2/2" in log and "miou" in log
@@ -140,7 +122,7 @@ def stop_after_steps(monkeypatch, steps):
         captured["state"] = original_new_state()
         return captured["state"]
 
-    class StopAfter(train.StopFlag):
+    class StopAfter(engine.StopFlag):
         signal = property(lambda self: "SIGTERM"
                           if captured["state"]["global_step"] >= steps else None,
                           lambda self, value: None)
@@ -148,9 +130,9 @@ def stop_after_steps(monkeypatch, steps):
         def install(self):
             pass
 
-    original_new_state = train.new_state
-    monkeypatch.setattr(train, "new_state", new_state)
-    monkeypatch.setattr(train, "StopFlag", StopAfter)
+    original_new_state = engine.new_state
+    monkeypatch.setattr(engine, "new_state", new_state)
+    monkeypatch.setattr(engine, "StopFlag", StopAfter)
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -189,13 +171,13 @@ def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data
     good = torch.load(out / "last.pt", weights_only=True)["model"]
     with pytest.raises(SystemExit, match="--optimizer sgd, not adamw"):
         train.main(run_args(tiny_data, out, "--epochs", "3", "--resume", str(out)))
-    build_criterion = train.build_criterion
+    build_criterion = engine.build_criterion
 
     def exploding(args, info, device):
         criterion, weights = build_criterion(args, info, device)
         return (lambda logits, masks: criterion(logits, masks) * float("nan")), weights
 
-    monkeypatch.setattr(train, "build_criterion", exploding)
+    monkeypatch.setattr(engine, "build_criterion", exploding)
     args = run_args(tiny_data, out, "--epochs", "3", "--resume", str(out), "--optimizer", "sgd")
     with pytest.raises(FloatingPointError, match="loss became nan"):
         train.main(args)
@@ -239,8 +221,8 @@ class _RandomValue(torch.utils.data.Dataset):
 @pytest.mark.parametrize("workers", [0, 1])
 def test_augmentation_changes_with_the_epoch_and_not_with_workers(workers):
     """Persistent workers keep their dataset copy: the epoch must travel with each index."""
-    dataset = train.EpochSeeded(_RandomValue(), seed=3)
-    sampler = train.EpochSampler(len(dataset), seed=3, shuffle=False)
+    dataset = engine.EpochSeeded(_RandomValue(), seed=3)
+    sampler = engine.EpochSampler(len(dataset), seed=3, shuffle=False)
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, sampler=sampler,
                                          num_workers=workers, persistent_workers=workers > 0)
     epochs = []
@@ -248,7 +230,7 @@ def test_augmentation_changes_with_the_epoch_and_not_with_workers(workers):
         sampler.set_epoch(epoch)
         epochs.append(torch.cat(list(loader)).flatten())
     assert not torch.equal(epochs[0], epochs[1])
-    reference = train.EpochSeeded(_RandomValue(), seed=3)
+    reference = engine.EpochSeeded(_RandomValue(), seed=3)
     assert torch.equal(epochs[1], torch.cat([reference[(1, i)] for i in range(4)]).flatten())
     before = torch.get_rng_state()
     reference[(0, 0)]
@@ -259,13 +241,13 @@ def test_plateau_cuts_stay_in_force():
     args = train.get_args_parser().parse_args(["--scheduler", "plateau", "--warmup-epochs", "0",
                                                "--lr", "1.0", "--gamma", "0.1"])
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    warm, plateau = train.build_scheduler(args, optimizer, steps_per_epoch=2)
+    warm, plateau = engine.build_scheduler(args, optimizer, steps_per_epoch=2)
     for miou in (0.5, 0.4, 0.4, 0.4):  # patience 2: the fourth validation without gain cuts
         plateau.step(miou)
     optimizer.step()
     warm.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
-    restored = train.build_scheduler(args, torch.optim.SGD(
+    restored = engine.build_scheduler(args, torch.optim.SGD(
         [torch.zeros(1, requires_grad=True)], lr=1.0), steps_per_epoch=2)[1]
     restored.load_state_dict(plateau.state_dict())
     assert restored.scale == pytest.approx(0.1)

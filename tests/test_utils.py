@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+import engine
+import inference
+import plots
 import utils
 from model import SegNet
 
@@ -45,32 +48,32 @@ def test_absent_class_is_left_out_of_means():
 def test_median_frequency_weights_by_hand():
     # class 0: 60 px in images totalling 100 px; class 1: 10 px in 50 px; class 2: 5 px in 50.
     info = {"class_pixels": [60, 10, 5], "class_image_pixels": [100, 50, 50]}
-    weights = utils.class_weights(info, "median-freq")
+    weights = engine.class_weights(info, "median-freq")
     freq = np.array([0.6, 0.2, 0.1])
     assert weights.tolist() == pytest.approx((0.2 / freq).tolist())
-    inverse = utils.class_weights(info, "inverse")
+    inverse = engine.class_weights(info, "inverse")
     share = np.array([60, 10, 5]) / 75
     expected = (1 / share) * 3 / (1 / share).sum()
     assert inverse.tolist() == pytest.approx(expected.tolist(), rel=1e-5)
-    assert utils.class_weights(info, "none") is None
+    assert engine.class_weights(info, "none") is None
     # An even number of classes: the median is the mean of the middle two (0.35 here).
-    binary = utils.class_weights({"class_pixels": [60, 10], "class_image_pixels": [100, 100]},
+    binary = engine.class_weights({"class_pixels": [60, 10], "class_image_pixels": [100, 100]},
                                  "median-freq")
     assert binary.tolist() == pytest.approx([0.35 / 0.6, 0.35 / 0.1])
 
 
 def test_class_absent_from_training_gets_zero_weight():
     info = {"class_pixels": [60, 0, 5], "class_image_pixels": [100, 0, 50]}
-    weights = utils.class_weights(info, "median-freq")
+    weights = engine.class_weights(info, "median-freq")
     assert weights[1] == 0 and weights[0] > 0 and weights[2] > 0
 
 
 def test_dice_loss_is_zero_for_perfect_and_ignores_pixels():
     targets = torch.tensor([[[0, 1], [1, 255]]])
     logits = torch.nn.functional.one_hot(targets.clamp(max=1), 2).permute(0, 3, 1, 2) * 50.0
-    assert utils.dice_loss(logits.float(), targets) == pytest.approx(0, abs=1e-4)
+    assert engine.dice_loss(logits.float(), targets) == pytest.approx(0, abs=1e-4)
     wrong = -logits.float()
-    assert utils.dice_loss(wrong, targets) > 0.5
+    assert engine.dice_loss(wrong, targets) > 0.5
 
 
 def make_checkpoint(model, **extra):
@@ -79,8 +82,7 @@ def make_checkpoint(model, **extra):
             "class_colors": [[0, 0, 0], [255, 255, 255]],
             "mask_decoding": {"kind": "binary", "foreground_values": [255]},
             "normalization": {"mean": [0.5], "std": [0.25]}}
-    return {"format_version": utils.CHECKPOINT_VERSION, "model_args": model.constructor_args(),
-            "model": model.state_dict(), "data": data, **extra}
+    return utils.build_checkpoint(model, data, training=extra)
 
 
 def test_checkpoint_round_trip_and_load_model(tmp_path):
@@ -88,7 +90,7 @@ def test_checkpoint_round_trip_and_load_model(tmp_path):
     path = tmp_path / "ck.pt"
     utils.save_checkpoint(path, make_checkpoint(model, epoch=3))
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temp file left behind
-    loaded, info = utils.load_model(path)
+    loaded, info = inference.load_model(path)
     assert not loaded.training and info["epoch"] == 3 and info["class_names"][1] == "foreground"
     images = torch.randn(1, 1, 20, 24)
     with torch.no_grad():
@@ -142,7 +144,7 @@ def test_wrong_files_give_clear_errors(tmp_path):
     path = tmp_path / "mismatched.pt"
     utils.save_checkpoint(path, mismatched)
     with pytest.raises(ValueError, match="do not fit SegNet"):
-        utils.load_model(path)
+        inference.load_model(path)
 
 
 def test_rng_states_round_trip_through_weights_only(tmp_path):
@@ -171,12 +173,12 @@ def test_precision_choice():
 
 def test_colorize_and_overlay():
     labels = np.array([[0, 1], [2, 255]])
-    colors = utils.default_colors(3)
-    picture = utils.colorize(labels, colors)
+    colors = plots.default_colors(3)
+    picture = plots.colorize(labels, colors)
     assert picture.shape == (2, 2, 3) and picture.dtype == np.uint8
     assert picture[0, 1].tolist() == colors[1] and picture[1, 1].tolist() == [255, 255, 255]
     image = np.full((2, 2, 3), 100, dtype=np.uint8)
-    mixed = utils.overlay(image, labels, colors)
+    mixed = plots.overlay(image, labels, colors)
     assert mixed[0, 0].tolist() == [100, 100, 100]  # background untouched
     assert mixed[0, 1].tolist() != [100, 100, 100]
 
@@ -184,7 +186,7 @@ def test_colorize_and_overlay():
 def test_mc_dropout_without_dropout_equals_deterministic_output():
     model = SegNet(num_classes=3).eval()
     images = torch.randn(2, 1, 16, 20)
-    mean, entropy, variance = utils.mc_dropout_probs(model, images, samples=3, chunk=2)
+    mean, entropy, variance = inference.mc_dropout_probs(model, images, samples=3, chunk=2)
     with torch.no_grad():
         expected = model(images).softmax(1)
     assert torch.allclose(mean, expected, atol=1e-6)
@@ -200,9 +202,9 @@ def test_mc_dropout_is_stochastic_seeded_and_leaves_batchnorm_alone():
     buffers = {name: value.clone() for name, value in model.named_buffers()}
     images = torch.randn(1, 1, 16, 16)
     torch.manual_seed(7)
-    mean, entropy, variance = utils.mc_dropout_probs(model, images, samples=6, chunk=4)
+    mean, entropy, variance = inference.mc_dropout_probs(model, images, samples=6, chunk=4)
     torch.manual_seed(7)
-    again = utils.mc_dropout_probs(model, images, samples=6, chunk=4)
+    again = inference.mc_dropout_probs(model, images, samples=6, chunk=4)
     assert torch.equal(mean, again[0]) and torch.equal(entropy, again[1])
     assert variance.max() > 0 and entropy.max() > 0
     for name, value in model.named_buffers():

@@ -1,0 +1,578 @@
+"""Training machinery: the epoch-seeded sampler and loaders, the runtime (device, precision,
+memory format), optimiser, schedule and losses, one training epoch, validation through the
+scoring path evaluate.py uses, and the checkpoint's training state (build and restore).
+train.py drives it; nothing here reads the command line or prints on its own."""
+import functools
+import math
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from tqdm import tqdm
+
+import transforms
+import utils
+from dataset import SegmentationDataset
+from inference import batch_probs, score_dataset
+from model import inference_model
+
+NUM_SAMPLE_IMAGES = 4  # validation images drawn in val_samples_epochNNN.png
+
+
+# ---------------------------------------------------------------- configuration
+
+@dataclass
+class TrainConfig:
+    """Everything the training machinery reads, resolved once. train.py builds it from its
+    flags (whose defaults are these); bench.py and notebooks build their own."""
+
+    # data and augmentation
+    crop_size: int = 64  # 0 = whole images
+    image_size: int | None = None
+    scale: tuple = (0.75, 1.25)
+    flip: bool = True
+    rotate: float = 15.0
+    jitter: float = 0.2
+    noise: float = 0.02
+    augment: bool = True
+    cache: bool = True
+    workers: int | None = None  # None: 0 on CPU, 4 on GPU
+    ignore_index: int = 255
+    # optimisation
+    epochs: int = 12
+    batch_size: int = 8
+    lr: float = 2e-3
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"
+    warmup_epochs: float = 0.5
+    step_size: int = 10
+    gamma: float = 0.1
+    loss: str = "ce"
+    class_weights: str = "none"
+    grad_clip: float = 0.0
+    # hardware and run
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: bool | None = None  # None: on for CPU and CUDA
+    compile: bool = False
+    seed: int = 0
+    log_every: int = 20
+    dry_run: bool = False
+    overfit_batch: bool = False
+
+
+# ----------------------------------------------------- data: epoch-seeded samples, sampler, loaders
+
+class EpochSeeded(Dataset):
+    """Seeds every RNG from (seed, epoch, index) before each sample's augmentation, so the
+    augmented data is the same whatever the worker count or where a run was resumed.
+
+    The key is (epoch, index), as EpochSampler yields it: persistent DataLoader workers keep
+    the dataset copy of their start, so an epoch stored on the dataset would never reach them.
+    The process's own RNG states (dropout, ...) are put back after each sample.
+    """
+
+    def __init__(self, dataset, seed, fixed=False):
+        self.dataset, self.seed, self.fixed = dataset, seed, fixed  # fixed: epoch 0 always
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        epoch = 0 if self.fixed else epoch
+        states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        utils.seed_everything((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+
+
+class EpochSampler(Sampler):
+    """Shuffled order from (seed, epoch) alone, this process's shard of it, and a start offset
+    so a run resumed mid-epoch continues with exactly the batches it had not seen.
+
+    With world_size > 1 (torchrun) the order is padded by repetition to a multiple of
+    world_size, as DistributedSampler does; evaluation uses its own exact sharding.
+    """
+
+    def __init__(self, size, seed, shuffle=True, rank=0, world_size=1):
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch, start=0):
+        self.epoch, self.start = epoch, start
+
+    def full_order(self):
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        per_rank = math.ceil(self.size / self.world_size)
+        order += order[:per_rank * self.world_size - self.size]
+        return order[self.rank::self.world_size]
+
+    def __iter__(self):
+        """(epoch, index) keys for EpochSeeded."""
+        return iter([(self.epoch, index) for index in self.full_order()[self.start:]])
+
+    def __len__(self):
+        return len(self.full_order()) - self.start
+
+
+def build_datasets(config, root, info):
+    """(train set: augmented, seeded per (epoch, index); val set: whole images, read as
+    evaluate.py reads them). With --overfit-batch or --dry-run, train is its first batch, and
+    --overfit-batch validates on that very batch, unaugmented."""
+    augment = config.augment and not config.overfit_batch  # overfit: one fixed batch
+    train_transform = transforms.train_transform(
+        crop_size=config.crop_size, scale=config.scale, flip=config.flip, rotate=config.rotate,
+        jitter=config.jitter, noise=config.noise, ignore_index=config.ignore_index,
+        image_size=config.image_size, augment=augment)
+    train_set = SegmentationDataset(root, "train", info, transform=train_transform,
+                                    cache=config.cache)
+    val_set = SegmentationDataset(root, "val", info, cache=config.cache)
+    train_set = EpochSeeded(train_set, config.seed)
+    if config.overfit_batch or config.dry_run:
+        first = Subset(train_set.dataset, range(min(config.batch_size, len(train_set))))
+        train_set = EpochSeeded(first, config.seed, fixed=config.overfit_batch)
+        val_set = Subset(val_set, range(min(config.batch_size, len(val_set))))
+    if config.overfit_batch:
+        val_set = train_set  # validate on the very batch being memorised
+    return train_set, val_set
+
+
+def quiet_worker(worker_id):
+    """Ctrl-C is handled by the main process (which saves a checkpoint), not by workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def build_loader(config, train_set, device, rank=0, world_size=1):
+    """The train loader: EpochSampler order (this rank's shard), whole batches."""
+    workers = config.workers
+    if workers is None:
+        workers = 0 if device.type == "cpu" else 4
+    collate = functools.partial(transforms.pad_collate, ignore_index=config.ignore_index)
+    # Drop a last partial batch: a batch of one breaks BatchNorm statistics.
+    drop_last = len(train_set) // world_size > config.batch_size
+    sampler = EpochSampler(len(train_set), config.seed, shuffle=not config.overfit_batch,
+                           rank=rank, world_size=world_size)
+    return DataLoader(train_set, batch_size=config.batch_size, sampler=sampler,
+                      drop_last=drop_last, num_workers=workers, collate_fn=collate,
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                      worker_init_fn=quiet_worker)
+
+
+# -------------------------------------------------------- runtime: device, precision, memory format
+
+class Runtime:
+    """Device, precision and memory format, decided once and asked by everything else."""
+
+    def __init__(self, config, local_rank=0):
+        self.device = utils.resolve_device(config.device)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", local_rank)
+        self.dtype = utils.resolve_precision(self.device, config.amp)
+        self.channels_last = utils.resolve_channels_last(self.device, config.channels_last)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+
+    def autocast(self):
+        return utils.autocast(self.device, self.dtype)
+
+    def to_device(self, images, masks):
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, masks.to(self.device, non_blocking=True)
+
+    def inference_form(self, model):
+        """The model as evaluate.py loads it (model.inference_model): BatchNorm folded, the
+        weights cast once to this run's precision and layout. A copy; `model` is untouched."""
+        return inference_model(utils.unwrapped(model), self.dtype, self.channels_last)
+
+    def describe(self):
+        return {"device": str(self.device), "precision": utils.precision_name(self.dtype),
+                "channels_last": self.channels_last}
+
+
+# ---------------------------------------------------------------- model, optimiser, schedule, loss
+
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce(sum) whose backward is the same all_reduce: every rank's loss depends on
+    every rank's contribution to the global statistics."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        return utils.all_reduce_sum(tensor.clone())
+
+    @staticmethod
+    def backward(ctx, grad):
+        return utils.all_reduce_sum(grad.clone())
+
+
+class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
+    """BatchNorm whose training statistics cover the global batch of all ranks.
+
+    torch.nn.SyncBatchNorm runs on GPUs only; this one also runs on CPU (gloo). The sums go
+    through a differentiable all-reduce, so gradients are those of one big batch.
+    """
+
+    def forward(self, x):
+        if not (self.training and utils.is_distributed()):
+            return super().forward(x)
+        channels = x.shape[1]
+        count = torch.full((1,), x.numel() / channels, dtype=torch.float32, device=x.device)
+        values = x.float()
+        local = torch.cat([values.sum((0, 2, 3)), values.square().sum((0, 2, 3)), count])
+        total = _SumOverRanks.apply(local)
+        count = total[-1]
+        mean = total[:channels] / count
+        variance = (total[channels:2 * channels] / count - mean.square()).clamp(min=0)
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            unbiased = variance * count / (count - 1).clamp(min=1)
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
+            self.running_var.lerp_(unbiased.to(self.running_var.dtype), self.momentum)
+        scale = self.weight * torch.rsqrt(variance + self.eps)
+        shift = self.bias - mean * scale
+        return (x * scale[None, :, None, None] + shift[None, :, None, None]).to(x.dtype)
+
+
+def convert_global_batchnorm(module):
+    """Replace every BatchNorm2d by GlobalBatchNorm2d, keeping parameters and statistics."""
+    for name, child in module.named_children():
+        if type(child) is torch.nn.BatchNorm2d:
+            replacement = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum)
+            replacement.load_state_dict(child.state_dict())
+            setattr(module, name, replacement.to(child.weight.device))
+        else:
+            convert_global_batchnorm(child)
+    return module
+
+
+def global_batchnorm(model, device):
+    """BatchNorm over the global batch: SyncBatchNorm on GPUs, utils.GlobalBatchNorm2d on
+    CPU. Parameter and buffer names are unchanged, so checkpoints stay plain SegNet ones."""
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return convert_global_batchnorm(model)
+
+
+def wrap_model(model, config, runtime, world_size):
+    """The module the loop calls: DDP and/or torch.compile around the plain SegNet, which
+    stays what checkpoints are saved from."""
+    train_model = model
+    if world_size > 1:
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        train_model = torch.nn.parallel.DistributedDataParallel(train_model,
+                                                                device_ids=device_ids)
+    return torch.compile(train_model) if config.compile else train_model
+
+
+def build_optimizer(config, model, device):
+    """Fused (one kernel for all parameters) on CPU and CUDA: on a 2-core CPU the unfused
+    AdamW step took 0.3-0.6 s per step, the fused one 0.05-0.07 s."""
+    params = model.parameters()
+    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay, nesterov=config.momentum > 0,
+                               **fused)
+    optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return optimizer_class(params, lr=config.lr, betas=(config.momentum, 0.999),
+                           weight_decay=config.weight_decay, **fused)
+
+
+def build_scheduler(config, optimizer, steps_per_epoch):
+    """Per-step linear warm-up, then the chosen decay (per step; plateau per validation)."""
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        if config.scheduler == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        if config.scheduler == "poly":
+            return max(0.0, 1 - progress) ** 0.9
+        if config.scheduler == "step":
+            return config.gamma ** (step // (config.step_size * steps_per_epoch))
+        return plateau.scale if plateau else 1.0  # none; plateau: its cuts so far
+
+    plateau = PlateauScale(config.gamma) if config.scheduler == "plateau" else None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), plateau
+
+
+class PlateauScale:
+    """ReduceLROnPlateau's decisions as a factor of the per-step schedule. (Acting on the
+    optimizer itself, its cuts would be overwritten by LambdaLR at the next step.)"""
+
+    def __init__(self, gamma, patience=2):
+        self.holder = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.holder, mode="max", factor=gamma, patience=patience)
+
+    @property
+    def scale(self):
+        return self.holder.param_groups[0]["lr"]
+
+    def step(self, metric):
+        self.scheduler.step(metric)
+
+    def state_dict(self):
+        return self.scheduler.state_dict()  # its _last_lr is the scale
+
+    def load_state_dict(self, state):
+        self.scheduler.load_state_dict(state)
+        self.holder.param_groups[0]["lr"] = state["_last_lr"][0]
+
+
+def class_weights(data_info, mode):
+    """Per-class loss weights from the training split's pixel counts, or None.
+
+    median-freq (SegNet paper, after Eigen & Fergus): f_c = pixels of class c / pixels of the
+    images in which c appears; w_c = median(f) / f_c. inverse: w_c proportional to 1 / (share of
+    class c), scaled so the weights average 1. A class with no training pixels gets weight 0.
+    """
+    if mode == "none":
+        return None
+    pixels = torch.tensor(data_info["class_pixels"], dtype=torch.float64)
+    present = pixels > 0
+    if mode == "median-freq":
+        image_pixels = torch.tensor(data_info["class_image_pixels"], dtype=torch.float64)
+        freq = pixels / image_pixels.clamp(min=1)
+        median = freq[present].quantile(0.5)  # the mean of the middle two for an even count
+        weights = torch.where(present, median / freq.clamp(min=1e-12), 0.0)
+    elif mode == "inverse":
+        share = pixels / pixels.sum()
+        weights = torch.where(present, 1 / share.clamp(min=1e-12), 0.0)
+        weights = weights * present.sum() / weights.sum()
+    else:
+        raise ValueError(f"unknown class weighting {mode!r}")
+    return weights.float()
+
+
+def dice_loss(logits, targets, ignore_index=255, eps=1.0):
+    """1 - mean soft Dice over classes; ignored pixels count for nothing."""
+    num_classes = logits.shape[1]
+    valid = (targets != ignore_index).unsqueeze(1)
+    probs = logits.float().softmax(1) * valid
+    one_hot = F.one_hot(targets.clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2)
+    one_hot = one_hot * valid
+    dims = (0, 2, 3)
+    intersection = (probs * one_hot).sum(dims)
+    cardinality = probs.sum(dims) + one_hot.sum(dims)
+    return 1 - ((2 * intersection + eps) / (cardinality + eps)).mean()
+
+
+def build_criterion(config, info, device):
+    weights = class_weights(info, config.class_weights)
+    weights = weights.to(device) if weights is not None else None
+
+    def criterion(logits, masks):
+        logits = logits.float()
+        loss = 0.0
+        if config.loss in ("ce", "ce+dice"):
+            loss = loss + F.cross_entropy(logits, masks, weight=weights,
+                                          ignore_index=config.ignore_index)
+        if config.loss in ("dice", "ce+dice"):
+            loss = loss + dice_loss(logits, masks, config.ignore_index)
+        return loss
+    return criterion, weights
+
+
+# ---------------------------------------------------------------- one training epoch
+
+class Interrupted(Exception):
+    """Raised from the training loop after SIGINT/SIGTERM, once the step in flight is done."""
+
+
+class StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step and exits."""
+
+    def __init__(self):
+        self.signal = None
+
+    def install(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.handler)
+
+    def handler(self, signum, frame):
+        if self.signal is not None:  # second Ctrl-C: stop immediately
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+
+class _CpuGroup:
+    """A gloo group for tiny CPU-side agreements (works beside nccl without a GPU sync)."""
+
+    def __init__(self):
+        self.group = None
+
+    def get(self):
+        if self.group is None:
+            self.group = dist.new_group(backend="gloo")
+        return self.group
+
+CPU_GROUP = _CpuGroup()
+
+
+def stop_requested(stop):
+    """A signal seen by any rank stops every rank at the same step (they must agree, or the
+    next collective would wait forever)."""
+    if not utils.is_distributed():
+        return stop.signal is not None
+    flag = torch.tensor([float(stop.signal is not None)])
+    dist.all_reduce(flag, group=CPU_GROUP.get())
+    if flag.item() and stop.signal is None:
+        stop.signal = "a signal on another rank"
+    return bool(flag.item())
+
+
+def check_finite(loss, state):
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"training loss became {loss} at epoch {state['epoch'] + 1}, step "
+            f"{state['global_step']}: lower --lr, set --grad-clip, or use --amp off; the last "
+            f"good checkpoint is kept")
+
+
+def report_progress(bar, log, state, loss, images_seen, start, total, config):
+    rate = images_seen / max(time.perf_counter() - start, 1e-9)
+    if not bar.disable:
+        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
+        return
+    remaining = (total - state["batch"]) * config.batch_size / max(rate, 1e-9)
+    log(f"  epoch {state['epoch'] + 1} step {state['batch']}/{total} loss {loss:.4f} "
+        f"{rate:.1f} img/s eta {remaining:.0f}s")
+
+
+def train_one_epoch(model, loader, criterion, optimizer, scheduler, runtime, state, config,
+                    stop, log):
+    """One pass over the training loader from batch state['batch'] (non-zero after a resume
+    mid-epoch). Returns (mean loss, img/s, seconds, interrupted by a signal mid-epoch)."""
+    model.train()
+    total = state["batch"] + len(loader)
+    loss_sum = torch.tensor(state["loss_sum"], dtype=torch.float64, device=runtime.device)
+    images_seen, start = 0, time.perf_counter()
+    bar = tqdm(total=total, initial=state["batch"], desc=f"epoch {state['epoch'] + 1}",
+               leave=False, disable=not sys.stdout.isatty(), dynamic_ncols=True)
+    for images, masks in loader:
+        images, masks = runtime.to_device(images, masks)
+        with runtime.autocast():
+            loss = criterion(model(images), masks)
+        optimizer.zero_grad(set_to_none=True)
+        runtime.scaler.scale(loss).backward()
+        if config.grad_clip:
+            runtime.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        runtime.scaler.step(optimizer)
+        runtime.scaler.update()
+        scheduler.step()
+        loss_sum += loss.detach().double() * images.shape[0]
+        images_seen += images.shape[0]
+        state["batch"] += 1
+        state["global_step"] += 1
+        state["images"] += images.shape[0]
+        bar.update(1)
+        if state["batch"] % config.log_every == 0 or state["batch"] == total:
+            current = loss.item()  # the only host sync of a step, and only when logging
+            check_finite(current, state)
+            report_progress(bar, log, state, current, images_seen, start, total, config)
+        state["loss_sum"] = loss_sum  # a tensor until the epoch ends or a checkpoint is made
+        if (stop_requested(stop) and state["batch"] < total) or config.dry_run:
+            break
+    bar.close()
+    elapsed = time.perf_counter() - start
+    totals = utils.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(state["images"])]))
+    mean_loss = totals[0].item() / max(totals[1].item(), 1)
+    check_finite(mean_loss, state)
+    interrupted = state["batch"] < total and not config.dry_run
+    return mean_loss, images_seen / max(elapsed, 1e-9), elapsed, interrupted
+
+
+# ---------------------------------------------------------------- validation
+
+def validate(model, val_set, criterion, runtime, num_classes, ignore_index, image_size=None,
+             max_batches=None, rank=0, world_size=1):
+    """(mean val loss, utils.ConfusionMatrix over the whole split) of `model` in its inference
+    form (Runtime.inference_form), scored by inference.score_dataset: the path evaluate.py
+    takes, so a checkpoint scores the same there as it did here. Under torchrun each rank
+    scores every world_size-th image and the sums are all-reduced (each image counted once).
+    criterion: build_criterion's, on the CPU (the probabilities come back there)."""
+    scores = score_dataset(model, val_set, num_classes, ignore_index,
+                           indices=range(rank, len(val_set), world_size), dtype=runtime.dtype,
+                           image_size=image_size, criterion=criterion, max_batches=max_batches)
+    totals = utils.all_reduce_sum(torch.tensor([scores.loss_sum, scores.images],
+                                               dtype=torch.float64, device=runtime.device))
+    scores.confusion.all_reduce(runtime.device)
+    return (totals[0] / totals[1].clamp(min=1)).item(), scores.confusion
+
+
+def sample_predictions(model, val_set, runtime, count=NUM_SAMPLE_IMAGES):
+    """(image, mask, prediction) for a fixed handful of validation images; model in its
+    inference form."""
+    samples = []
+    for index in range(min(count, len(val_set))):
+        image, mask = val_set[index]
+        probs, _ = batch_probs(model, image[None], dtype=runtime.dtype)
+        samples.append((image.numpy(), mask.numpy(), probs[0].argmax(0).numpy()))
+    return samples
+
+
+# ---------------------------------------------------------------- checkpoints: the training state
+
+STATE_KEYS = ("epoch", "batch", "global_step", "best_metric", "best_epoch", "stale",
+              "loss_sum", "images")
+
+
+def new_state():
+    """Training progress. epoch = completed epochs; batch = batches done in the epoch in
+    flight (non-zero only in a checkpoint written on SIGINT/SIGTERM)."""
+    return {"epoch": 0, "batch": 0, "global_step": 0, "best_metric": -1.0, "best_epoch": 0,
+            "stale": 0, "loss_sum": 0.0, "images": 0}
+
+
+def make_checkpoint(model, optimizer, schedulers, runtime, state, info, run_args):
+    """A checkpoint that --resume continues exactly (utils.build_checkpoint with the training
+    state: optimizer, schedules, scaler, progress and RNG states); run_args: the run's flags as
+    plain data."""
+    progress = {key: state[key] for key in STATE_KEYS}
+    progress["loss_sum"] = float(progress["loss_sum"])
+    training = {"optimizer": optimizer.state_dict(), "scheduler": schedulers[0].state_dict(),
+                "plateau": schedulers[1].state_dict() if schedulers[1] else None,
+                "scaler": runtime.scaler.state_dict(), **progress, "rng": utils.rng_states()}
+    return utils.build_checkpoint(model, info, training, run_args)
+
+
+def restore(checkpoint, model, optimizer, schedulers, runtime, rank=0):
+    """Load everything --resume needs; returns the training progress."""
+    utils.unwrapped(model).load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    schedulers[0].load_state_dict(checkpoint["scheduler"])
+    if schedulers[1] is not None and checkpoint.get("plateau"):
+        schedulers[1].load_state_dict(checkpoint["plateau"])
+    if runtime.scaler.is_enabled() and checkpoint["scaler"]:  # empty when saved without fp16
+        runtime.scaler.load_state_dict(checkpoint["scaler"])
+    utils.set_rng_states(checkpoint["rng"])  # rank 0's; other ranks re-derive their own
+    progress = {key: checkpoint[key] for key in STATE_KEYS}
+    if rank:
+        utils.seed_everything((checkpoint["args"]["seed"] + rank) * 1_000_003
+                              + checkpoint["global_step"])
+        progress.update(loss_sum=0.0, images=0)  # rank 0 holds the epoch's sums so far
+    return progress

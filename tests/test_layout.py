@@ -1,0 +1,94 @@
+"""The code's shape: scripts on top, library modules below, utils.py and model.py at the bottom.
+Imports go one way (no script is imported, no cycle, none hidden in a function), and test files
+share helpers through tests/helpers.py only."""
+import ast
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = {"train", "evaluate", "predict", "bench", "export"}
+BOTTOM = {"utils", "model"}
+# Imports a function may make: optional or heavy dependencies, never a project module.
+PROJECT = {path.stem for path in ROOT.glob("*.py")}
+
+
+def imports(path):
+    """(modules imported at module level, modules imported inside functions) of one file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top, nested = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = {node.module.split(".")[0]}
+        else:
+            continue
+        (top if node in tree.body else nested).update(names)
+    return top, nested
+
+
+def project_graph():
+    return {path.stem: imports(path)[0] & PROJECT for path in ROOT.glob("*.py")}
+
+
+def test_the_modules_are_the_ones_the_readme_code_map_names():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    code_map = readme.split("## Code map", 1)[1].split("\n## ", 1)[0]
+    assert {f"`{name}.py`" for name in PROJECT} <= {word.strip(",") for word in code_map.split()
+                                                     if word.startswith("`")}
+
+
+def test_no_module_imports_a_script():
+    offenders = {module: sorted(targets & SCRIPTS) for module, targets in project_graph().items()
+                 if targets & SCRIPTS}
+    assert not offenders, f"scripts are leaves, but these import them: {offenders}"
+
+
+def test_utils_and_model_import_nothing_above_them():
+    graph = project_graph()
+    assert graph["model"] == set()
+    assert graph["utils"] <= {"model"}
+
+
+def test_imports_have_no_cycle():
+    graph = project_graph()
+    state = {}
+
+    def visit(module, trail):
+        if state.get(module) == "done":
+            return
+        assert state.get(module) != "open", f"import cycle: {' -> '.join(trail + [module])}"
+        state[module] = "open"
+        for target in sorted(graph.get(module, ())):
+            visit(target, trail + [module])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def test_no_project_import_hides_in_a_function():
+    hidden = {path.name: sorted(imports(path)[1] & PROJECT) for path in ROOT.glob("*.py")
+              if imports(path)[1] & PROJECT}
+    assert not hidden, f"project modules imported inside functions: {hidden}"
+
+
+def test_test_files_share_helpers_only():
+    test_names = {path.stem for path in (ROOT / "tests").glob("test_*.py")}
+    for path in (ROOT / "tests").glob("*.py"):
+        top, nested = imports(path)
+        assert not (top | nested) & test_names, f"{path.name} imports another test file"
+
+
+def test_the_notebook_api_the_readme_once_taught_still_imports():
+    import inference
+    with pytest.warns(DeprecationWarning, match="inference.load_model"):
+        from utils import load_model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from utils import predict
+    assert load_model is inference.load_model and predict is inference.predict
+    with pytest.raises(ImportError):
+        from utils import no_such_name  # noqa: F401
