@@ -565,3 +565,19 @@ def test_demo_is_deterministic_and_valid(tmp_path):
 def test_format_values():
     assert utils.format_values([0, 1, 2, 3, 255]) == "{0..3, 255}"
     assert utils.format_values([0, 2, 5]) == "{0, 2, 5}"
+
+
+def test_segmentation_dataset_works_without_a_scan_result(tmp_path):
+    """A notebook needs no scan_dataset call: the dataset scans (train + its split) itself and
+    decodes exactly as with a scan result passed in."""
+    write_pair(tmp_path, "train", "a", np.full((9, 11), 100, np.uint8),
+               np.array([[0, 255] * 5 + [0]] * 9, np.uint8))
+    write_pair(tmp_path, "test", "b", np.full((9, 11), 50, np.uint8),
+               np.zeros((9, 11), np.uint8))
+    alone = SegmentationDataset(tmp_path, "test")
+    scanned = SegmentationDataset(tmp_path, "test",
+                                  scan_dataset(tmp_path, splits=("train", "test")))
+    assert alone.info["num_classes"] == 2 and alone.info["mask_decoding"]["kind"] == "binary"
+    for (image, mask), (image2, mask2) in zip(alone, scanned):
+        assert torch.equal(image, image2) and torch.equal(mask, mask2)
+    assert alone[0][0].shape == (1, 9, 11)

@@ -92,3 +92,20 @@ def test_the_notebook_api_the_readme_once_taught_still_imports():
     assert load_model is inference.load_model and predict is inference.predict
     with pytest.raises(ImportError):
         from utils import no_such_name  # noqa: F401
+
+
+def test_library_modules_leave_the_process_alone():
+    """No SystemExit (a notebook kernel would end), no backend switch, no global reseeding:
+    library code raises, and only a script's main decides exit codes and process settings."""
+    library = sorted(path for path in ROOT.glob("*.py") if path.stem not in SCRIPTS)
+    for path in library:
+        text = path.read_text(encoding="utf-8")
+        body = text.split('if __name__ == "__main__":')[0]  # a module's own CLI may exit
+        for forbidden in ("SystemExit", "sys.exit(", "matplotlib.use(", "import matplotlib.pyplot",
+                          "from matplotlib import pyplot"):
+            assert forbidden not in body, f"{path.name} uses {forbidden}"
+        lines = text.splitlines()
+        global_seeds = [line.strip() for number, line in enumerate(lines)
+                        if "torch.manual_seed(" in line
+                        and not any("fork_rng" in before for before in lines[number - 3:number])]
+        assert path.stem == "utils" or not global_seeds, f"{path.name} reseeds: {global_seeds}"
