@@ -570,7 +570,7 @@ def test_format_values():
 def test_segmentation_dataset_works_without_a_scan_result(tmp_path):
     """A notebook needs no scan_dataset call: the dataset scans (train + its split) itself and
     decodes exactly as with a scan result passed in."""
-    write_pair(tmp_path, "train", "a", np.full((9, 11), 100, np.uint8),
+    write_pair(tmp_path, "train", "a", np.arange(99, dtype=np.uint8).reshape(9, 11),
                np.array([[0, 255] * 5 + [0]] * 9, np.uint8))
     write_pair(tmp_path, "test", "b", np.full((9, 11), 50, np.uint8),
                np.zeros((9, 11), np.uint8))
