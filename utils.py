@@ -321,8 +321,7 @@ def metrics_from_confusion(confusion, class_names=None):
         "mean_dice": float(dice.nanmean()),
         "per_class": [{"name": name, "iou": float(iou[c]), "dice": float(dice[c]),
                        "precision": float(precision[c]), "recall": float(recall[c]),
-                       "support": int(support[c]), "predicted": int(predicted[c])}
-                      for c, name in enumerate(names)],
+                       "support": int(support[c])} for c, name in enumerate(names)],
     }
 
 
@@ -332,28 +331,29 @@ HEALTH_MIN_IOU = 0.05
 HEALTH_ONE_CLASS_SHARE = 0.98
 
 
-def health_warnings(metrics):
-    """What makes a model useless yet, from metrics_from_confusion's result, as sentences
-    (none for a healthy model): classes present in the labels but never predicted or with IoU
-    below HEALTH_MIN_IOU, and one class predicted for nearly every pixel."""
-    per_class = metrics["per_class"]
-    labelled = max(sum(entry["support"] for entry in per_class), 1)
+def health_warnings(confusion, class_names=None):
+    """What makes a model useless yet, from its confusion matrix [true, predicted] on labelled
+    data, as sentences (none for a healthy model): classes present in the labels but never
+    predicted or with IoU below HEALTH_MIN_IOU, and one class predicted for nearly every pixel."""
+    confusion = confusion.double().cpu()
+    per_class = metrics_from_confusion(confusion, class_names)["per_class"]
+    labelled, predicted = confusion.sum(1) / confusion.sum().clamp(min=1), confusion.sum(0)
     found = []
-    for entry in per_class:
-        share = entry["support"] / labelled
-        if entry["support"] and not entry["predicted"]:
+    for index, entry in enumerate(per_class):
+        share = float(labelled[index])
+        if share and not predicted[index]:
             found.append(f"class '{entry['name']}' ({share:.1%} of the labelled pixels) is never "
                          f"predicted")
-        elif entry["support"] and entry["iou"] < HEALTH_MIN_IOU:
+        elif share and entry["iou"] < HEALTH_MIN_IOU:
             found.append(f"class '{entry['name']}' ({share:.1%} of the labelled pixels) has IoU "
                          f"{entry['iou']:.3f}, below {HEALTH_MIN_IOU}")
-    top = max(per_class, key=lambda entry: entry["predicted"])
-    predicted_share = top["predicted"] / max(sum(e["predicted"] for e in per_class), 1)
-    true_share = top["support"] / labelled
+    top = int(predicted.argmax())
+    predicted_share = float(predicted[top] / predicted.sum().clamp(min=1))
+    true_share = float(labelled[top])
     if predicted_share >= HEALTH_ONE_CLASS_SHARE and predicted_share - true_share > 0.05:
-        found.append(f"the model predicts '{top['name']}' for {predicted_share:.1%} of the pixels "
-                     f"(it is {true_share:.1%} of the labels): it has not learned the other "
-                     f"classes")
+        found.append(f"the model predicts '{per_class[top]['name']}' for {predicted_share:.1%} of "
+                     f"the pixels (it is {true_share:.1%} of the labels): it has not learned the "
+                     f"other classes")
     return found
 
 
