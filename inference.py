@@ -365,7 +365,7 @@ class Scores:
 @torch.inference_mode()
 def score_dataset(model, dataset, num_classes, ignore_index=255, indices=None,
                   batch_size=BATCH_SIZE, tta=False, dtype=None, image_size=None, mc_samples=0,
-                  seed=0, criterion=None, max_batches=None, progress=None):
+                  seed=0, criterion=None, max_batches=None, progress=None, on_image=None):
     """Predict and score the samples of `dataset` ((normalised image, mask) pairs) at `indices`
     (default: all): the one scoring path of training's validation, evaluate.py and the
     notebook. The model is in its inference form (load_for_inference, model.inference_model).
@@ -374,6 +374,8 @@ def score_dataset(model, dataset, num_classes, ignore_index=255, indices=None,
     image_size as there): a batch holds images of one size only, so no padding ever reaches
     the model and the scores do not depend on the batch size. criterion(logits, masks): a loss
     to sum, fed log-probabilities (whose softmax is the probabilities). progress: a Progress.
+    on_image(index, probs float32 [K, H, W], preds [H, W], mask [H, W]), all on the CPU: called
+    per image, for measures gathered while scoring; a dict it returns joins the image's entry.
     """
     scores = Scores(utils.ConfusionMatrix(num_classes, ignore_index))
     indices = range(len(dataset)) if indices is None else indices
@@ -392,6 +394,8 @@ def score_dataset(model, dataset, num_classes, ignore_index=255, indices=None,
             entry = {"index": index, "confusion": scores.confusion.update(preds, mask)}
             if mc_samples:
                 entry.update(entropy_sums(image_probs, preds, mask, num_classes, ignore_index))
+            if on_image is not None:
+                entry.update(on_image(index, image_probs, preds, mask) or {})
             scores.per_image.append(entry)
         if progress is not None:
             progress.update(len(batch))
@@ -399,12 +403,13 @@ def score_dataset(model, dataset, num_classes, ignore_index=255, indices=None,
 
 
 def evaluate_split(model, info, root, split, batch_size=BATCH_SIZE, tta=False, dtype=None,
-                   image_size=None, mc_samples=0, seed=0, progress=False):
+                   image_size=None, mc_samples=0, seed=0, progress=False, on_image=None):
     """(confusion int64 [K, K] over the split, per-image list of {name, image_path, mask_path,
     confusion} and, with mc_samples, entropy_correct / entropy_wrong: sums of the predictive
     entropy in nats over the labelled pixels predicted right / wrong). Rows are true classes,
     columns predictions; ignored pixels are left out. image_size: see resolve_image_size
-    (None = as in training); mc_samples, seed: see batch_probs. Scored by score_dataset.
+    (None = as in training); mc_samples, seed: see batch_probs. Scored by score_dataset
+    (on_image: see there).
 
     DataError (naming the file) for pairs the checkpoint's decoding cannot read.
     """
@@ -413,7 +418,7 @@ def evaluate_split(model, info, root, split, batch_size=BATCH_SIZE, tta=False, d
     scores = score_dataset(model, dataset, info["num_classes"], info["ignore_index"],
                            batch_size=batch_size, tta=tta, dtype=dtype,
                            image_size=resolve_image_size(info, image_size),
-                           mc_samples=mc_samples, seed=seed, progress=bar)
+                           mc_samples=mc_samples, seed=seed, progress=bar, on_image=on_image)
     bar.close()
     for entry in scores.per_image:
         index = entry.pop("index")
