@@ -1,6 +1,7 @@
 """Score a checkpoint on a labelled split: `python evaluate.py --checkpoint runs/x/best.pt
 --data data --split test --out runs/x/eval`. Prints per-class IoU, Dice, precision and recall and
-the SegNet paper's G, C and mIoU; writes report.json, confusion_matrix.png and the worst images."""
+the SegNet paper's G, C, mIoU and boundary F1 (BF), calibration (ECE) and health warnings;
+writes report.json, confusion_matrix.png, reliability.png and the worst images."""
 import argparse
 import json
 import math
@@ -10,6 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 import inference
+import measures
 import plots
 import utils
 from dataset import IMAGE_CONVERSIONS, DataError, list_pairs, load_image
@@ -32,6 +34,11 @@ def get_args_parser():
         size_note="scores are always taken at each image's native size")
     parser.add_argument("--worst", type=int, default=4, metavar="K",
                         help="draw the K images with the lowest mIoU; 0 = none")
+    parser.add_argument("--bf-tolerance", type=float, default=measures.BF_TOLERANCE,
+                        metavar="FRACTION",
+                        help="boundary F1: a boundary pixel matches when the other boundary "
+                             "lies within this fraction of the image diagonal (the default is "
+                             "the SegNet paper's)")
     return parser
 
 
@@ -57,31 +64,89 @@ def converted_images(paths, in_channels):
 
 
 def rank_images(per_image, class_names):
-    """[{name, miou, pixel_acc}] sorted worst first; images without labelled pixels last."""
+    """[{name, miou, pixel_acc, bf}] sorted worst first; images without labelled pixels last.
+    bf: the image's boundary F1, averaged over the classes in its labels."""
     scores = []
     for entry in per_image:
         metrics = utils.metrics_from_confusion(entry["confusion"], class_names)
         scores.append({"name": entry["name"], "miou": metrics["miou"],
-                       "pixel_acc": metrics["pixel_acc"]})
+                       "pixel_acc": metrics["pixel_acc"], "bf": entry.get("bf", math.nan)})
     return sorted(scores, key=lambda s: (math.isnan(s["miou"]), s["miou"]))
+
+
+def measure(model, info, args, options):
+    """(confusion, per-image entries with their BF, BF over the split, calibrations): one
+    scoring pass gathers BF and calibration image by image. calibrations: {"softmax": ...} and,
+    with Monte Carlo dropout, {"mc_dropout": ...} too, the softmax's from a plain second pass."""
+    boundary = measures.BoundaryF1(info["num_classes"], info["ignore_index"], args.bf_tolerance)
+    calibration = measures.Calibration(info["num_classes"], info["ignore_index"])
+
+    def on_image(index, probs, preds, mask):
+        calibration.update(probs, preds, mask)
+        return {"bf": measures.nanmean(boundary.update(preds, mask))}
+
+    confusion, per_image = inference.evaluate_split(model, info, args.data, args.split,
+                                                    args.batch_size, progress=True,
+                                                    on_image=on_image, **options)
+    calibrations = {"softmax": calibration.compute()}
+    if options["mc_samples"]:
+        calibrations["mc_dropout"] = dict(calibrations["softmax"],
+                                          mc_samples=options["mc_samples"])
+        if info["dropout"]:  # without dropout the one pass run was the plain softmax already
+            calibrations["softmax"] = softmax_calibration(model, info, args, options)
+    return confusion, per_image, boundary.compute(info["class_names"]), calibrations
+
+
+def softmax_calibration(model, info, args, options):
+    """Calibration of the plain softmax (no dropout sampling), from a pass of its own."""
+    calibration = measures.Calibration(info["num_classes"], info["ignore_index"])
+    inference.evaluate_split(model, info, args.data, args.split, args.batch_size, progress=True,
+                             on_image=lambda index, probs, preds, mask: calibration.update(
+                                 probs, preds, mask), **dict(options, mc_samples=0))
+    return calibration.compute()
 
 
 # ---------------------------------------------------------------- outputs
 
-def format_table(metrics):
-    """The per-class table and the summary line, as printed."""
+def number(value, width=0):
+    """A score to 4 decimals, right-aligned in `width`; `-` when it is undefined (NaN), such as
+    the precision of a class that is never predicted."""
+    text = "-" if value is None or math.isnan(value) else f"{value:.4f}"
+    return f"{text:>{width}}"
+
+
+def format_table(metrics, boundary=None, health=()):
+    """The per-class table and the summary lines, as printed. boundary: BoundaryF1.compute's
+    dict (adds a BF column); health: utils.health_warnings' sentences, whose classes get `!`."""
     names = [entry["name"] for entry in metrics["per_class"]]
     width = max(len("class"), *(len(name) for name in names))
     lines = [f"{'class':<{width}}  {'IoU':>6}  {'Dice':>6}  {'precision':>9}  "
-             f"{'recall/acc':>10}  {'support (px)':>13}"]
-    for entry in metrics["per_class"]:
-        lines.append(f"{entry['name']:<{width}}  {entry['iou']:>6.4f}  {entry['dice']:>6.4f}  "
-                     f"{entry['precision']:>9.4f}  {entry['recall']:>10.4f}  "
-                     f"{entry['support']:>13,}")
+             f"{'recall/acc':>10}  {'support (px)':>13}" + (f"  {'BF':>6}" if boundary else "")]
+    for index, entry in enumerate(metrics["per_class"]):
+        flagged = any(f"class '{entry['name']}'" in sentence for sentence in health)
+        lines.append(f"{entry['name']:<{width}}  {number(entry['iou'], 6)}  "
+                     f"{number(entry['dice'], 6)}  {number(entry['precision'], 9)}  "
+                     f"{number(entry['recall'], 10)}  {entry['support']:>13,}"
+                     + (f"  {number(boundary['bf'][index]['bf'], 6)}" if boundary
+                        else "") + ("  !" if flagged else ""))
     lines.append(f"global pixel accuracy (G) {metrics['pixel_acc']:.4f} | class-average accuracy "
                  f"(C) {metrics['mean_acc']:.4f} | mIoU {metrics['miou']:.4f} | mean Dice "
-                 f"{metrics['mean_dice']:.4f}")
+                 f"{metrics['mean_dice']:.4f}"
+                 + (f" | mean BF {number(boundary['mean_bf'])}" if boundary else ""))
+    lines += [f"! health: {sentence}" for sentence in health]
     return "\n".join(lines)
+
+
+def format_calibration(calibrations, tolerance):
+    """The BF tolerance and the ECE line, as printed."""
+    softmax = calibrations["softmax"]
+    line = f"calibration: ECE softmax {number(softmax['ece'])}"
+    if "mc_dropout" in calibrations:
+        sampled = calibrations["mc_dropout"]
+        line += (f", MC-dropout mean of {sampled['mc_samples']} sample(s) "
+                 f"{number(sampled['ece'])}")
+    return (f"boundary F1 (BF): tolerance {tolerance:.2%} of each image's diagonal\n{line} "
+            f"({len(softmax['bins'])} bins, {softmax['pixels']:,} labelled pixels)")
 
 
 def format_uncertainty(summary):
@@ -121,8 +186,10 @@ def json_safe(value):
     return value
 
 
-def write_report(path, metrics, confusion, ranking, worst_files, args, info, uncertainty=None):
-    report = {**metrics,
+def write_report(path, metrics, confusion, ranking, worst_files, args, info, uncertainty=None,
+                 extra=None):
+    """report.json; extra: further keys (bf, mean_bf, bf_tolerance, calibration, health)."""
+    report = {**metrics, **(extra or {}),
               **({"uncertainty": uncertainty} if uncertainty else {}),
               "confusion_matrix": confusion.tolist(),
               "checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
@@ -141,6 +208,9 @@ def validate_args(args):
     problems += inference.common_problems(args)
     if args.worst < 0:
         problems.append(f"--worst must be >= 0, got {args.worst}")
+    if not 0 <= args.bf_tolerance <= 1:
+        problems.append(f"--bf-tolerance must be in [0, 1] (a fraction of the image diagonal), "
+                        f"got {args.bf_tolerance}")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         problems.append(f"--out {args.out} is a file, not a folder")
     if not args.data.is_dir():
@@ -170,33 +240,47 @@ def main(args):
     options = {"tta": args.tta, "dtype": dtype, "image_size": args.image_size,
                "mc_samples": mc_samples, "seed": args.seed}
     try:
-        confusion, per_image = inference.evaluate_split(model, info, args.data, args.split,
-                                                        args.batch_size, progress=True,
-                                                        **options)
+        confusion, per_image, boundary, calibrations = measure(model, info, args, options)
     except DataError as error:
         raise SystemExit(f"error: {error}\n(the checkpoint {args.checkpoint} reads masks as "
                          f"{describe_decoding(info['mask_decoding'])})") from None
-    metrics = utils.metrics_from_confusion(confusion, info["class_names"])
-    ranking = rank_images(per_image, info["class_names"])
     uncertainty = (inference.uncertainty_summary(per_image, confusion, mc_samples, info)
                    if mc_samples else None)
+    report(args, model, info, options, (confusion, per_image, boundary, calibrations),
+           uncertainty)
+    return 0
+
+
+def report(args, model, info, options, measured, uncertainty):
+    """Print the results and write report.json and the pictures to --out."""
+    confusion, per_image, boundary, calibrations = measured
+    metrics = utils.metrics_from_confusion(confusion, info["class_names"])
+    ranking = rank_images(per_image, info["class_names"])
+    health = utils.health_warnings(confusion, info["class_names"])
     out = args.out or args.checkpoint.parent / f"eval-{args.split}"
     out.mkdir(parents=True, exist_ok=True)
     print(f"{args.checkpoint} on {args.data / args.split}: {len(per_image)} images"
           + (" (flip TTA)" if args.tta else ""))
-    print(format_table(metrics))
+    print(format_table(metrics, boundary, health))
+    print(format_calibration(calibrations, args.bf_tolerance))
     if uncertainty:
         print(format_uncertainty(uncertainty))
     plots.save_confusion_figure(out / "confusion_matrix.png", confusion, info["class_names"])
+    plots.save_reliability_figure(out / "reliability.png", [
+        (("MC-dropout mean" if name == "mc_dropout" else name), calibration)
+        for name, calibration in calibrations.items()])
     worst_files = save_worst(out / "worst", model, info, per_image, ranking, args.worst, options)
     if worst_files:
         print("worst images (mIoU): " + ", ".join(
             f"{score['name']} {score['miou']:.4f}" for score in ranking[:len(worst_files)]))
+    calibration = dict(calibrations["softmax"], **({"mc_dropout": calibrations["mc_dropout"]}
+                                                   if "mc_dropout" in calibrations else {}))
     write_report(out / "report.json", metrics, confusion, ranking, worst_files, args, info,
-                 uncertainty)
-    print(f"wrote {out / 'report.json'}, {out / 'confusion_matrix.png'}"
+                 uncertainty, {**boundary, "bf_tolerance": args.bf_tolerance,
+                               "calibration": calibration, "health": health})
+    print(f"wrote {out / 'report.json'}, {out / 'confusion_matrix.png'}, "
+          f"{out / 'reliability.png'}"
           + (f" and {len(worst_files)} picture(s) in {out / 'worst'}" if worst_files else ""))
-    return 0
 
 
 def warn_converted(paths, in_channels):

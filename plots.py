@@ -1,6 +1,6 @@
-"""Pictures: label maps in colour, overlays, validation samples, training curves and the
-confusion matrix. Figures are drawn with matplotlib's Figure directly (no pyplot, no backend
-chosen), so a notebook keeps its own."""
+"""Pictures: label maps in colour, overlays, validation samples, training curves, the
+confusion matrix and the reliability diagram. Figures are drawn with matplotlib's Figure
+directly (no pyplot, no backend chosen), so a notebook keeps its own."""
 import numpy as np
 
 import utils
@@ -103,6 +103,33 @@ def save_confusion_figure(path, confusion, class_names):
             axis.text(col, row, f"{rates[row, col]:.2f}", ha="center", va="center",
                       color="white" if rates[row, col] > 0.5 else "black", fontsize=8)
     fig.colorbar(picture, ax=axis, fraction=0.046)
+    save_figure(fig, path)
+
+
+def save_reliability_figure(path, curves):
+    """Reliability diagram: accuracy against mean confidence per bin (on the diagonal = well
+    calibrated) above the pixels in each bin (log scale), for each (label, calibration) in
+    `curves` (measures.Calibration.compute's dicts, with the same bins)."""
+    fig = new_figure(figsize=(6, 6.5))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1.4)})
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    width = 1 / len(curves[0][1]["bins"]) / len(curves)
+    for number, (label, calibration) in enumerate(curves):
+        bins = [entry for entry in calibration["bins"] if entry["count"]]
+        top.plot([entry["confidence"] for entry in bins], [entry["accuracy"] for entry in bins],
+                 marker="o", label=f"{label}: ECE {calibration['ece']:.4f}")
+        offset = (number + 0.5) * width - len(curves) * width / 2
+        bottom.bar([(entry["lower"] + entry["upper"]) / 2 + offset for entry in bins],
+                   [entry["count"] for entry in bins], width=width, label=label,
+                   edgecolor="white", linewidth=0.5)
+    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02),
+            title="reliability: labelled pixels binned by confidence")
+    top.legend(loc="upper left")
+    bottom.set(xlabel="confidence (top class probability)", ylabel="pixels")
+    if any(entry["count"] for _, calibration in curves for entry in calibration["bins"]):
+        bottom.set_yscale("log")
+    for axis in (top, bottom):
+        axis.grid(alpha=0.3)
     save_figure(fig, path)
 
 

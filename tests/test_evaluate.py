@@ -2,6 +2,7 @@
 cannot read."""
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -200,3 +201,68 @@ def test_training_validation_and_evaluate_report_the_same_scores(tmp_path):
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert float(logged["miou"]) == round(report["miou"], 6)
     assert float(logged["pixel_acc"]) == round(report["pixel_acc"], 6)
+
+
+def test_table_flags_unhealthy_classes_prints_a_dash_for_undefined_precision_and_reports_bf(
+        dataset_root, info, tmp_path, capsys):
+    """The constant model (class 0 everywhere) never predicts classes 1 and 2. BF by hand, with
+    the 0.75% tolerance under a pixel (exact matches), ignored rows cutting both label maps:
+    a: class 0's true boundary is its row next to the ignored row (10 px); predicted, class 0
+       also ends at the row above it: precision 10/20, recall 1, F1 2/3.
+    c: true class 0 boundary: its row under the ignored one (12 px) and its column next to
+       class 2 (8 px, one shared): 19 px; predicted: that whole row, 13 px, 12 of them true:
+       F1 = 2 (12/13)(12/19) / (12/13 + 12/19) = 0.75. Classes 1 and 2: nothing predicted, 0."""
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3, favour=0, info=info)
+    assert run_main("--checkpoint", checkpoint, "--data", dataset_root, "--split", "test",
+                    "--out", tmp_path / "eval", "--worst", "0") == 0
+    printed = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in printed.splitlines() if line.startswith("class_")}
+    assert rows["class_1"].split()[3] == "-" and rows["class_1"].endswith("!")
+    assert rows["class_2"].endswith("!") and not rows["class_0"].endswith("!")
+    assert "nan" not in printed
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["health"] == utils.health_warnings(torch.tensor(report["confusion_matrix"]),
+                                                     info["class_names"])
+    assert len(report["health"]) == 3 and "never predicted" in report["health"][0]
+    assert all(f"! health: {sentence}" in printed for sentence in report["health"])
+    assert report["per_class"][1]["precision"] is None  # unchanged: null in the report
+    assert report["bf"] == [{"name": "class_0", "bf": pytest.approx((2 / 3 + 0.75) / 2),
+                             "images": 2},
+                            {"name": "class_1", "bf": 0.0, "images": 2},
+                            {"name": "class_2", "bf": 0.0, "images": 2}]
+    assert report["mean_bf"] == pytest.approx((2 / 3 + 0.75) / 6)
+    assert f"mean BF {(2 / 3 + 0.75) / 6:.4f}" in printed
+    assert {s["name"]: s["bf"] for s in report["per_image"]} == {
+        "a": pytest.approx(2 / 3 / 3), "b": 0.0, "c": pytest.approx(0.75 / 2)}
+    # Every pixel has confidence softmax(5, 0, 0)[0] (the last bin) and 146 of 322 are right.
+    confidence = math.exp(5) / (math.exp(5) + 2)
+    calibration = report["calibration"]
+    assert calibration["ece"] == pytest.approx(confidence - 146 / 322)
+    assert calibration["pixels"] == 322 and calibration["bins"][14]["count"] == 322
+    assert calibration["bins"][0]["accuracy"] is None and "mc_dropout" not in calibration
+    with Image.open(tmp_path / "eval" / "reliability.png") as picture:
+        assert picture.size[0] > 100
+
+
+def test_mc_samples_report_the_softmax_and_the_mc_dropout_ece(dataset_root, info, tmp_path,
+                                                             capsys):
+    """The constant model's classifier weights are 0, so dropout changes nothing: the softmax
+    (its own pass) and the MC-dropout mean have the same, known ECE."""
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3, favour=0, info=info, dropout=0.5)
+    assert run_main("--checkpoint", checkpoint, "--data", dataset_root, "--split", "test",
+                    "--out", tmp_path / "eval", "--worst", "0", "--mc-samples", "2",
+                    "--bf-tolerance", "0.5") == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    ece = math.exp(5) / (math.exp(5) + 2) - 146 / 322
+    assert report["calibration"]["ece"] == pytest.approx(ece)
+    assert report["calibration"]["mc_dropout"]["ece"] == pytest.approx(ece)
+    assert report["calibration"]["mc_dropout"]["mc_samples"] == 2
+    assert report["bf_tolerance"] == 0.5
+    assert f"ECE softmax {ece:.4f}, MC-dropout mean of 2 sample(s) {ece:.4f}" in \
+        capsys.readouterr().out
+
+
+def test_bf_tolerance_outside_0_1_stops_before_any_work(dataset_root, info, tmp_path):
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3, info=info)
+    with pytest.raises(SystemExit, match="--bf-tolerance"):
+        run_main("--checkpoint", checkpoint, "--data", dataset_root, "--bf-tolerance", "-0.1")
