@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import inference
+import measures
 import plots
 import utils
 from dataset import IMAGE_EXTENSIONS, normalize
@@ -29,6 +30,11 @@ def get_args_parser():
                         help="also write <stem>_overlay.png: the image with a translucent mask")
     parser.add_argument("--probs", action="store_true",
                         help="also write <stem>_probs.npy: float16 class probabilities [K, H, W]")
+    parser.add_argument("--review", action="store_true",
+                        help="also write review.csv, to choose the masks to check by hand: one "
+                             "row per image read (file, mean_entropy, uncertain_fraction = share "
+                             "of pixels whose top probability is below 0.5, share_<class>), most "
+                             "uncertain first; from the softmax, or its mean with --mc-samples")
     parser.add_argument("--tile", type=int, default=inference.TILE,
                         help="images larger than this (pixels, either side) are predicted in "
                              f"tiles of this size; a multiple of {MIN_SIZE}")
@@ -153,8 +159,9 @@ def write_outputs(path, image, probs, variance, info, args):
 
 
 def predict_files(model, info, paths, args, dtype, mc_samples=0):
-    """Predict and write every input; returns [(path, message)] of those that could not be read."""
-    failures = []
+    """Predict and write every input (and, with --review, review.csv for those read); returns
+    [(path, message)] of those that could not be read."""
+    failures, reviews = [], []
     image_size = inference.resolve_image_size(info, args.image_size)
     bar = utils.Progress(len(paths), "predict", "image")
     images = inference.read_images(paths, info, failures, args.strict, bar)
@@ -168,8 +175,12 @@ def predict_files(model, info, paths, args, dtype, mc_samples=0):
         for index, (path, image) in enumerate(batch):
             write_outputs(path, image, probs[index],
                           None if variance is None else variance[index], info, args)
+            if args.review:
+                reviews.append(measures.review_row(path, probs[index], info["class_names"]))
         bar.update(len(batch))
     bar.close()
+    if args.review:
+        measures.write_review(args.output / "review.csv", reviews, info["class_names"])
     return failures
 
 
@@ -211,6 +222,8 @@ def main(args):
     print(f"wrote {written} mask(s) to {args.output}"
           + (f" and uncertainty maps ({mc_samples} Monte Carlo pass(es) each)" if mc_samples
              else ""))
+    if args.review:
+        print(f"review list, most uncertain first: {args.output / 'review.csv'}")
     if failures:
         print(f"{len(failures)} of {len(paths)} input(s) could not be read:\n"
               + "\n".join(f"- {path}" for path, _ in failures), file=sys.stderr)
