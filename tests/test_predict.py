@@ -334,3 +334,67 @@ def test_the_notebook_api_gives_predict_py_labels(tmp_path, num_classes, size):
     labels = inference.predict(model, info, Image.open(image))
     expected = written // 255 if num_classes == 2 else written
     assert labels.shape == size and np.array_equal(labels, expected)
+
+
+# ---------------------------------------------------------------- review list
+
+def read_review(path):
+    import csv
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_review_csv_has_one_row_per_image_read_most_uncertain_first(tmp_path):
+    """An untrained model is unsure to different degrees on different images; a 100x90 image
+    is tiled (--tile 64), an unreadable one is skipped, and the rows are the probabilities'."""
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 3, info=data_info(3))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for seed, (name, size) in enumerate((("a", (24, 24)), ("c", (100, 90)), ("d", (24, 24)),
+                                         ("e", (17, 31)))):
+        write_image(inputs / f"{name}.png", *size, seed=seed)
+    (inputs / "b_corrupt.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    assert run_main("--checkpoint", checkpoint, "--input", inputs, "--output", out, "--review",
+                    "--probs", "--tile", 64, "--overlap", 16, "--amp", "off") == 1
+    rows = read_review(out / "review.csv")
+    assert list(rows[0]) == ["file", "mean_entropy", "uncertain_fraction", "share_class_0",
+                             "share_class_1", "share_class_2"]
+    assert sorted(row["file"] for row in rows) == [str(inputs / f"{n}.png") for n in "acde"]
+    entropies = [float(row["mean_entropy"]) for row in rows]
+    assert entropies == sorted(entropies, reverse=True) and len(set(entropies)) == 4
+    for row in rows:
+        probs = torch.from_numpy(np.load(out / f"{Path(row['file']).stem}_probs.npy")).float()
+        entropy = float(-(probs * probs.clamp(min=1e-12).log()).sum(0).mean())
+        assert float(row["mean_entropy"]) == pytest.approx(entropy, abs=2e-3)
+        labels = np.asarray(Image.open(out / f"{Path(row['file']).stem}.png"))
+        shares = [float(row[f"share_class_{c}"]) for c in range(3)]
+        assert shares == pytest.approx([(labels == c).mean() for c in range(3)], abs=1e-6)
+        top = probs.amax(0)
+        assert float(row["uncertain_fraction"]) == pytest.approx(
+            float((top < 0.5).float().mean()), abs=0.02)  # float16 probs near 0.5 may flip
+
+
+def test_review_csv_uses_the_mc_dropout_mean_and_is_written_with_strict(tmp_path):
+    """With --mc-samples the rows are the sampled mean's: its mean entropy is the mean of the
+    16-bit entropy map. --strict stops at the unreadable input; the images before it are listed."""
+    checkpoint = save_test_checkpoint(tmp_path / "best.pt", 2, dropout=0.5)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_image(inputs / "a.png", 20, 28, seed=1)
+    (inputs / "b.png").write_bytes(b"")
+    write_image(inputs / "c.png", 20, 28, seed=2)
+    out = tmp_path / "out"
+    assert run_main("--checkpoint", checkpoint, "--input", inputs, "--output", out, "--review",
+                    "--mc-samples", "3") == 1
+    rows = {row["file"]: row for row in read_review(out / "review.csv")}
+    assert sorted(rows) == [str(inputs / "a.png"), str(inputs / "c.png")]
+    for name in ("a", "c"):
+        scaled = np.asarray(Image.open(out / f"{name}_entropy.png"), dtype=np.float64) / 65535
+        assert float(rows[str(inputs / f"{name}.png")]["mean_entropy"]) == pytest.approx(
+            scaled.mean() * np.log(2), abs=1e-4)
+    with pytest.raises(SystemExit, match="b.png"):
+        run_main("--checkpoint", checkpoint, "--input", inputs, "--output", tmp_path / "strict",
+                 "--review", "--strict")
+    assert [row["file"] for row in read_review(tmp_path / "strict" / "review.csv")] == [
+        str(inputs / "a.png")]
