@@ -1,6 +1,7 @@
 """Masks on disk -> class ids: reading mask files, deciding once from the train masks how they
 encode classes (index, binary, palette, RGB + class table, one-hot, threshold), `decode_mask`,
 class tables, and the messages that name a mask whose values fit no class."""
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -8,35 +9,69 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import MAX_LISTED, DataError, format_colors, format_values, open_image
+from utils import (MAX_LISTED, DataError, Problem, format_colors, format_values, name_list,
+                   open_image)
 
 CLASS_TABLE_NAME = "classes.json"  # used when no class table is given and ROOT has one
 MAX_MASK_VALUE = 65536  # larger single-channel values cannot be class ids (16-bit masks at most)
 UNKNOWN = np.iinfo(np.int64).min  # decoded class of a value that fits no class
+EXIF_ORIENTATION = 0x0112  # the EXIF tag; 1 = stored as shown, 2..8 = flipped and/or rotated
+# A value in at least this share of the masks looks like a label for unlabelled pixels (void).
+VOID_SHARE = 0.5
+# Instance labels: one id per object, so many ids per mask (their median at least this).
+INSTANCE_IDS_PER_MASK = 4
+
+
+@dataclass
+class _MaskFile:
+    """A mask file as stored: values, Pillow mode, palette, alpha channel, EXIF orientation."""
+
+    array: np.ndarray  # [H,W] values (palette indices for "P"), [H,W,3] colours, or .npy's array
+    mode: str
+    palette: list = None
+    alpha: np.ndarray = None  # [H,W] of RGBA / LA / PA files
+    orientation: int = 1
 
 
 def _read_mask(path):
-    """Raw mask contents: (array, mode, palette). Image files give [H,W] values (palette
-    indices for "P" mode) or [H,W,3] colours; .npy gives the stored array."""
+    """A mask file as stored: [H,W] values (palette indices for "P" mode) or [H,W,3] colours
+    from image files, the stored array from .npy; alpha and EXIF orientation kept aside (an
+    orientation tag is reported, never applied)."""
     if path.suffix.lower() == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as error:
             raise DataError(f"{path} cannot be read as .npy ({error}): save it with "
                             f"numpy.save(path, array)") from error
-        return array, f"npy {array.dtype}", None
+        return _MaskFile(array, f"npy {array.dtype}")
     pil = open_image(path)
-    mode, palette = pil.mode, None
+    mode, palette, alpha = pil.mode, None, None
+    orientation = pil.getexif().get(EXIF_ORIENTATION, 1)
     if mode in ("P", "PA"):
         palette = pil.getpalette() or []
     elif mode not in ("1", "L", "LA", "RGB", "RGBA", "F") and not mode.startswith("I"):
         pil = pil.convert("RGB")
     array = np.asarray(pil)
+    if array.ndim == 3 and array.shape[2] in (2, 4):
+        alpha = array[..., -1]
     if array.ndim == 3 and mode in ("P", "PA", "LA"):
         array = array[..., 0]  # drop alpha
     elif array.ndim == 3:
         array = array[..., :3]
-    return array, mode, palette
+    return _MaskFile(array, mode, palette, alpha, orientation)
+
+
+def mask_array(path):
+    """A mask file's stored values (what decoding reads), e.g. to compare two masks."""
+    return _read_mask(Path(path)).array
+
+
+def _digest(array):
+    """A hash of an array's values and shape: equal for identical masks."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha1(f"{array.shape} {array.dtype}".encode())
+    digest.update(array.data)
+    return digest.hexdigest()
 
 
 def _as_ids(array, path):
@@ -134,20 +169,28 @@ class MaskSummary:
     palette: list = None
     layout: str = None  # onehot: "HWC" or "CHW"
     channels: int = 0  # onehot: number of classes
+    digest: str = None  # hash of the stored values: equal for identical masks
+    alpha_values: np.ndarray = None  # distinct alpha values when only alpha varies
+    orientation: int = 1  # EXIF orientation tag of the file (1: none); masks are read as stored
 
 
 def summarize_mask(path, image_size):
     """Read one mask and summarise its values; image_size (H, W) orients one-hot masks."""
-    array, mode, palette = _read_mask(path)
-    kind, data = _classify_mask(array, path)
+    stored = _read_mask(path)
+    kind, data = _classify_mask(stored.array, path)
     layout, channels = None, 0
     if kind == "onehot":
         layout = _onehot_layout(data.shape, image_size, path)
         channels = data.shape[2] if layout == "HWC" else data.shape[0]
         data = _decode_onehot(data, layout, -1, path)
     values, counts = _value_counts(data)
-    return MaskSummary(path, kind, tuple(data.shape[:2]), mode, values, counts, palette, layout,
-                       channels)
+    alpha_values = None
+    if stored.alpha is not None and kind == "single" and len(values) == 1:
+        alpha_values = np.unique(stored.alpha)  # colour channels flat: labels may be in alpha
+    return MaskSummary(path, kind, tuple(data.shape[:2]), stored.mode, values, counts,
+                       stored.palette, layout, channels, _digest(stored.array),
+                       alpha_values if alpha_values is not None and len(alpha_values) > 1
+                       else None, stored.orientation)
 
 
 def load_class_table(path):
@@ -254,7 +297,7 @@ def decode_mask(path, mask_decoding, ignore_index=255):
     DataError naming the file, never map silently to a class.
     """
     path = Path(path)
-    array, _, _ = _read_mask(path)
+    array = _read_mask(path).array
     kind, data = _classify_mask(array, path)
     if kind != _expected_kind(mask_decoding):
         raise DataError(_kind_mismatch(path, kind, mask_decoding))
@@ -310,8 +353,19 @@ def _jpeg_advice(values):
             f"or pass --mask-threshold {top // 2 + 1}")
 
 
-def _likely_cause(values, counts, unknown, kind, decoding):
-    """The likely cause and fix for mask values that fit no class."""
+def _void_hint(unknown, shares):
+    """'; V is in 97% of these masks ...: pass --ignore-index V' when the one unknown value
+    is in most masks, as a label for unlabelled pixels (void) often is; else ''."""
+    if len(unknown) != 1 or shares.get(int(unknown[0]), 0) < VOID_SHARE:
+        return ""
+    value = int(unknown[0])
+    return (f"; {value} is in {shares[value]:.0%} of these masks, as a value for unlabelled "
+            f"pixels (void) often is: if it marks them, pass --ignore-index {value} instead")
+
+
+def _likely_cause(values, counts, unknown, kind, decoding, shares=None):
+    """The likely cause and fix for mask values that fit no class (shares: the share of
+    masks holding each value, for the void hint)."""
     if kind == "color":
         return "add the missing colours to the class table (or mark them \"void\": true)"
     if kind != "single":
@@ -320,22 +374,34 @@ def _likely_cause(values, counts, unknown, kind, decoding):
         return _jpeg_advice(values)
     if decoding["kind"] == "index" and unknown.min() >= decoding["num_classes"]:
         return (f"ids >= num_classes {decoding['num_classes']}: pass --num-classes "
-                f"{int(unknown.max()) + 1} (or a longer class table), or fix the masks")
+                f"{int(unknown.max()) + 1} (or a longer class table), or fix the masks"
+                f"{_void_hint(unknown, shares or {})}")
     return ("save masks as class ids 0..num_classes-1 (the ignore index marks unlabelled "
             "pixels), or pass --num-classes / --mask-threshold to say how to read them")
+
+
+def _unknown_parts(summary, decoding, ignore_index, shares=None):
+    """(what the mask holds that fits no class, cause and fix), or None when every value fits."""
+    classes = _value_classes(summary.values, summary.kind, decoding, ignore_index)
+    if not (classes == UNKNOWN).any():
+        return None
+    unknown = summary.values[classes == UNKNOWN]
+    if summary.kind == "color":
+        shown = f"colours not in the class table: {format_colors(unknown)}"
+    else:
+        shown = (f"values {format_values(summary.values)} ({format_values(unknown)} fit no "
+                 f"class)")
+    return shown, _likely_cause(summary.values, summary.counts, unknown, summary.kind, decoding,
+                                shares)
 
 
 def _unknown_values_message(path, kind, values, counts, decoding, ignore_index):
     """'mask P has values {..} ({..} fit no class): cause and fix'."""
     if kind != _expected_kind(decoding):
         return _kind_mismatch(path, kind, decoding)
-    classes = _value_classes(values, kind, decoding, ignore_index)
-    unknown = values[classes == UNKNOWN]
-    if kind == "color":
-        shown = f"colours not in the class table: {format_colors(unknown)}"
-    else:
-        shown = f"values {format_values(values)} ({format_values(unknown)} fit no class)"
-    return f"mask {path} has {shown}: {_likely_cause(values, counts, unknown, kind, decoding)}"
+    shown, cause = _unknown_parts(MaskSummary(path, kind, (0, 0), "", values, counts), decoding,
+                                  ignore_index)
+    return f"mask {path} has {shown}: {cause}"
 
 
 def _merged_counts(summaries):
@@ -353,20 +419,67 @@ def _is_binary(present):
     return bool(present) and (present <= {0, 1} or present <= {0, 255}) and present != {0}
 
 
-def _undecidable(values, counts, ids):
+def _alpha_advice(summaries):
+    """Where the labels are when the colour channels are flat and only alpha varies (some
+    annotation tools export masks so), or None."""
+    labelled = [summary for summary in summaries if summary.alpha_values is not None]
+    if not labelled:
+        return None
+    first = labelled[0]
+    return (f"the labels appear to be in the alpha channel ({len(labelled)} of "
+            f"{len(summaries)} masks, e.g. {first.path}: colour channels all "
+            f"{int(first.values[0])}, alpha {format_values(first.alpha_values)}), as some "
+            f"annotation tools export them: save each mask's alpha channel as the mask, e.g. "
+            f"Image.open(path).getchannel(\"A\").save(path) with Pillow")
+
+
+def _object_ids(summary):
+    """Non-zero values of a single-channel mask (objects, if it holds instance labels)."""
+    return len(summary.values) - int(len(summary.values) > 0 and summary.values[0] == 0)
+
+
+def _wide(summary):
+    """True for masks stored with more than 8 bits (16-bit PNG/TIFF, wide .npy) or ids > 255."""
+    narrow = summary.mode.startswith("npy") and summary.mode.split()[-1] in (
+        "uint8", "int8", "bool")
+    return ((summary.mode.startswith("I") or summary.mode.startswith("npy")) and not narrow
+            or (len(summary.values) > 0 and summary.values[-1] > 255))
+
+
+def instance_advice(summaries):
+    """What to do when single-channel masks look like instance labels (one id per object:
+    wide ids, 0 in most masks, many ids per mask), or None."""
+    single = [summary for summary in summaries if summary.kind == "single"]
+    if not single or not any(_wide(summary) for summary in single):
+        return None
+    ids = [_object_ids(summary) for summary in single]
+    background = sum(summary.values[0] == 0 for summary in single if len(summary.values))
+    if np.median(ids) < INSTANCE_IDS_PER_MASK or background < VOID_SHARE * len(single):
+        return None
+    spread = f"{min(ids)}" if min(ids) == max(ids) else f"{min(ids)}..{max(ids)}"
+    return (f"the masks look like instance labels (one id per object: 0 background and "
+            f"{spread} object ids per mask, stored as {single[0].mode}), not "
+            f"class ids: to segment objects from background, pass --mask-threshold 1 (every "
+            f"non-zero id becomes foreground); for a class per object, convert the masks to "
+            f"class ids")
+
+
+def _undecidable(values, counts, ids, summaries):
     """Why single-channel train values cannot be read as class ids (None when they can)."""
     if _jpeg_like(values, counts):
         return _jpeg_advice(values)
     if len(ids) < 2:
-        return ("there is only one class to learn; check the masks were exported with their "
-                "labels, or pass --num-classes")
+        return _alpha_advice(summaries) or (
+            "there is only one class to learn; check the masks were exported with their "
+            "labels, or pass --num-classes")
     if ids[-1] + 1 > 2 * len(ids):
         if len(ids) == 2:
             return (f"two levels {ids[0]} and {ids[1]} are not class ids: pass --mask-threshold "
                     f"{ids[1]} to read them as background/foreground")
-        return ("the values look like grey levels chosen for display, not class ids 0..K-1: "
-                "re-save the masks with ids 0, 1, 2, ... (or pass --num-classes if the ids "
-                "missing from train are real classes)")
+        return instance_advice(summaries) or (
+            "the values look like grey levels chosen for display, not class ids 0..K-1: "
+            "re-save the masks with ids 0, 1, 2, ... (or pass --num-classes if the ids "
+            "missing from train are real classes)")
     return None
 
 
@@ -381,13 +494,14 @@ def _inferred_decoding(summaries, ignore_index, expected):
     if expected is not None:
         return {"kind": "index", "num_classes": expected, "void_values": [], "source": source}
     ids = sorted(present - {ignore_index})
-    reason = _undecidable(values, counts, ids)
+    reason = _undecidable(values, counts, ids, summaries)
     if reason:
         worst = sorted(summaries, key=lambda summary: -len(summary.values))
         together = (f" (all {len(worst)} train masks together: {format_values(values)})"
                     if len(worst) > 1 else "")
-        raise DataError(f"mask {worst[0].path} has values {format_values(worst[0].values)}"
-                        f"{together}: {reason}")
+        raise DataError(Problem(f"mask {worst[0].path} has values "
+                                f"{format_values(worst[0].values)}{together}: {reason}",
+                                files=len(summaries)))
     return {"kind": "index", "num_classes": ids[-1] + 1, "void_values": [], "source": source}
 
 
@@ -517,22 +631,54 @@ def class_statistics(summaries, decoding, ignore_index):
     return class_pixels.tolist(), image_pixels.tolist(), ignored
 
 
+def _value_shares(summaries):
+    """{value: share of the masks holding it} of single-channel masks ({} for one mask: a
+    share of one says nothing)."""
+    holding = Counter(value for summary in summaries if summary.kind == "single"
+                      for value in summary.values.tolist())
+    return {value: count / len(summaries) for value, count in holding.items()
+            if len(summaries) > 1}
+
+
+def _mask_problem(summary, decoding, ignore_index, shares):
+    """(group key, 'what' text, cause and fix) of one mask that does not decode, or None."""
+    layout = (summary.layout, summary.channels)
+    if summary.kind != _expected_kind(decoding):
+        return ("kind", summary.kind), "", _kind_mismatch(summary.path, summary.kind, decoding)
+    if decoding["kind"] == "onehot" and layout != (decoding["layout"], decoding["channels"]):
+        return (("layout", layout), f"{summary.path} is one-hot {summary.layout} with "
+                f"{summary.channels} channels", f"the train masks are {decoding['layout']} with "
+                f"{decoding['channels']}: save them all alike")
+    parts = _unknown_parts(summary, decoding, ignore_index, shares)
+    if parts is None:
+        return None
+    return ("values", parts[1]), f"mask {summary.path} has {parts[0]}", parts[1]
+
+
+def _grouped_problem(entries):
+    """One problem for masks with the same fault: the first in full, the count, the others."""
+    (_, what, cause), others = entries[0], [entry[0] for entry in entries[1:]]
+    text = f"{what}: {cause}" if what else cause  # without `what`, the cause names the file
+    if others:
+        text += f" (the same in {len(others)} more mask(s): {name_list(others)})"
+    return Problem(text, files=len(entries))
+
+
 def check_masks(summaries, decoding, ignore_index):
-    """One problem per mask whose values fit no class (or whose encoding differs)."""
-    problems = []
+    """One problem per kind of fault (values that fit no class, another encoding or layout),
+    naming its first mask and counting the masks it covers."""
+    groups, shares = {}, _value_shares(summaries)
     for summary in summaries:
-        classes = _value_classes(summary.values, summary.kind, decoding, ignore_index)
-        layout = (summary.layout, summary.channels)
-        if decoding["kind"] == "onehot" and layout != (decoding["layout"], decoding["channels"]):
-            problems.append(f"{summary.path} is one-hot {summary.layout} with {summary.channels} "
-                            f"channels, the train masks are {decoding['layout']} with "
-                            f"{decoding['channels']}: save them all alike")
-        elif (classes == UNKNOWN).any():
-            problems.append(_unknown_values_message(summary.path, summary.kind, summary.values,
-                                                    summary.counts, decoding, ignore_index))
+        found = _mask_problem(summary, decoding, ignore_index, shares)
+        if found:
+            groups.setdefault(found[0], []).append((summary.path, *found[1:]))
+    problems = [_grouped_problem(entries) for entries in groups.values()]
     if len(problems) > 2 * MAX_LISTED:
-        more = len(problems) - 2 * MAX_LISTED
-        problems = problems[:2 * MAX_LISTED] + [f"... and {more} more masks like these"]
+        rest = problems[2 * MAX_LISTED:]
+        files = sum(problem.files for problem in rest)
+        problems = problems[:2 * MAX_LISTED] + [Problem(
+            f"... and {len(rest)} more kinds of mask values that fit no class, in {files} "
+            f"mask(s)", files=files)]
     return problems
 
 

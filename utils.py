@@ -73,6 +73,15 @@ class DataError(ValueError):
         super().__init__(message)
 
 
+class Problem(str):
+    """A problem's text that knows how many files it covers (a plain string covers one)."""
+
+    def __new__(cls, text, files=1):
+        problem = super().__new__(cls, text)
+        problem.files = files
+        return problem
+
+
 def format_values(values, limit=8):
     """Integers as a short set, runs written a..b: {0, 3, 10..254}; long sets keep their ends:
     {0, 1, 5, ..., 251, 255} (66 values)."""
