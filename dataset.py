@@ -1,5 +1,6 @@
-"""Segmentation data: image/mask folder pairs, image reading, scanning and checking a dataset
-(mask decoding decided once, in masks.py), the Dataset, and the command line
+"""Segmentation data: image/mask folder pairs, image reading (EXIF orientation applied, as
+viewers show images), scanning and checking a dataset (mask decoding decided once, in masks.py;
+findings and the report in checks.py), the Dataset, and the command line
 `python dataset.py check ROOT` / `python dataset.py make-demo ROOT` (demo.py).
 
 Contract: a sample is (image float32 [C,H,W] normalised with the train split's mean/std,
@@ -7,24 +8,25 @@ mask int64 [H,W] with values in 0..num_classes-1 or ignore_index). Every problem
 raises DataError naming the file(s), the problem and the fix.
 """
 import argparse
+import hashlib
 import sys
 import warnings
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from checks import (ORIENTATIONS, SplitScan, add_findings, data_warnings, mismatch_problems,
+                    problems_line, report_lines, size_summary, unused_paths)
 from demo import make_demo
-from masks import (CLASS_TABLE_NAME, check_class_count, check_masks, class_names_colors,
-                   class_statistics, decode_mask, describe_decoding, infer_mask_decoding,
-                   load_class_table, summarize_mask)
-from model import MIN_SIZE
-from utils import SPLITS, DataError, HelpFormatter, name_list, open_image
+from masks import (CLASS_TABLE_NAME, EXIF_ORIENTATION, check_class_count, check_masks,
+                   class_names_colors, class_statistics, decode_mask, describe_decoding,
+                   infer_mask_decoding, load_class_table, summarize_mask)
+from utils import (SPLITS, DataError, HelpFormatter, Problem, name_list, open_image,
+                   tune_cpu_allocator)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # JPEG masks are read so that the check can explain their values (and --mask-threshold fix them).
@@ -88,8 +90,9 @@ def _check_paired(images, masks, image_dir, mask_dir):
         parts.append(f"{len(lonely_masks)} of {len(masks)} masks in {mask_dir} have no image "
                      f"({name_list(lonely_masks)})")
     if parts:
-        raise DataError(" and ".join(parts) + "; every image needs a mask with the same file "
-                        "stem (a.jpg <-> a.png): add the missing files or remove the extra ones")
+        raise DataError(Problem(" and ".join(parts) + "; every image needs a mask with the same "
+                                "file stem (a.jpg <-> a.png): add the missing files or remove "
+                                "the extra ones", files=len(lonely_images) + len(lonely_masks)))
 
 
 def list_pairs(root, split):
@@ -137,9 +140,35 @@ def _scale_to_unit(array, path, mode):
                     f"images as 8- or 16-bit PNG/TIFF, or float32 TIFF")
 
 
-def _image_pixels(path):
-    """(pixels float32 [H,W,n] in [0,1] with alpha dropped, the file's Pillow mode)."""
+def _oriented(pil):
+    """(the image as viewers show it, the EXIF orientation it carried: 1 = none). Pillow
+    applies a TIFF's tag while decoding, so TIFFs arrive oriented (and report 1)."""
+    orientation = pil.getexif().get(EXIF_ORIENTATION, 1)
+    if orientation in ORIENTATIONS:
+        pil = ImageOps.exif_transpose(pil)
+    return pil, orientation
+
+
+def _read_image(path):
+    """(PIL image as viewers show it, its EXIF orientation, stored (H, W)); DataError if
+    unreadable."""
     pil = open_image(path)
+    stored = (pil.height, pil.width)
+    pil, orientation = _oriented(pil)
+    return pil, orientation, stored
+
+
+def _pixel_digest(pil):
+    """A hash of an image's decoded pixels, mode and size: equal for identical images."""
+    digest = hashlib.sha1(f"{pil.mode} {pil.size}".encode())
+    digest.update(pil.tobytes())
+    return digest.hexdigest()
+
+
+def _image_pixels(path):
+    """(pixels float32 [H,W,n] in [0,1] as viewers show the image, alpha dropped, the file's
+    Pillow mode)."""
+    pil, _, _ = _read_image(path)
     return _pil_pixels(pil, path), pil.mode
 
 
@@ -153,9 +182,10 @@ def _pil_pixels(pil, name):
 
 def to_model_array(image, in_channels):
     """A PIL image or a numpy array ([H,W] or [H,W,C]; integers scaled by their dtype's range,
-    floats kept) -> float32 [C,H,W] with in_channels channels, as load_image gives for files."""
+    floats kept) -> float32 [C,H,W] with in_channels channels, as load_image gives for files
+    (a PIL image's EXIF orientation applied)."""
     if isinstance(image, Image.Image):
-        pixels = _pil_pixels(image, "the image")
+        pixels = _pil_pixels(_oriented(image)[0], "the image")
     else:
         array = np.asarray(image)
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
@@ -180,7 +210,8 @@ def _to_channels(pixels, in_channels, path):
 
 
 def load_image(path, in_channels):
-    """Image file -> float32 [C,H,W] in [0,1] (16-bit / 65535, float TIFF as stored)."""
+    """Image file -> float32 [C,H,W] in [0,1] (16-bit / 65535, float TIFF as stored), as
+    viewers show it (EXIF orientation applied)."""
     pixels, _ = _image_pixels(path)
     pixels, _ = _to_channels(pixels, in_channels, path)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
@@ -208,62 +239,31 @@ def normalize(image, normalization):
 # Scanning a dataset
 
 
-@dataclass
-class SplitScan:
-    """What one pass over a split found."""
-
-    pairs: list
-    summaries: list = field(default_factory=list)
-    sizes: Counter = field(default_factory=Counter)
-    image_modes: Counter = field(default_factory=Counter)
-    mask_modes: Counter = field(default_factory=Counter)
-    converted: list = field(default_factory=list)  # images whose channels were converted
-    outside_unit: list = field(default_factory=list)  # float images with values beyond [0, 1]
-    problems: list = field(default_factory=list)
-    pixel_sum: np.ndarray = 0.0  # per channel, float64 (streaming mean/std)
-    pixel_sq_sum: np.ndarray = 0.0
-    pixel_count: int = 0
-
-    def add_image(self, path, pixels, mode, converted):
-        """Record one image's size, mode and pixel statistics."""
-        height, width = pixels.shape[:2]
-        self.sizes[(height, width)] += 1
-        self.image_modes[mode] += 1
-        if converted:
-            self.converted.append(path)
-        if pixels.size and (pixels.min() < -1e-6 or pixels.max() > 1 + 1e-6):  # rounding
-            self.outside_unit.append(path)
-        if min(height, width) < MIN_SIZE:
-            self.problems.append(f"{path} is {height}x{width}: SegNet needs at least "
-                                 f"{MIN_SIZE} pixels per side; remove or enlarge it")
-        flat = pixels.reshape(-1, pixels.shape[2]).astype(np.float64)
-        self.pixel_sum = self.pixel_sum + flat.sum(axis=0)
-        self.pixel_sq_sum = self.pixel_sq_sum + np.square(flat).sum(axis=0)
-        self.pixel_count += flat.shape[0]
-
-
 def scan_split(root, split, in_channels, progress=False):
-    """Read every pair of one split once: image statistics, mask summaries and problems."""
+    """Read every pair of one split once: image statistics and hashes, mask summaries and
+    problems (checks.SplitScan)."""
     scan = SplitScan(list_pairs(root, split))
     for _, image_path, mask_path in tqdm(scan.pairs, desc=f"checking {split}", leave=False,
                                          disable=not progress):
         try:
-            pixels, mode = _image_pixels(image_path)
-            pixels, converted = _to_channels(pixels, in_channels, image_path)
-            scan.add_image(image_path, pixels, mode, converted)
-            summary = summarize_mask(mask_path, pixels.shape[:2])
+            _scan_pair(scan, image_path, mask_path, in_channels)
         except DataError as error:  # collected: the check reports every problem at once
             scan.problems.extend(error.problems)
-            continue
-        scan.mask_modes[summary.mode] += 1
-        if summary.size != pixels.shape[:2]:
-            scan.problems.append(
-                f"size mismatch: image {image_path} is {pixels.shape[0]}x{pixels.shape[1]}, "
-                f"mask {mask_path} is {summary.size[0]}x{summary.size[1]}; a mask must have its "
-                f"image's size (re-export it, or resize it with nearest-neighbour)")
-        else:
-            scan.summaries.append(summary)
+    scan.problems.extend(mismatch_problems(scan.mismatches))
     return scan
+
+
+def _scan_pair(scan, image_path, mask_path, in_channels):
+    """Read one image and its mask, once each, into the scan."""
+    pil, orientation, stored = _read_image(image_path)
+    shown, digest = _pil_pixels(pil, image_path), _pixel_digest(pil)
+    pixels, converted = _to_channels(shown, in_channels, image_path)
+    scan.add_image(image_path, pixels, pil.mode, converted, orientation)
+    if converted and shown.shape[2] == 3:
+        scan.add_colour(image_path, shown)
+    del pil, shown  # before the mask is read: a lower peak
+    summary = summarize_mask(mask_path, pixels.shape[:2])
+    scan.add_mask(image_path, (digest, orientation, stored, pixels.shape[:2]), summary)
 
 
 def _normalization(scan):
@@ -272,46 +272,6 @@ def _normalization(scan):
     variance = np.maximum(scan.pixel_sq_sum / scan.pixel_count - np.square(mean), 0.0)
     return {"mean": [round(float(m), 6) for m in mean],
             "std": [round(float(s), 6) for s in np.sqrt(variance)]}
-
-
-def _size_summary(sizes):
-    """{"min": [h, w], "max": [h, w], "distinct": n, "most_common": [h, w]} of a split."""
-    if not sizes:
-        return None
-    heights = [size[0] for size in sizes]
-    widths = [size[1] for size in sizes]
-    return {"min": [min(heights), min(widths)], "max": [max(heights), max(widths)],
-            "distinct": len(sizes), "most_common": list(sizes.most_common(1)[0][0])}
-
-
-def _data_warnings(scans, in_channels):
-    """Things worth knowing that do not stop training."""
-    found = []
-    converted = [path for scan in scans.values() for path in scan.converted]
-    if converted:
-        change = "RGB -> grey" if in_channels == 1 else "grey -> RGB"
-        fix = "pass --in-channels 3 to keep colour" if in_channels == 1 else "nothing lost"
-        found.append(f"{len(converted)} image(s) converted {change} for in_channels="
-                     f"{in_channels} (e.g. {converted[0]}); {fix}")
-    outside = [path for scan in scans.values() for path in scan.outside_unit]
-    if outside:
-        found.append(f"{len(outside)} float image(s) have values outside [0, 1] (e.g. "
-                     f"{outside[0]}): brightness/contrast/gamma jitter clamps to [0, 1]; "
-                     f"rescale them to [0, 1] or train with --jitter 0")
-    jpeg = [s.path for scan in scans.values() for s in scan.summaries
-            if s.path.suffix.lower() in (".jpg", ".jpeg")]
-    if jpeg:
-        found.append(f"{len(jpeg)} mask(s) are JPEG (e.g. {jpeg[0]}): JPEG is lossy and blurs "
-                     f"class boundaries; save masks as PNG")
-    levels = [(s.path, set(s.values.tolist())) for scan in scans.values() for s in scan.summaries
-              if s.kind == "single"]
-    zero_255 = [path for path, values in levels if 255 in values and values <= {0, 255}]
-    zero_one = [path for path, values in levels if 1 in values and values <= {0, 1}]
-    if zero_255 and zero_one:
-        found.append(f"{len(zero_one)} mask(s) are 0/1 (e.g. {zero_one[0]}) and {len(zero_255)} "
-                     f"are 0/255 (e.g. {zero_255[0]}): read together, 255 is the ignore value "
-                     f"and the 0/255 masks' foreground is not learned; save all masks alike")
-    return found
 
 
 def _check_arguments(in_channels, num_classes, mask_threshold, class_table, splits):
@@ -351,11 +311,11 @@ def _base_info(root, in_channels, ignore_index, table_path, scans):
         "normalization": _normalization(train) if train and train.pixel_count else None,
         "class_pixels": [], "class_image_pixels": [], "ignore_pixels": 0,
         "splits": {split: len(scan.pairs) for split, scan in scans.items()},
-        "image_sizes": {split: _size_summary(scan.sizes) for split, scan in scans.items()},
+        "image_sizes": {split: size_summary(scan.sizes) for split, scan in scans.items()},
         "image_modes": {split: dict(scan.image_modes) for split, scan in scans.items()},
         "mask_modes": {split: dict(scan.mask_modes) for split, scan in scans.items()},
         "rgb_converted": sum(len(scan.converted) for scan in scans.values()),
-        "warnings": _data_warnings(scans, in_channels),
+        **dict(zip(("warnings", "notes"), data_warnings(scans, in_channels), strict=True)),
     }
 
 
@@ -411,6 +371,7 @@ def inspect_dataset(root, in_channels=1, num_classes=None, class_table=None, mas
                         f"there is nothing to learn from")
     if "train" in scans and scans["train"].summaries:
         problems += _add_decoding(info, scans, table, table_path, num_classes, mask_threshold)
+    add_findings(info, scans, unused_paths(root, splits, table_path, _is_hidden))
     return info, problems
 
 
@@ -418,14 +379,18 @@ def scan_dataset(root, in_channels=1, num_classes=None, class_table=None, mask_t
                  ignore_index=255, splits=("train", "val"), progress=False):
     """Check a dataset before training and describe it; DataError listing every problem.
 
-    Reads every image and mask of the splits once: pairing, sizes, empty splits, unreadable
-    files, mask values. Decides the mask decoding from the train masks (index, binary 0/255 or
-    0/1, palette, RGB + class table, one-hot .npy, or --mask-threshold) and validates the other
-    splits with it. Without class_table, ROOT/classes.json is used when present. Returns a
-    JSON-able info dict: in_channels, ignore_index, num_classes, class_names, class_colors,
-    mask_decoding, normalization {mean, std} of the train images, class_pixels and
-    class_image_pixels over train (for median-frequency weights), splits {split: count},
-    image_sizes, image_modes, mask_modes, rgb_converted, warnings.
+    Reads every image and mask of the splits once (the masks of duplicate images twice):
+    pairing, sizes, empty splits, unreadable files, mask values, pixel hashes. Decides the mask
+    decoding from the train masks (index, binary 0/255 or 0/1, palette, RGB + class table,
+    one-hot .npy, or --mask-threshold) and validates the other splits with it. Without
+    class_table, ROOT/classes.json is used when present. Returns a JSON-able info dict:
+    in_channels, ignore_index, num_classes, class_names, class_colors, mask_decoding,
+    normalization {mean, std} of the train images, class_pixels and class_image_pixels over
+    train (for median-frequency weights), splits {split: count}, image_sizes {split: {min, max,
+    distinct, most_common, counts}}, image_modes, mask_modes, rgb_converted, warnings (shown as
+    Python warnings here), and, for the check's report: notes, duplicates {same_mask,
+    different_masks, across_splits}, exif_oriented (images with an orientation tag), unused
+    (paths under ROOT not read).
     """
     info, problems = inspect_dataset(root, in_channels, num_classes, class_table,
                                      mask_threshold, ignore_index, splits, progress)
@@ -551,52 +516,6 @@ def intensity_baseline(root, info, bins=64):
 # Command line
 
 
-def _size_text(sizes):
-    """'512x512', or 'H range x W range (n sizes)' for mixed sizes."""
-    if sizes is None:
-        return "-"
-    if sizes["distinct"] == 1:
-        return f"{sizes['min'][0]}x{sizes['min'][1]}"
-    return (f"{sizes['min'][0]}..{sizes['max'][0]} x {sizes['min'][1]}..{sizes['max'][1]} "
-            f"({sizes['distinct']} sizes)")
-
-
-def _modes_text(modes):
-    """'L 20, RGB 2'."""
-    return ", ".join(f"{mode} {count}" for mode, count in sorted(modes.items())) or "-"
-
-
-def report_lines(info):
-    """The check report (without problems) as lines of text."""
-    lines = [f"dataset {info['root']}",
-             f"{'split':<7}{'pairs':>6}  {'image size (HxW)':<30}{'image modes':<16}mask modes"]
-    for split, count in info["splits"].items():
-        lines.append(f"{split:<7}{count:>6}  {_size_text(info['image_sizes'][split]):<30}"
-                     f"{_modes_text(info['image_modes'][split]):<16}"
-                     f"{_modes_text(info['mask_modes'][split])}")
-    if info["normalization"]:
-        lines.append(f"in_channels {info['in_channels']}; train mean "
-                     f"{info['normalization']['mean']}, std {info['normalization']['std']}")
-    if info["mask_decoding"]:
-        table = f" (names from {info['class_table']})" if info["class_table"] else ""
-        lines.append(f"masks: {describe_decoding(info['mask_decoding'])}{table}; ignore index "
-                     f"{info['ignore_index']}: {info['ignore_pixels']:,} train pixels")
-        lines.extend(_class_lines(info))
-    lines.extend(f"warning: {message}" for message in info["warnings"])
-    return lines
-
-
-def _class_lines(info):
-    """Per-class train pixel counts, shares and the number of train images containing it."""
-    total = max(sum(info["class_pixels"]), 1)
-    lines = [f"  {'id':>3} {'class':<16}{'train pixels':>14}{'share':>8}{'image pixels':>14}"]
-    for index, name in enumerate(info["class_names"]):
-        pixels = info["class_pixels"][index]
-        lines.append(f"  {index:>3} {name:<16}{pixels:>14,}{pixels / total:>8.1%}"
-                     f"{info['class_image_pixels'][index]:>14,}")
-    return lines
-
-
 def run_check(args):
     """Print the dataset report; 0 when training can start, 1 when there is a problem."""
     root = Path(args.root)
@@ -616,7 +535,7 @@ def run_check(args):
               f"{scores['train']:.3f}, val {scores['val']:.3f}")
     for problem in problems:
         print(f"problem: {problem}")
-    print(f"{len(problems)} problem(s)" if problems else "no problems: ready to train")
+    print(problems_line(problems))
     return 1 if problems else 0
 
 
@@ -666,4 +585,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    tune_cpu_allocator()  # as the scripts do: reading every file frees MBs per image (page faults)
     sys.exit(main())
