@@ -25,10 +25,14 @@ BATCH_SIZE = 4  # images of one size predicted together (evaluate.py, predict.py
 
 # ----------------------------------------------------------- flags predict.py and evaluate.py share
 
-def add_inference_args(parser, batch_note, mc_output, seed_note, size_note):
-    """The model-side flags predict.py and evaluate.py share (common_problems checks them)."""
+def add_inference_args(parser, batch_note, mc_output, seed_note, size_note,
+                       checkpoint_group=None):
+    """The model-side flags predict.py and evaluate.py share (common_problems checks them).
+    checkpoint_group: an argparse mutually exclusive group that --checkpoint joins (predict.py's,
+    with --onnx) instead of being required."""
     add = parser.add_argument
-    add("--checkpoint", type=Path, required=True,
+    (checkpoint_group or parser).add_argument(
+        "--checkpoint", type=Path, required=checkpoint_group is None,
         help="checkpoint written by train.py (best.pt or last.pt)")
     add("--batch-size", type=int, default=BATCH_SIZE,
         help="images of one size predicted together" + batch_note)
@@ -62,7 +66,7 @@ def common_problems(args):
     if not image_size_ok(args.image_size):
         problems.append(f"--image-size must be 0 (native) or {MIN_SIZE}..{MAX_IMAGE_SIZE}, "
                         f"got {args.image_size}")
-    if not args.checkpoint.is_file():
+    if args.checkpoint is not None and not args.checkpoint.is_file():
         problems.append(f"--checkpoint {args.checkpoint} is not a file")
     return problems
 
@@ -154,6 +158,13 @@ def window_weights(length, windows, overlap):
 
 # ---------------------------------------------------------------- prediction
 
+def model_device(model):
+    """The device a model's inputs go to: its weights', or the `device` an ONNX Runtime model
+    (deploy.OnnxRuntimeModel, which has no torch weights) states."""
+    device = getattr(model, "device", None)
+    return device if device is not None else next(model.parameters()).device
+
+
 @torch.inference_mode()
 def forward_probs(model, images, tta=False, dtype=None, mc_samples=0, max_pixels=TILE * TILE):
     """(probs float32 [N, K, H, W], variance float32 [N, H, W] or None) of normalised images
@@ -228,7 +239,7 @@ def tiled_probs(model, image, tile=TILE, overlap=OVERLAP, tta=False, dtype=None,
     # Separable weights: sum_i row_i(y) * sum_j col_j(x) = 1, so no weight map is accumulated.
     row_weights = torch.from_numpy(window_weights(height, rows, overlap))
     col_weights = torch.from_numpy(window_weights(width, cols, overlap))
-    device = next(model.parameters()).device
+    device = model_device(model)
     probs = torch.zeros(utils.unwrapped(model).num_classes, height, width)
     variance = torch.zeros(height, width) if mc_samples else None
     tiles = list(itertools.product(enumerate(rows), enumerate(cols)))
@@ -260,7 +271,7 @@ def batch_probs(model, images, tile=TILE, overlap=OVERLAP, tta=False, dtype=None
     """
     if not mc_samples:
         return resized_probs(model, images, tile, overlap, tta, dtype, image_size, 0, progress)
-    device = next(model.parameters()).device
+    device = model_device(model)
     results = []
     for image in images:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -278,7 +289,7 @@ def resized_probs(model, images, tile, overlap, tta, dtype, image_size, mc_sampl
         images = F.interpolate(images, size=(image_size, image_size), mode="bilinear",
                                align_corners=False, antialias=True)  # as dataset.resize_pair
     if max(images.shape[-2:]) <= tile:
-        device = next(model.parameters()).device
+        device = model_device(model)
         probs, variance = forward_probs(model, images.to(device), tta, dtype, mc_samples,
                                         tile * tile)
         probs, variance = probs.cpu(), variance.cpu() if mc_samples else None

@@ -1,7 +1,8 @@
 """Masks for new images from a checkpoint:
-`python predict.py --checkpoint best.pt --input IMG|DIR|GLOB --output out/`. Large images are
-predicted in overlapping tiles, blended so that the result equals whole-image prediction when the
-overlap covers SegNet's receptive field."""
+`python predict.py --checkpoint best.pt --input IMG|DIR|GLOB --output out/`, or from a model
+exported by export.py, run with ONNX Runtime: `--onnx model.onnx` instead of --checkpoint.
+Large images are predicted in overlapping tiles, blended so that the result equals whole-image
+prediction when the overlap covers SegNet's receptive field."""
 import argparse
 import glob
 import math
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import deploy
 import inference
 import measures
 import plots
@@ -42,13 +44,18 @@ def get_args_parser():
                         help="pixels shared by neighbouring tiles, a multiple of "
                              f"{MIN_SIZE}; "
                              f">= {2 * context_radius()} makes tiling exact")
+    models = parser.add_mutually_exclusive_group(required=True)
+    models.add_argument("--onnx", type=Path, default=None,
+                        help="instead of --checkpoint: a model exported by export.py, run with "
+                             "ONNX Runtime (fp32, CPU; needs requirements-export.txt); class "
+                             "colours and channels come from its metadata")
     inference.add_inference_args(
         parser, batch_note=" (images up to --tile)",
         mc_output="write <stem>_entropy.png (16-bit), <stem>_entropy_color.png and "
                   "<stem>_variance.npy",
         seed_note="; each image is sampled under it, so its maps do not depend on the other "
                   "inputs",
-        size_note="masks always come out at the input's size")
+        size_note="masks always come out at the input's size", checkpoint_group=models)
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first unreadable input instead of skipping it")
     return parser
@@ -190,11 +197,36 @@ def validate_args(args):
         inference.check_tiling(args.tile, args.overlap)
     except ValueError as error:
         problems.append(str(error))
-    problems += inference.common_problems(args)
+    problems += inference.common_problems(args) + onnx_problems(args)
     if args.output.exists() and not args.output.is_dir():
         problems.append(f"--output {args.output} is a file, not a folder")
     if problems:
         raise SystemExit("error: " + "; ".join(problems))
+
+
+def onnx_problems(args):
+    """What --onnx cannot do: its graph is the fp32, deterministic network on the CPU."""
+    if args.onnx is None:
+        return []
+    problems = [] if args.onnx.is_file() else [f"--onnx {args.onnx} is not a file"]
+    if args.mc_samples:
+        problems.append("--mc-samples needs --checkpoint: an --onnx model is the deterministic "
+                        "(eval) network, without dropout")
+    if args.amp not in ("auto", "off"):
+        problems.append(f"--amp {args.amp} needs --checkpoint: an --onnx model runs in fp32")
+    if args.device not in ("auto", "cpu"):
+        problems.append(f"--device {args.device} needs --checkpoint: an --onnx model runs on "
+                        f"ONNX Runtime's CPU provider")
+    return problems
+
+
+def load_predictor(args):
+    """(model, info, autocast dtype or None): the checkpoint in its inference form, or the
+    --onnx model in ONNX Runtime (deploy.OnnxRuntimeModel, which inference.py runs alike)."""
+    if args.onnx is not None:
+        model, info = deploy.load_onnx(args.onnx)
+        return model, info, None
+    return inference.load_for_inference(args.checkpoint, args.device, args.amp)
 
 
 def main(args):
@@ -202,14 +234,14 @@ def main(args):
     paths = expand_inputs(args.input)
     check_outputs(paths, args.output)
     try:
-        model, info, dtype = inference.load_for_inference(args.checkpoint, args.device, args.amp)
-    except (ValueError, FileNotFoundError) as error:
+        model, info, dtype = load_predictor(args)
+    except (ValueError, FileNotFoundError, ImportError) as error:
         raise SystemExit(f"error: {error}") from None
-    if next(model.parameters()).device.type == "cpu":
+    if inference.model_device(model).type == "cpu":
         utils.tune_cpu_allocator()  # x1.46 inference img/s here (bench.py), as in training
     if info["num_classes"] > 256:
-        raise SystemExit(f"error: {args.checkpoint} has {info['num_classes']} classes; a PNG "
-                         f"mask holds at most 256")
+        raise SystemExit(f"error: {args.checkpoint or args.onnx} has {info['num_classes']} "
+                         f"classes; a PNG mask holds at most 256")
     mc_samples, note = inference.mc_samples_to_run(args.mc_samples, info, args.checkpoint)
     if note:
         print(f"warning: {note}", file=sys.stderr)
