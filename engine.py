@@ -1,14 +1,16 @@
-"""Training machinery: the epoch-seeded sampler and loaders, the runtime (device, precision,
-memory format), optimiser, schedule and losses, one training epoch, validation through the
-scoring path evaluate.py uses, and the checkpoint's training state (build and restore).
-train.py drives it; nothing here reads the command line or prints on its own."""
+"""Training machinery: the epoch-seeded sampler and loader, the runtime (device, precision,
+memory format), optimiser, schedule and losses, training steps (and timing them for the plan),
+validation through the scoring path evaluate.py uses, and the checkpoint's training state.
+
+`config` is everywhere a plan.Plan: the one resolved configuration. train.py drives this
+module; nothing here reads the command line or prints on its own."""
 import functools
 import math
 import random
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from collections import namedtuple
 
 import numpy as np
 import torch
@@ -24,50 +26,6 @@ from inference import batch_probs, score_dataset
 from model import inference_model
 
 NUM_SAMPLE_IMAGES = 4  # validation images drawn in val_samples_epochNNN.png
-
-
-# ---------------------------------------------------------------- configuration
-
-@dataclass
-class TrainConfig:
-    """Everything the training machinery reads, resolved once. train.py builds it from its
-    flags (whose defaults are these); bench.py and notebooks build their own."""
-
-    # data and augmentation
-    crop_size: int = 64  # 0 = whole images
-    image_size: int | None = None
-    scale: tuple = (0.75, 1.25)
-    flip: bool = True
-    rotate: float = 15.0
-    jitter: float = 0.2
-    noise: float = 0.02
-    augment: bool = True
-    cache: bool = True
-    workers: int | None = None  # None: 0 on CPU, 4 on GPU
-    ignore_index: int = 255
-    # optimisation
-    epochs: int = 12
-    batch_size: int = 8
-    lr: float = 2e-3
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    scheduler: str = "cosine"
-    warmup_epochs: float = 0.5
-    step_size: int = 10
-    gamma: float = 0.1
-    loss: str = "ce"
-    class_weights: str = "none"
-    grad_clip: float = 0.0
-    # hardware and run
-    device: str = "auto"
-    amp: str = "auto"
-    channels_last: bool | None = None  # None: on for CPU and CUDA
-    compile: bool = False
-    seed: int = 0
-    log_every: int = 20
-    dry_run: bool = False
-    overfit_batch: bool = False
 
 
 # ----------------------------------------------------- data: epoch-seeded samples, sampler, loaders
@@ -159,6 +117,14 @@ def build_datasets(config, root, info):
 def quiet_worker(worker_id):
     """Ctrl-C is handled by the main process (which saves a checkpoint), not by workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def steps_per_epoch(train_images, batch_size, world_size=1):
+    """Optimiser steps of one pass over the train images, as build_loader batches them."""
+    per_rank = math.ceil(train_images / world_size)
+    if train_images // world_size > batch_size:  # whole batches only (drop_last)
+        return per_rank // batch_size
+    return math.ceil(per_rank / batch_size)
 
 
 def build_loader(config, train_set, device, rank=0, world_size=1):
@@ -298,11 +264,11 @@ def build_optimizer(config, model, device):
 
 
 def build_scheduler(config, optimizer, steps_per_epoch):
-    """Per-step linear warm-up, then the chosen decay (per step; plateau per validation)."""
-    total = max(1, config.epochs * steps_per_epoch)
-    warmup = int(config.warmup_epochs * steps_per_epoch)
-
+    """Per-step linear warm-up over config.warmup_steps, then the chosen decay over
+    config.steps (read at every step: a time budget may move the end of the run, and the
+    decay then still reaches its end); plateau decides per validation."""
     def factor(step):
+        warmup, total = config.warmup_steps, max(1, config.steps)
         if step < warmup:
             return (step + 1) / (warmup + 1)
         progress = (step - warmup) / max(1, total - warmup)
@@ -462,28 +428,39 @@ def report_progress(bar, log, state, loss, images_seen, start, total, config):
         f"{rate:.1f} img/s eta {remaining:.0f}s")
 
 
+def train_step(model, images, masks, criterion, optimizer, scheduler, runtime, config):
+    """One optimiser step on a CPU batch; returns the loss (a tensor: no host sync)."""
+    images, masks = runtime.to_device(images, masks)
+    with runtime.autocast():
+        loss = criterion(model(images), masks)
+    optimizer.zero_grad(set_to_none=True)
+    runtime.scaler.scale(loss).backward()
+    if config.grad_clip:
+        runtime.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    runtime.scaler.step(optimizer)
+    runtime.scaler.update()
+    scheduler.step()
+    return loss
+
+
+EpochResult = namedtuple("EpochResult", "loss images_per_second seconds interrupted finished")
+
+
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, runtime, state, config,
-                    stop, log):
-    """One pass over the training loader from batch state['batch'] (non-zero after a resume
-    mid-epoch). Returns (mean loss, img/s, seconds, interrupted by a signal mid-epoch)."""
+                    stop, log, until_step=None):
+    """Train over the loader from batch state['batch'] (non-zero after a resume mid-epoch) to
+    the epoch's end, or until state['global_step'] reaches until_step, or a signal. Returns an
+    EpochResult: the mean loss over state's running sums (since they were last reset), img/s,
+    seconds, whether a signal stopped it, and whether the epoch was finished."""
     model.train()
-    total = state["batch"] + len(loader)
-    loss_sum = torch.tensor(state["loss_sum"], dtype=torch.float64, device=runtime.device)
+    total, signalled = state["batch"] + len(loader), False  # batches of the whole epoch
+    loss_sum = torch.as_tensor(state["loss_sum"], dtype=torch.float64).to(runtime.device)
     images_seen, start = 0, time.perf_counter()
     bar = tqdm(total=total, initial=state["batch"], desc=f"epoch {state['epoch'] + 1}",
                leave=False, disable=not sys.stdout.isatty(), dynamic_ncols=True)
     for images, masks in loader:
-        images, masks = runtime.to_device(images, masks)
-        with runtime.autocast():
-            loss = criterion(model(images), masks)
-        optimizer.zero_grad(set_to_none=True)
-        runtime.scaler.scale(loss).backward()
-        if config.grad_clip:
-            runtime.scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        runtime.scaler.step(optimizer)
-        runtime.scaler.update()
-        scheduler.step()
+        loss = train_step(model, images, masks, criterion, optimizer, scheduler, runtime, config)
         loss_sum += loss.detach().double() * images.shape[0]
         images_seen += images.shape[0]
         state["batch"] += 1
@@ -494,30 +471,41 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, runtime, sta
             current = loss.item()  # the only host sync of a step, and only when logging
             check_finite(current, state)
             report_progress(bar, log, state, current, images_seen, start, total, config)
-        state["loss_sum"] = loss_sum  # a tensor until the epoch ends or a checkpoint is made
-        if (stop_requested(stop) and state["batch"] < total) or config.dry_run:
+        state["loss_sum"] = loss_sum  # a tensor until the sums are reset or a checkpoint made
+        signalled = stop_requested(stop) and state["batch"] < total
+        if signalled or config.dry_run or (until_step and state["global_step"] >= until_step):
             break
     bar.close()
     elapsed = time.perf_counter() - start
     totals = utils.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(state["images"])]))
     mean_loss = totals[0].item() / max(totals[1].item(), 1)
     check_finite(mean_loss, state)
-    interrupted = state["batch"] < total and not config.dry_run
-    return mean_loss, images_seen / max(elapsed, 1e-9), elapsed, interrupted
+    return EpochResult(mean_loss, images_seen / max(elapsed, 1e-9), elapsed,
+                       signalled and not config.dry_run, state["batch"] == total)
 
 
 # ---------------------------------------------------------------- validation
 
+def validation_indices(size, images=None):
+    """All val indices, or `images` of them spread evenly over the split (fixed, so that
+    intermediate checks on a subset compare like with like)."""
+    if images is None or images >= size:
+        return list(range(size))
+    return sorted({round(number * size / images) for number in range(images)})
+
+
 def validate(model, val_set, criterion, runtime, num_classes, ignore_index, image_size=None,
-             max_batches=None, rank=0, world_size=1):
-    """(mean val loss, utils.ConfusionMatrix over the whole split) of `model` in its inference
-    form (Runtime.inference_form), scored by inference.score_dataset: the path evaluate.py
-    takes, so a checkpoint scores the same there as it did here. Under torchrun each rank
-    scores every world_size-th image and the sums are all-reduced (each image counted once).
-    criterion: build_criterion's, on the CPU (the probabilities come back there)."""
-    scores = score_dataset(model, val_set, num_classes, ignore_index,
-                           indices=range(rank, len(val_set), world_size), dtype=runtime.dtype,
-                           image_size=image_size, criterion=criterion, max_batches=max_batches)
+             max_batches=None, rank=0, world_size=1, images=None):
+    """(mean val loss, utils.ConfusionMatrix) of `model` in its inference form
+    (Runtime.inference_form) on the val split (or `images` of it, validation_indices), scored
+    by inference.score_dataset: the path evaluate.py takes, so a checkpoint scores the same
+    there as it did here. Under torchrun each rank scores every world_size-th image and the
+    sums are all-reduced (each image counted once). criterion: build_criterion's, on the CPU
+    (the probabilities come back there)."""
+    indices = validation_indices(len(val_set), images)[rank::world_size]
+    scores = score_dataset(model, val_set, num_classes, ignore_index, indices=indices,
+                           dtype=runtime.dtype, image_size=image_size, criterion=criterion,
+                           max_batches=max_batches)
     totals = utils.all_reduce_sum(torch.tensor([scores.loss_sum, scores.images],
                                                dtype=torch.float64, device=runtime.device))
     scores.confusion.all_reduce(runtime.device)
@@ -535,28 +523,77 @@ def sample_predictions(model, val_set, runtime, count=NUM_SAMPLE_IMAGES):
     return samples
 
 
+# ---------------------------------------------------------------- timing, for the plan
+
+def synchronize(device):
+    """Wait for queued GPU work, so that a timer sees it finished."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def time_training_steps(model, config, runtime, info, repeats=2):
+    """Seconds per training step at config's crop and batch: real steps of `model` (which
+    they train: pass a copy) through train_step, with the run's precision, layout, optimizer
+    and loss, on a synthetic batch; one untimed warm-up step, then the median. No collective:
+    under torchrun, rank 0 times alone."""
+    model = model.to(runtime.device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(config, model, runtime.device)
+    scheduler, _ = build_scheduler(config, optimizer, steps_per_epoch=1)
+    criterion, _ = build_criterion(config, info, runtime.device)
+    generator = torch.Generator().manual_seed(0)
+    side = config.crop_size
+    images = torch.randn(config.batch_size, model.in_channels, side, side, generator=generator)
+    masks = torch.randint(0, model.num_classes, (config.batch_size, side, side),
+                          generator=generator)
+    model.train()
+    seconds = []
+    for _ in range(repeats + 1):
+        synchronize(runtime.device)
+        start = time.perf_counter()
+        train_step(model, images, masks, criterion, optimizer, scheduler, runtime, config)
+        synchronize(runtime.device)
+        seconds.append(time.perf_counter() - start)
+    return sorted(seconds[1:])[len(seconds[1:]) // 2]
+
+
+def time_inference(model, runtime, size):
+    """Seconds to predict one image of `size` (height, width) the way validation does (the
+    inference form, inference.batch_probs): one untimed warm-up, then one timed pass."""
+    folded = runtime.inference_form(model.to(runtime.device))
+    image = torch.randn(1, folded.in_channels, *size)
+    batch_probs(folded, image, dtype=runtime.dtype)
+    start = time.perf_counter()
+    batch_probs(folded, image, dtype=runtime.dtype)
+    return time.perf_counter() - start
+
+
 # ---------------------------------------------------------------- checkpoints: the training state
 
-STATE_KEYS = ("epoch", "batch", "global_step", "best_metric", "best_epoch", "stale",
-              "loss_sum", "images")
+STATE_KEYS = ("epoch", "batch", "global_step", "best_metric", "best_epoch", "best_step",
+              "stale", "loss_sum", "images")
 
 
 def new_state():
     """Training progress. epoch = completed epochs; batch = batches done in the epoch in
     flight (non-zero only in a checkpoint written on SIGINT/SIGTERM)."""
     return {"epoch": 0, "batch": 0, "global_step": 0, "best_metric": -1.0, "best_epoch": 0,
-            "stale": 0, "loss_sum": 0.0, "images": 0}
+            "best_step": 0, "stale": 0, "loss_sum": 0.0, "images": 0}
 
 
-def make_checkpoint(model, optimizer, schedulers, runtime, state, info, run_args):
+def make_checkpoint(model, optimizer, schedulers, runtime, state, info, run_args, plan):
     """A checkpoint that --resume continues exactly (utils.build_checkpoint with the training
-    state: optimizer, schedules, scaler, progress and RNG states); run_args: the run's flags as
-    plain data."""
+    state: optimizer, schedules, scaler, progress, RNG states and the plan); run_args: the
+    run's flags as plain data."""
     progress = {key: state[key] for key in STATE_KEYS}
     progress["loss_sum"] = float(progress["loss_sum"])
     training = {"optimizer": optimizer.state_dict(), "scheduler": schedulers[0].state_dict(),
                 "plateau": schedulers[1].state_dict() if schedulers[1] else None,
-                "scaler": runtime.scaler.state_dict(), **progress, "rng": utils.rng_states()}
+                "scaler": runtime.scaler.state_dict(), **progress, "rng": utils.rng_states(),
+                "plan": plan.to_dict()}
     return utils.build_checkpoint(model, info, training, run_args)
 
 
@@ -570,7 +607,8 @@ def restore(checkpoint, model, optimizer, schedulers, runtime, rank=0):
     if runtime.scaler.is_enabled() and checkpoint["scaler"]:  # empty when saved without fp16
         runtime.scaler.load_state_dict(checkpoint["scaler"])
     utils.set_rng_states(checkpoint["rng"])  # rank 0's; other ranks re-derive their own
-    progress = {key: checkpoint[key] for key in STATE_KEYS}
+    progress = dict(new_state(), **{key: checkpoint[key] for key in STATE_KEYS
+                                    if key in checkpoint})  # older checkpoints lack some
     if rank:
         utils.seed_everything((checkpoint["args"]["seed"] + rank) * 1_000_003
                               + checkpoint["global_step"])

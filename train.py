@@ -1,24 +1,25 @@
 """Train SegNet on data/{train,val}/{images,masks}: `python train.py` (demo data) or
-`python train.py --data path/to/data`. Writes a run folder with config, log, metrics, curves,
+`python train.py --data path/to/data`. The recipe (crop, batch, length, validation, learning
+rate, loss) is planned from the data, the machine and a time budget (plan.py) unless flags set
+it; `--plan-only` prints the plan. Writes a run folder with config, log, metrics, curves,
 sample pictures and checkpoints; `--resume` continues a run exactly where it stopped."""
 import argparse
-import csv
+import dataclasses
 import datetime
-import json
 import math
 import platform
-import subprocess
 import sys
-import types
+import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 import engine
-import plots
+import plan as planning
+import trainer
 import utils
+from trainer import Logger, git_commit, write_json
 from dataset import DataError, scan_dataset
 from demo import make_demo
 from masks import MAX_MASK_VALUE
@@ -28,8 +29,9 @@ from utils import is_main
 AUTO_RESUME = Path("auto")  # --resume auto
 # What a run writes before its first checkpoint: --resume auto may start afresh over these.
 RUN_LEFTOVERS = ("config.json", "train.log", "metrics.csv", "curves.png",
-                 "val_samples_epoch*.png", ".*.tmp*")
-DEFAULTS = engine.TrainConfig()
+                 "val_samples_epoch*.png", "val_samples_step*.png", ".*.tmp*")
+DEFAULTS = planning.Plan()
+AUTO = "(default: planned from the data, the machine and the time budget)"
 
 
 def get_args_parser():
@@ -49,8 +51,8 @@ def get_args_parser():
                        help="binarise single-channel masks at this value (e.g. 128 for JPEG masks)")
     group.add_argument("--ignore-index", type=int, default=DEFAULTS.ignore_index,
                        help="mask value that is excluded from loss and metrics")
-    group.add_argument("--crop-size", type=int, default=DEFAULTS.crop_size,
-                       help="random training crop (pixels, square); 0 = whole images")
+    group.add_argument("--crop-size", type=int, default=None,
+                       help=f"random training crop (pixels, square); 0 = whole images {AUTO}")
     group.add_argument("--image-size", type=int, default=None,
                        help="resize images (and masks, nearest) to this square size for "
                             "training and validation; default: native size")
@@ -80,10 +82,21 @@ def get_args_parser():
                             "encoder from; see README")
 
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="number of epochs")
-    group.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
-                       help="images per step (per process)")
-    group.add_argument("--lr", type=float, default=DEFAULTS.lr, help="peak learning rate")
+    group.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                       help="bound the whole run, validation included: the step count comes "
+                            "from the measured step time and the schedule still completes "
+                            "(default: 10 on a CPU or MPS, none on CUDA, where the run is as "
+                            "long as the data needs)")
+    group.add_argument("--epochs", type=int, default=None,
+                       help="train this many epochs instead of planning the length (no budget)")
+    group.add_argument("--steps", type=int, default=None,
+                       help="train this many optimiser steps instead of planning the length "
+                            "(no budget)")
+    group.add_argument("--batch-size", type=int, default=None,
+                       help=f"images per step (per process) {AUTO}")
+    group.add_argument("--lr", type=float, default=None,
+                       help=f"peak learning rate {AUTO}: 2e-3 (AdamW) at 8 images a step, "
+                            f"scaled with the square root of the global batch")
     group.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=DEFAULTS.optimizer,
                        help="the paper used SGD with momentum; AdamW converges faster here")
     group.add_argument("--momentum", type=float, default=DEFAULTS.momentum,
@@ -92,17 +105,19 @@ def get_args_parser():
                        help="L2 penalty on all parameters (decoupled for adamw)")
     group.add_argument("--scheduler", choices=["none", "cosine", "poly", "step", "plateau"],
                        default=DEFAULTS.scheduler, help="learning-rate schedule after warm-up")
-    group.add_argument("--warmup-epochs", type=float, default=DEFAULTS.warmup_epochs,
-                       help="linear warm-up length in epochs (fractions allowed)")
+    group.add_argument("--warmup-epochs", type=float, default=None,
+                       help="linear warm-up length in epochs (fractions allowed; default: "
+                            "3 percent of the steps)")
     group.add_argument("--step-size", type=int, default=DEFAULTS.step_size,
                        help="epochs per decay (step)")
     group.add_argument("--gamma", type=float, default=DEFAULTS.gamma,
                        help="decay factor (step, plateau)")
-    group.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default=DEFAULTS.loss,
-                       help="cross-entropy, soft Dice, or their sum (Dice helps rare classes)")
+    group.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default=None,
+                       help="cross-entropy, soft Dice, or their sum (Dice helps rare classes; "
+                            "default: ce+dice when a class has under 10 percent of the "
+                            "pixels, else ce)")
     group.add_argument("--class-weights", choices=["none", "median-freq", "inverse"],
-                       default=DEFAULTS.class_weights,
-                       help="class weighting of the cross-entropy")
+                       default=None, help="class weighting of the cross-entropy (default: none)")
     group.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip,
                        help="clip the gradient norm to this value; 0 disables")
 
@@ -132,12 +147,21 @@ def get_args_parser():
                             "'auto': the newest checkpoint in --out that loads, or a new run "
                             "there if it has none (a job that reruns one command after a crash "
                             "or pre-emption)")
-    group.add_argument("--eval-every", type=int, default=1, help="validate every N epochs")
-    group.add_argument("--save-every", type=int, default=1, help="write last.pt every N epochs")
+    group.add_argument("--eval-every", type=int, default=None,
+                       help="validate every N epochs (with --epochs: default 1; otherwise the "
+                            "interval is planned in steps, keeping validation under 15 percent of "
+                            "the run)")
+    group.add_argument("--val-every", type=int, default=None, metavar="STEPS",
+                       help="validate every N optimiser steps (default: planned)")
+    group.add_argument("--save-every", type=int, default=None,
+                       help="write last.pt every N epochs (default: at every validation)")
     group.add_argument("--early-stop", type=int, default=0, metavar="PATIENCE",
                        help="stop after PATIENCE validations without a better mIoU; 0 = never")
     group.add_argument("--dry-run", action="store_true",
                        help="one training and one validation batch, then stop")
+    group.add_argument("--plan-only", action="store_true",
+                       help="print the training plan and exit, without training or writing "
+                            "a run folder")
     group.add_argument("--overfit-batch", action="store_true",
                        help="train and validate on one fixed batch (sanity check: loss -> 0)")
     group.add_argument("--log-every", type=int, default=DEFAULTS.log_every,
@@ -149,20 +173,26 @@ def get_args_parser():
 
 def validate_args(args):
     """Reject impossible flag values before any work starts."""
-    positive = {"epochs": args.epochs, "batch-size": args.batch_size,
-                "eval-every": args.eval_every, "save-every": args.save_every,
-                "log-every": args.log_every, "step-size": args.step_size,
-                "dist-timeout": args.dist_timeout}
+    positive = {"epochs": args.epochs, "steps": args.steps, "batch-size": args.batch_size,
+                "eval-every": args.eval_every, "val-every": args.val_every,
+                "save-every": args.save_every, "log-every": args.log_every,
+                "step-size": args.step_size, "dist-timeout": args.dist_timeout}
     non_negative = {"weight-decay": args.weight_decay, "grad-clip": args.grad_clip,
                     "warmup-epochs": args.warmup_epochs, "rotate": args.rotate,
                     "jitter": args.jitter, "noise": args.noise, "early-stop": args.early_stop,
                     "crop-size": args.crop_size}
+    positive = {name: value for name, value in positive.items() if value is not None}
+    non_negative = {name: value for name, value in non_negative.items() if value is not None}
     problems = [f"--{name} must be >= 1, got {value}" for name, value in positive.items()
                 if value < 1]
     problems += [f"--{name} must be >= 0, got {value}" for name, value in non_negative.items()
                  if value < 0]
-    if not (args.lr > 0 and math.isfinite(args.lr)):
+    problems += exclusive_flag_problems(args)
+    if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
         problems.append(f"--lr must be a positive number, got {args.lr}")
+    if args.time_budget is not None and not 0 < args.time_budget < math.inf:
+        problems.append(f"--time-budget must be a positive number of minutes, got "
+                        f"{args.time_budget}")
     if not 0 <= args.momentum < 1:
         problems.append(f"--momentum must be in [0, 1), got {args.momentum}")
     if not 0 < args.gamma <= 1:
@@ -182,7 +212,7 @@ def validate_args(args):
                         f"{args.num_classes}")
     if args.image_size is not None and args.image_size < MIN_SIZE:
         problems.append(f"--image-size must be >= {MIN_SIZE}, got {args.image_size}")
-    if 0 < args.crop_size < MIN_SIZE:
+    if args.crop_size is not None and 0 < args.crop_size < MIN_SIZE:
         problems.append(f"--crop-size must be 0 (whole images) or >= {MIN_SIZE}, got "
                         f"{args.crop_size}")
     if args.workers is not None and args.workers < 0:
@@ -209,6 +239,15 @@ def validate_args(args):
         raise SystemExit("error: " + "; ".join(problems))
 
 
+def exclusive_flag_problems(args):
+    """Flags that would each set the same thing."""
+    pairs = [("epochs", "steps"), ("time_budget", "epochs"), ("time_budget", "steps"),
+             ("eval_every", "val_every")]
+    return [f"pass --{a.replace('_', '-')} or --{b.replace('_', '-')}, not both (each sets "
+            f"the {'length of the run' if b != 'val_every' else 'validation interval'})"
+            for a, b in pairs if getattr(args, a) is not None and getattr(args, b) is not None]
+
+
 def resolve_data_root(args, log):
     """--data given: it must exist. Not given: ./data, generating the demo set if needed."""
     if args.data is not None:
@@ -227,7 +266,7 @@ def resolve_data_root(args, log):
 def check_crop_fits(args, info):
     """A crop larger than every training image can never be filled: stop now, not later."""
     sizes = (info.get("image_sizes") or {}).get("train")
-    if args.crop_size == 0 or args.image_size or not sizes:
+    if not args.crop_size or args.image_size or not sizes:  # auto crops always fit
         return
     largest = min(sizes["max"])  # no image's short side exceeds the smaller of the maxima
     if args.crop_size > largest:
@@ -303,73 +342,68 @@ def remove_temp_files(run_dir, log):
             log(f"removed {path.name}, left by a run that stopped while writing it")
 
 
-class Logger:
-    """Print and append to train.log; the file is flushed every line."""
-
-    def __init__(self, path=None, quiet=False):
-        self.file = open(path, "a", encoding="utf-8") if path else None
-        self.quiet = quiet
-
-    def __call__(self, message):
-        if self.quiet:
-            return
-        tqdm.write(message) if sys.stdout.isatty() else print(message, flush=True)
-        if self.file:
-            self.file.write(message + "\n")
-            self.file.flush()
-
-    def close(self):
-        if self.file:
-            self.file.close()
-
-
-def git_commit():
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                                capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() or None
-
-
 def plain_args(args):
     """The flags as plain data (config.json, the checkpoint's "args")."""
     return {key: str(value) if isinstance(value, Path) else value
             for key, value in vars(args).items()}
 
 
-def config_from_args(args):
-    """The engine.TrainConfig the training machinery reads, from the flags."""
-    fields = {name: getattr(args, name) for name in engine.TrainConfig.__dataclass_fields__
-              if hasattr(args, name)}
-    return engine.TrainConfig(**dict(fields, scale=tuple(args.scale), flip=not args.no_flip,
-                                     augment=not args.no_augment))
+# ---------------------------------------------------------------- the plan
+
+def base_plan(args):
+    """A Plan holding the flags that are not planned (augmentation, optimiser, hardware...)."""
+    fields = {field.name for field in dataclasses.fields(planning.Plan)}
+    values = {name: value for name, value in vars(args).items()
+              if name in fields and value is not None}
+    return planning.Plan(**dict(values, scale=tuple(args.scale), flip=not args.no_flip,
+                                augment=not args.no_augment))
 
 
-def write_json(path, payload):
-    with utils.atomic_write(path, encoding="utf-8") as handle:
-        handle.write(json.dumps(payload, indent=2, default=str) + "\n")
+def planned_flags(args):
+    """The planned values the command line sets explicitly ({name: value}); time in seconds."""
+    names = ("crop_size", "batch_size", "steps", "epochs", "val_every", "eval_every", "lr",
+             "warmup_epochs", "loss", "class_weights")
+    flags = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.time_budget is not None:
+        flags["time_budget"] = 60 * args.time_budget
+    return flags
 
 
-def metric_columns(class_names):
-    return (["epoch", "train_loss", "val_loss", "pixel_acc", "mean_acc", "miou", "mean_dice"]
-            + [f"iou_{name}" for name in class_names] + ["lr", "seconds", "img/s"])
+def resolve_plan(args, info, model, runtime, world_size, started, checkpoint=None):
+    """The run's Plan: the checkpoint's when resuming, else made once by rank 0 (which times
+    a few steps when a budget applies) and sent to every rank."""
+    if checkpoint is not None and checkpoint.get("plan"):
+        return resumed_plan(checkpoint["plan"], args, info, world_size)
+    made = None
+    if is_main():
+        flags, fp = planned_flags(args), planning.fingerprint(info, args.image_size)
+        budgeted = not (args.epochs or args.steps or args.dry_run)
+        default_budget = planning.default_budget_seconds(runtime.device.type)
+        speed = None
+        if budgeted and (flags.get("time_budget") or default_budget):
+            candidates = planning.speed_candidates(fp, flags, runtime.device.type, world_size)
+            speed = planning.measure_speed(model, base_plan(args), runtime, candidates,
+                                           fp.val_size, info)
+        made = planning.make_plan(fp, flags, runtime.device.type, speed, default_budget,
+                                  world_size, time.monotonic() - started,
+                                  base_plan(args)).to_dict()
+    return planning.Plan.from_dict(utils.broadcast_object(made))
 
 
-def read_metrics(path, up_to_epoch):
-    """Rows of metrics.csv up to (and including) an epoch: a resumed run drops later rows."""
-    if not Path(path).is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [row for row in csv.DictReader(handle) if int(row["epoch"]) <= up_to_epoch]
-
-
-def write_metrics(path, rows, columns):
-    """Rewrite metrics.csv atomically, so a crash never leaves a torn or duplicated row."""
-    with utils.atomic_write(path, newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+def resumed_plan(saved, args, info, world_size):
+    """The checkpoint's plan, with the current non-planned flags; an explicit --epochs or
+    --steps extends (or shortens) the run, other planned flags must agree with it."""
+    plan = planning.Plan.from_dict(saved)
+    current = base_plan(args)
+    for field in dataclasses.fields(planning.Plan):
+        if field.name not in planning.PLANNED + ("sources", "measured", "notes"):
+            setattr(plan, field.name, getattr(current, field.name))
+    fp = planning.fingerprint(info, args.image_size)
+    if args.steps or args.epochs:
+        plan.steps = args.steps or args.epochs * planning.steps_per_epoch(
+            fp, plan, plan.batch_size, world_size)
+        plan.sources["steps"] = "flag"
+    return plan
 
 
 def check_resume_compatible(checkpoint, info, args, path):
@@ -379,11 +413,12 @@ def check_resume_compatible(checkpoint, info, args, path):
         if saved[key] != info[key]:
             raise SystemExit(f"error: --resume {path} was trained with {key}={saved[key]!r} "
                              f"but the data now gives {info[key]!r}; resume on the same data")
-    for key in ("optimizer", "scheduler", "batch_size"):
-        before = checkpoint.get("args", {}).get(key)
-        if before is not None and before != getattr(args, key):
+    planned = checkpoint.get("plan") or checkpoint.get("args", {})
+    for key in ("optimizer", "scheduler", "batch_size", "crop_size", "loss"):
+        before, now = planned.get(key), getattr(args, key)
+        if before is not None and now is not None and before != now:
             raise SystemExit(f"error: --resume {path} was trained with --{key.replace('_', '-')}"
-                             f" {before}, not {getattr(args, key)}; pass the same value")
+                             f" {before}, not {now}; pass the same value")
 
 
 # ---------------------------------------------------------------- main
@@ -429,75 +464,54 @@ def build_model(args, info, checkpoint):
     return model
 
 
-def write_config(run_dir, args, info, runtime, root, world_size=1):
-    config = {
-        "args": plain_args(args),
-        "data_root": str(root),
-        **utils.data_metadata(info),
-        "splits": info.get("splits"),
-        "runtime": dict(runtime.describe(), world_size=world_size,
-                        global_batch_size=args.batch_size * world_size),
-        "python": platform.python_version(), "torch": torch.__version__,
-        "platform": platform.platform(), "git_commit": git_commit(),
-        "started": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
-    write_json(run_dir / "config.json", config)
-
-
 def main(args):
     """Train; returns 0, or 130 after SIGINT/SIGTERM (checkpoint saved). Under torchrun each
     process runs this with its own rank; only rank 0 writes the run folder."""
+    started = time.monotonic()  # the time budget counts from here
     rank, world_size, local_rank = utils.init_distributed(args.device, args.dist_timeout)
     try:
-        return train(args, rank, world_size, local_rank)
+        return train(args, rank, world_size, local_rank, started)
     finally:
         if utils.is_distributed():
             dist.destroy_process_group()
 
 
-def train(args, rank, world_size, local_rank):
+def train(args, rank, world_size, local_rank, started):
     utils.seed_everything(args.seed)  # the same initial weights on every rank
     run_dir, root, info, checkpoint, model = setup(args)
+    runtime = engine.Runtime(base_plan(args), local_rank)
+    if runtime.device.type == "cpu":
+        utils.tune_cpu_allocator()
+    plan = resolve_plan(args, info, model, runtime, world_size, started, checkpoint)
+    if args.plan_only:
+        print("\n".join(planning.table_lines(plan, world_size)))
+        return 0
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
     log = Logger(run_dir / "train.log") if is_main() else Logger(quiet=True)
     if is_main():
         remove_temp_files(run_dir, log)
     utils.seed_everything(args.seed + rank)  # dropout differs per rank; augmentation does not
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
-    config = config_from_args(args)
-    runtime = engine.Runtime(config, local_rank)
-    if runtime.device.type == "cpu":
-        utils.tune_cpu_allocator()
-    train_set, val_set = engine.build_datasets(config, root, info)
-    train_loader = engine.build_loader(config, train_set, runtime.device, rank, world_size)
-    model = model.to(runtime.device)
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if world_size > 1 and args.sync_bn:  # before the optimizer: it must see the new modules
-        model = engine.global_batchnorm(model, runtime.device)
-    optimizer = engine.build_optimizer(config, model, runtime.device)
-    schedulers = engine.build_scheduler(config, optimizer, len(train_loader))
-    criterion, weights = engine.build_criterion(config, info, runtime.device)
+    run = build_run(args, plan, info, model, runtime, root, run_dir, log, rank, world_size,
+                    started)
     state = engine.new_state()
     if checkpoint is not None:
-        state = engine.restore(checkpoint, model, optimizer, schedulers, runtime, rank)
+        state = engine.restore(checkpoint, run.model, run.optimizer, run.schedulers, runtime,
+                               rank)
         log(f"resumed from {resolve_resume_path(args.resume)}: {state['epoch']} epochs done"
-            + (f" and {state['batch']} batches of the next" if state["batch"] else ""))
+            + (f" and {state['batch']} batches of the next" if state["batch"] else "")
+            + f" ({state['global_step']} of {plan.steps} steps)")
     if is_main():
-        write_config(run_dir, args, info, runtime, root, world_size)
-    log_start(log, run_dir, root, info, runtime, args, train_set, val_set, weights, world_size)
-    run = Run(model=model, train_model=engine.wrap_model(model, config, runtime, world_size),
-              optimizer=optimizer, schedulers=schedulers, criterion=criterion,
-              val_criterion=engine.build_criterion(config, info, torch.device("cpu"))[0],
-              val_set=val_set, runtime=runtime, args=args, config=config, info=info,
-              run_dir=run_dir, log=log, stop=engine.StopFlag(), rank=rank,
-              world_size=world_size)
+        write_config(run_dir, args, plan, info, runtime, root, world_size)
+    log_start(run, root, len(run.loader.dataset), len(run.val_set))
     run.stop.install()
     try:
-        fit(run, train_loader, state)
+        trainer.fit(run, state)
     except engine.Interrupted as interruption:
         log(f"{interruption}: saved {run_dir / 'last.pt' if run_dir else 'last.pt'} "
-            f"({state['epoch']} epochs and {state['batch']} batches done); continue with: "
+            f"({state['global_step']} of {plan.steps} steps done); continue with: "
             f"python train.py --resume {run_dir}")
         return 130
     finally:
@@ -505,137 +519,62 @@ def train(args, rank, world_size, local_rank):
     return 0
 
 
-class Run(types.SimpleNamespace):
-    """The pieces of one training run that every epoch needs (model, optimizer, ...)."""
+def build_run(args, plan, info, model, runtime, root, run_dir, log, rank, world_size,
+              started):
+    """The model on its device, data, optimiser, schedule and losses of one run."""
+    train_set, val_set = engine.build_datasets(plan, root, info)
+    loader = engine.build_loader(plan, train_set, runtime.device, rank, world_size)
+    model = model.to(runtime.device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if world_size > 1 and args.sync_bn:  # before the optimizer: it must see the new modules
+        model = engine.global_batchnorm(model, runtime.device)
+    optimizer = engine.build_optimizer(plan, model, runtime.device)
+    criterion, weights = engine.build_criterion(plan, info, runtime.device)
+    return trainer.Run(
+        model=model, train_model=engine.wrap_model(model, plan, runtime, world_size),
+        optimizer=optimizer, schedulers=engine.build_scheduler(plan, optimizer, len(loader)),
+        criterion=criterion, weights=weights,
+        val_criterion=engine.build_criterion(plan, info, torch.device("cpu"))[0],
+        loader=loader, val_set=val_set, runtime=runtime, plan=plan, info=info,
+        run_args=plain_args(args), run_dir=run_dir, log=log, stop=engine.StopFlag(),
+        rank=rank, world_size=world_size, steps_per_epoch=len(loader), started=started,
+        best_weights=None, health=[])
 
-    def save(self, name, state):
-        """Rank 0 writes; the model saved is the plain SegNet, never the DDP wrapper.
-        Every rank calls it (at points they agree on): a mid-epoch checkpoint holds the loss
-        sum and image count of all ranks, which restore() gives back to rank 0 alone."""
-        if utils.is_distributed() and state["batch"]:
-            totals = utils.all_reduce_sum(torch.tensor(
-                [float(state["loss_sum"]), float(state["images"])], dtype=torch.float64,
-                device=self.runtime.device))
-            state = dict(state, loss_sum=totals[0].item(), images=int(totals[1].item()))
-        if is_main():
-            utils.save_checkpoint(self.run_dir / name, engine.make_checkpoint(
-                self.model, self.optimizer, self.schedulers, self.runtime, state, self.info,
-                plain_args(self.args)))
+
+def write_config(run_dir, args, plan, info, runtime, root, world_size=1):
+    config = {
+        "args": plain_args(args),
+        "plan": plan.to_dict(),
+        "data_root": str(root),
+        **utils.data_metadata(info),
+        "splits": info.get("splits"),
+        "runtime": dict(runtime.describe(), world_size=world_size,
+                        global_batch_size=plan.batch_size * world_size),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "platform": platform.platform(), "git_commit": git_commit(),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    write_json(run_dir / "config.json", config)
 
 
-def log_start(log, run_dir, root, info, runtime, args, train_set, val_set, weights, world_size):
-    log(f"run folder: {run_dir}")
-    log(f"data: {root} | train {len(train_set)} | val {len(val_set)} images | "
+def log_start(run, root, train_images, val_images):
+    info, runtime, log = run.info, run.runtime, run.log
+    log(f"run folder: {run.run_dir}")
+    log(f"data: {root} | train {train_images} | val {val_images} images | "
         f"{info['num_classes']} classes {info['class_names']} | masks: "
         f"{info['mask_decoding'].get('kind')}")
     log(f"device: {runtime.device} | precision {utils.precision_name(runtime.dtype)} | "
         f"channels_last {runtime.channels_last} | torch {torch.__version__} | "
         f"threads {torch.get_num_threads()}"
-        + (f" | {world_size} processes, global batch {args.batch_size * world_size}"
-           if world_size > 1 else ""))
-    if weights is not None:
-        log(f"class weights ({args.class_weights}): "
+        + (f" | {run.world_size} processes, global batch {run.plan.batch_size * run.world_size}"
+           if run.world_size > 1 else ""))
+    for line in planning.table_lines(run.plan, run.world_size):
+        log(line)
+    if run.weights is not None:
+        log(f"class weights ({run.plan.class_weights}): "
             + ", ".join(f"{name} {w:.3f}" for name, w in zip(info["class_names"],
-                                                            weights.tolist())))
-
-
-def fit(run, train_loader, state):
-    """The epoch loop: train, validate, record, save."""
-    args, names = run.args, run.info["class_names"]
-    columns = metric_columns(names)
-    rows = read_metrics(run.run_dir / "metrics.csv", state["epoch"]) if is_main() else []
-    if is_main() and (run.run_dir / "metrics.csv").is_file():
-        # Rows of epochs after the checkpoint (a crash before its save) go now, not an epoch later.
-        write_metrics(run.run_dir / "metrics.csv", rows, columns)
-    for epoch in range(state["epoch"], args.epochs):
-        set_epoch(train_loader, epoch, state["batch"])
-        train_loss, rate, seconds, interrupted = engine.train_one_epoch(
-            run.train_model, train_loader, run.criterion, run.optimizer, run.schedulers[0],
-            run.runtime, state, run.config, run.stop, run.log)
-        if interrupted:
-            run.save("last.pt", state)
-            raise engine.Interrupted(f"stopped by {run.stop.signal}")
-        state.update(epoch=epoch + 1, batch=0, loss_sum=0.0, images=0)
-        row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6),
-               "lr": run.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
-               "img/s": round(rate, 2)}
-        last_epoch = epoch + 1 == args.epochs or args.dry_run
-        improved = False
-        if (epoch + 1) % args.eval_every == 0 or last_epoch:
-            metrics = validate(run, epoch)
-            row.update(metric_row(metrics, names))
-            improved = record_best(state, metrics["miou"], epoch + 1)
-            summary(run.log, row, metrics, state, args)
-        else:
-            run.log(f"epoch {epoch + 1}/{args.epochs} train_loss {train_loss:.4f} "
-                    f"{rate:.1f} img/s {seconds:.0f}s")
-        rows.append({key: row.get(key, "") for key in columns})
-        if is_main():
-            write_metrics(run.run_dir / "metrics.csv", rows, columns)
-            plots.plot_curves(run.run_dir / "curves.png", rows)
-        if improved:
-            run.save("best.pt", state)
-        stopping = engine.stop_requested(run.stop)  # every rank decides alike, once, here
-        if (epoch + 1) % args.save_every == 0 or last_epoch or stopping:
-            run.save("last.pt", state)
-        if stopping and not last_epoch:
-            raise engine.Interrupted(f"stopped by {run.stop.signal}")
-        if args.early_stop and state["stale"] >= args.early_stop:
-            run.log(f"early stop: no better val mIoU for {state['stale']} validations")
-            break
-        if args.dry_run:
-            break
-    run.log(f"done: best val mIoU {state['best_metric']:.4f} at epoch {state['best_epoch']}; "
-            f"run folder {run.run_dir}")
-
-
-def record_best(state, miou, epoch):
-    if miou > state["best_metric"]:
-        state.update(best_metric=miou, best_epoch=epoch, stale=0)
-        return True
-    state["stale"] += 1
-    return False
-
-
-def set_epoch(loader, epoch, start_batch):
-    """Shuffle order and augmentation depend only on (seed, epoch): resume-proof."""
-    loader.sampler.set_epoch(epoch, start_batch * loader.batch_size)
-
-
-def validate(run, epoch):
-    """Metrics on the val split (scored as evaluate.py scores a checkpoint), the plateau
-    scheduler's step, and the samples picture."""
-    model = run.runtime.inference_form(run.model)
-    val_loss, confusion = engine.validate(
-        model, run.val_set, run.val_criterion, run.runtime, run.info["num_classes"],
-        run.args.ignore_index, image_size=run.args.image_size,
-        max_batches=1 if run.args.dry_run else None, rank=run.rank, world_size=run.world_size)
-    metrics = confusion.compute(run.info["class_names"])
-    metrics["val_loss"] = val_loss
-    if run.schedulers[1] is not None:
-        run.schedulers[1].step(metrics["miou"])
-    if is_main():
-        samples = engine.sample_predictions(model, run.val_set, run.runtime)
-        plots.save_samples_figure(run.run_dir / f"val_samples_epoch{epoch + 1:03d}.png",
-                                  samples, run.info["class_colors"])
-    return metrics
-
-
-def metric_row(metrics, names):
-    row = {key: metrics[key] for key in ("val_loss", "pixel_acc", "mean_acc", "miou",
-                                         "mean_dice")}
-    for name, per_class in zip(names, metrics["per_class"]):
-        row[f"iou_{name}"] = per_class["iou"]
-    return {key: round(value, 6) for key, value in row.items()}
-
-
-def summary(log, row, metrics, state, args):
-    per_class = " ".join(f"{c['name']} {c['iou']:.3f}" for c in metrics["per_class"])
-    log(f"epoch {row['epoch']}/{args.epochs} train_loss {row['train_loss']:.4f} "
-        f"val_loss {row['val_loss']:.4f} pixel_acc {row['pixel_acc']:.4f} "
-        f"miou {row['miou']:.4f} dice {row['mean_dice']:.4f} | IoU {per_class} | "
-        f"lr {row['lr']:.2e} {row['img/s']:.1f} img/s {row['seconds']:.0f}s"
-        + (" *best*" if state["best_epoch"] == row["epoch"] else ""))
+                                                            run.weights.tolist())))
 
 
 if __name__ == "__main__":

@@ -292,6 +292,15 @@ def barrier():
         dist.barrier()
 
 
+def broadcast_object(value, source=0):
+    """Rank `source`'s value (plain, picklable data) on every rank; the value alone."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=source)
+    return box[0]
+
+
 # ---------------------------------------------------------------- metrics
 
 def confusion_matrix(preds, targets, num_classes, ignore_index=255):

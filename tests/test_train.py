@@ -13,6 +13,7 @@ import engine
 import inference
 import train
 from helpers import write_tiny_dataset
+from plan import Plan
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMING_COLUMNS = {"seconds", "img/s"}
@@ -238,8 +239,7 @@ def test_augmentation_changes_with_the_epoch_and_not_with_workers(workers):
 
 
 def test_plateau_cuts_stay_in_force():
-    args = train.get_args_parser().parse_args(["--scheduler", "plateau", "--warmup-epochs", "0",
-                                               "--lr", "1.0", "--gamma", "0.1"])
+    args = Plan(scheduler="plateau", warmup_steps=0, lr=1.0, gamma=0.1, steps=100)
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     warm, plateau = engine.build_scheduler(args, optimizer, steps_per_epoch=2)
     for miou in (0.5, 0.4, 0.4, 0.4):  # patience 2: the fourth validation without gain cuts

@@ -1,0 +1,322 @@
+"""One training run: the loop in rounds (train to the next validation, validate, record, save),
+the time budget's re-planning, choosing and settling best.pt, the health warnings, and the run
+folder's files (train.log, metrics.csv, config.json). train.py builds a Run and calls fit."""
+import copy
+import csv
+import json
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import engine
+import plan as planning
+import plots
+import utils
+from utils import is_main
+
+
+# ---------------------------------------------------------------- the run folder's files
+
+class Logger:
+    """Print and append to train.log; the file is flushed every line."""
+
+    def __init__(self, path=None, quiet=False):
+        self.file = open(path, "a", encoding="utf-8") if path else None
+        self.quiet = quiet
+
+    def __call__(self, message):
+        if self.quiet:
+            return
+        tqdm.write(message) if sys.stdout.isatty() else print(message, flush=True)
+        if self.file:
+            self.file.write(message + "\n")
+            self.file.flush()
+
+    def close(self):
+        if self.file:
+            self.file.close()
+
+
+def git_commit():
+    """The checked-out commit of this code, or None outside a git checkout."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None
+
+
+def write_json(path, payload):
+    """Write JSON atomically (values it cannot encode written as text)."""
+    with utils.atomic_write(path, encoding="utf-8") as handle:
+        handle.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def metric_columns(class_names):
+    """metrics.csv's columns (names and order are a contract)."""
+    return (["epoch", "train_loss", "val_loss", "pixel_acc", "mean_acc", "miou", "mean_dice"]
+            + [f"iou_{name}" for name in class_names] + ["lr", "seconds", "img/s"])
+
+
+def read_metrics(path, up_to_epoch):
+    """Rows of metrics.csv up to (and including) an epoch count (fractional after a run that
+    validates mid-epoch): a resumed run drops the rows its checkpoint does not have."""
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [row for row in csv.DictReader(handle)
+                if float(row["epoch"]) <= up_to_epoch + 1e-6]
+
+
+def write_metrics(path, rows, columns):
+    """Rewrite metrics.csv atomically, so a crash never leaves a torn or duplicated row."""
+    with utils.atomic_write(path, newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# ---------------------------------------------------------------- the run
+
+class Run(types.SimpleNamespace):
+    """The pieces of one training run that every round needs (model, optimizer, plan...)."""
+
+    def save(self, name, state):
+        """Rank 0 writes; the model saved is the plain SegNet, never the DDP wrapper.
+        Every rank calls it (at points they agree on): a mid-epoch checkpoint holds the loss
+        sum and image count of all ranks, which restore() gives back to rank 0 alone."""
+        if utils.is_distributed() and state["batch"]:
+            totals = utils.all_reduce_sum(torch.tensor(
+                [float(state["loss_sum"]), float(state["images"])], dtype=torch.float64,
+                device=self.runtime.device))
+            state = dict(state, loss_sum=totals[0].item(), images=int(totals[1].item()))
+        if is_main():
+            utils.save_checkpoint(self.run_dir / name, engine.make_checkpoint(
+                self.model, self.optimizer, self.schedulers, self.runtime, state, self.info,
+                self.run_args, self.plan))
+
+    def epochs(self, state):
+        """Epochs done, fractional between epoch ends (metrics.csv's "epoch" column)."""
+        epochs = round(state["global_step"] / max(self.steps_per_epoch, 1), 3)
+        return int(epochs) if epochs == int(epochs) else epochs
+
+
+# ---------------------------------------------------------------- the loop
+
+def fit(run, state):
+    """Train to the plan's last step in rounds: train to the next validation (or save),
+    validate, record, save; under a time budget, re-plan the steps left after each round."""
+    columns = metric_columns(run.info["class_names"])
+    rows = read_metrics(run.run_dir / "metrics.csv", run.epochs(state)) if is_main() else []
+    if is_main() and (run.run_dir / "metrics.csv").is_file():
+        # Rows after the checkpoint (a crash before its save) go now, not a round later.
+        write_metrics(run.run_dir / "metrics.csv", rows, columns)
+    while state["global_step"] < run.plan.steps:
+        start, first_step = time.monotonic(), state["global_step"]
+        result = train_round(run, state, round_end(run, state))
+        train_seconds = time.monotonic() - start
+        last = state["global_step"] >= run.plan.steps or run.plan.dry_run
+        row = {"epoch": run.epochs(state), "train_loss": round(result.loss, 6),
+               "lr": run.optimizer.param_groups[0]["lr"], "seconds": round(train_seconds, 2),
+               "img/s": round(result.images_per_second, 2)}
+        state.update(loss_sum=0.0, images=0)
+        improved, metrics = False, None
+        if last or state["global_step"] % run.plan.val_every == 0:
+            metrics = validate(run, state, final=last)
+            row.update(metric_row(metrics, run.info["class_names"]))
+            improved, run.health = record_best(run, state, metrics["miou"]), metrics["health"]
+            summary(run, row, metrics, state, time.monotonic() - start - train_seconds)
+            replan(run, state, state["global_step"] - first_step, train_seconds,
+                   time.monotonic() - start - train_seconds)
+        else:
+            run.log(f"{progress_text(run, state)} train_loss {result.loss:.4f} "
+                    f"{result.images_per_second:.1f} img/s {train_seconds:.0f}s")
+        rows.append({key: row.get(key, "") for key in columns})
+        if is_main():
+            write_metrics(run.run_dir / "metrics.csv", rows, columns)
+            plots.plot_curves(run.run_dir / "curves.png", rows)
+        if last and metrics is not None:
+            settle_best(run, state, metrics)
+        if improved:
+            run.save("best.pt", state)
+        stopping = engine.stop_requested(run.stop)  # every rank decides alike, once, here
+        if metrics is not None or save_due(run, state) or last or stopping:
+            run.save("last.pt", state)
+        if stopping and not last:
+            raise engine.Interrupted(f"stopped by {run.stop.signal}")
+        if run.plan.early_stop and state["stale"] >= run.plan.early_stop:
+            run.log(f"early stop: no better val mIoU for {state['stale']} validations")
+            break
+        if last:
+            break
+    finish(run, state)
+
+
+def round_end(run, state):
+    """The step the current round trains to: the next validation, save or the last step."""
+    plan, step = run.plan, state["global_step"]
+    ends = [plan.steps, (step // plan.val_every + 1) * plan.val_every]
+    if run.plan.save_every:
+        every = run.plan.save_every * run.steps_per_epoch
+        ends.append((step // every + 1) * every)
+    return min(ends)
+
+
+def save_due(run, state):
+    every = (run.plan.save_every or 0) * run.steps_per_epoch
+    return bool(every) and state["global_step"] % every == 0
+
+
+def train_round(run, state, until_step):
+    """Train from the current (epoch, batch) to until_step, across epoch ends. Saves last.pt
+    and raises engine.Interrupted after SIGINT/SIGTERM."""
+    while True:
+        set_epoch(run.loader, state["epoch"], state["batch"])
+        result = engine.train_one_epoch(
+            run.train_model, run.loader, run.criterion, run.optimizer, run.schedulers[0],
+            run.runtime, state, run.plan, run.stop, run.log, until_step=until_step)
+        if result.interrupted:
+            run.save("last.pt", state)
+            raise engine.Interrupted(f"stopped by {run.stop.signal}")
+        if result.finished:
+            state.update(epoch=state["epoch"] + 1, batch=0)
+        if state["global_step"] >= until_step or run.plan.dry_run:
+            return result
+
+
+def set_epoch(loader, epoch, start_batch):
+    """Shuffle order and augmentation depend only on (seed, epoch): resume-proof."""
+    loader.sampler.set_epoch(epoch, start_batch * loader.batch_size)
+
+
+def replan(run, state, steps, train_seconds, val_seconds):
+    """Under a time budget: move the run's last step so that it ends on time, from the
+    seconds the last round's `steps` and validation took (the schedule, which reads
+    plan.steps, still completes)."""
+    plan = run.plan
+    if plan.time_budget is None or state["global_step"] >= plan.steps:
+        return
+    left = run.started + plan.time_budget - time.monotonic()
+    total = planning.replan_steps(plan, state["global_step"], left,
+                                  train_seconds / max(steps, 1), val_seconds)
+    if total != plan.steps:
+        run.log(f"time budget: {plan.steps} -> {total} steps ({left:.0f} s left)")
+        plan.steps = total
+
+
+# ---------------------------------------------------------------- validation
+
+def validate(run, state, final=False):
+    """Metrics on the val split (scored as evaluate.py scores a checkpoint; intermediate
+    checks on plan.val_images of it when the plan says so), the plateau scheduler's step, the
+    samples picture and the health warnings."""
+    model = run.runtime.inference_form(run.model)
+    val_loss, confusion = engine.validate(
+        model, run.val_set, run.val_criterion, run.runtime, run.info["num_classes"],
+        run.plan.ignore_index, image_size=run.plan.image_size,
+        max_batches=1 if run.plan.dry_run else None, rank=run.rank, world_size=run.world_size,
+        images=None if final else run.plan.val_images)
+    metrics = confusion.compute(run.info["class_names"])
+    metrics["val_loss"] = val_loss
+    metrics["health"] = utils.health_warnings(confusion.matrix, run.info["class_names"])
+    if run.schedulers[1] is not None:
+        run.schedulers[1].step(metrics["miou"])
+    if is_main():
+        samples = engine.sample_predictions(model, run.val_set, run.runtime)
+        plots.save_samples_figure(run.run_dir / samples_name(run, state), samples,
+                                  run.info["class_colors"])
+    return metrics
+
+
+def samples_name(run, state):
+    """val_samples_epochNNN.png at an epoch's end, val_samples_stepNNNNNN.png between."""
+    if state["batch"] == 0:
+        return f"val_samples_epoch{state['epoch']:03d}.png"
+    return f"val_samples_step{state['global_step']:06d}.png"
+
+
+def record_best(run, state, miou):
+    if miou > state["best_metric"]:
+        state.update(best_metric=miou, best_epoch=state["epoch"],
+                     best_step=state["global_step"], stale=0)
+        if run.plan.val_images is not None:  # re-scored on the whole split at the end
+            run.best_weights = copy_weights(run.model)
+        return True
+    state["stale"] += 1
+    return False
+
+
+def copy_weights(model):
+    return {key: value.detach().clone() for key, value in utils.unwrapped(model)
+            .state_dict().items()}
+
+
+def settle_best(run, state, last_metrics):
+    """When intermediate checks used part of the val split, best.pt was chosen on those:
+    score it on the whole split now, and keep the better of it and the last model."""
+    if run.plan.val_images is None or run.best_weights is None or \
+            state.get("best_step") == state["global_step"]:
+        state["best_metric"] = max(state["best_metric"], last_metrics["miou"])
+        return
+    best_model = copy.deepcopy(utils.unwrapped(run.model))
+    best_model.load_state_dict(run.best_weights)
+    _, confusion = engine.validate(
+        run.runtime.inference_form(best_model), run.val_set, run.val_criterion, run.runtime,
+        run.info["num_classes"], run.plan.ignore_index, image_size=run.plan.image_size,
+        rank=run.rank, world_size=run.world_size)
+    best_miou = confusion.compute()["miou"]
+    run.log(f"whole val split: best checkpoint (step {state['best_step']}) mIoU {best_miou:.4f}, "
+            f"last mIoU {last_metrics['miou']:.4f}")
+    if last_metrics["miou"] >= best_miou:
+        state.update(best_metric=last_metrics["miou"], best_epoch=state["epoch"],
+                     best_step=state["global_step"])
+        run.save("best.pt", state)
+    else:
+        state["best_metric"] = best_miou
+
+
+def metric_row(metrics, names):
+    row = {key: metrics[key] for key in ("val_loss", "pixel_acc", "mean_acc", "miou",
+                                         "mean_dice")}
+    for name, per_class in zip(names, metrics["per_class"]):
+        row[f"iou_{name}"] = per_class["iou"]
+    return {key: round(value, 6) for key, value in row.items()}
+
+
+def progress_text(run, state):
+    """'epoch 2/4' when the run is whole epochs, else 'step 300/1000 (epoch 12.5)'."""
+    epochs = run.plan.steps / max(run.steps_per_epoch, 1)
+    if state["batch"] == 0 and epochs == int(epochs) and run.plan.val_every % \
+            run.steps_per_epoch == 0:
+        return f"epoch {state['epoch']}/{int(epochs)}"
+    return f"step {state['global_step']}/{run.plan.steps} (epoch {run.epochs(state):.1f})"
+
+
+def summary(run, row, metrics, state, val_seconds):
+    per_class = " ".join(f"{c['name']} {c['iou']:.3f}" for c in metrics["per_class"])
+    run.log(f"{progress_text(run, state)} train_loss {row['train_loss']:.4f} "
+            f"val_loss {row['val_loss']:.4f} pixel_acc {row['pixel_acc']:.4f} "
+            f"miou {row['miou']:.4f} dice {row['mean_dice']:.4f} | IoU {per_class} | "
+            f"lr {row['lr']:.2e} {row['img/s']:.1f} img/s {row['seconds']:.0f}s "
+            f"(+{val_seconds:.0f}s val)"
+            + (" *best*" if state.get("best_step") == state["global_step"] else ""))
+    for warning in metrics["health"]:
+        run.log(f"warning: {warning}")
+
+
+def finish(run, state):
+    """The closing lines: the best score, per-class IoU, and what to try for a weak model."""
+    run.log(f"done: best val mIoU {state['best_metric']:.4f} at step "
+            f"{state.get('best_step', state['global_step'])} (epoch {state['best_epoch']}); "
+            f"{state['global_step']} steps in {time.monotonic() - run.started:.0f} s; run "
+            f"folder {run.run_dir}")
+    if run.health:
+        run.log("the model is not useful yet: " + "; ".join(run.health))
+        run.log("try: a longer --time-budget (or more --steps), --loss ce+dice, or "
+                "--class-weights median-freq")
