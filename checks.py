@@ -355,7 +355,7 @@ def add_findings(info, scans, unused):
 
 def size_summary(sizes):
     """{"min": [h, w], "max": [h, w], "distinct": n, "most_common": [h, w], "counts": [[h, w,
-    images], ...] of the MAX_SIZES_LISTED most common sizes} of a split."""
+    images], ...] of every size, most common first} of a split."""
     if not sizes:
         return None
     heights = [size[0] for size in sizes]
@@ -363,7 +363,7 @@ def size_summary(sizes):
     return {"min": [min(heights), min(widths)], "max": [max(heights), max(widths)],
             "distinct": len(sizes), "most_common": list(sizes.most_common(1)[0][0]),
             "counts": [[height, width, count] for (height, width), count
-                       in sizes.most_common(MAX_SIZES_LISTED)]}
+                       in sizes.most_common()]}
 
 
 def _size_text(sizes):

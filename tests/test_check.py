@@ -274,6 +274,9 @@ def test_many_sizes_keep_the_range(tmp_path, capsys):
     pair(tmp_path, "val", "v", grey(10, 12, 9), stripes(10, 12))
     report = check_output(tmp_path, capsys)[1]
     assert "10..15 x 12..12 (6 sizes)" in report and "train sizes:" not in report
+    info, _ = inspect_dataset(tmp_path)
+    assert sorted(info["image_sizes"]["train"]["counts"]) == [[10 + index, 12, 1]
+                                                              for index in range(6)]
 
 
 # --------------------------------------------------------------------------- 9 labels in alpha
