@@ -574,14 +574,15 @@ def time_inference(model, runtime, size):
 # ---------------------------------------------------------------- checkpoints: the training state
 
 STATE_KEYS = ("epoch", "batch", "global_step", "best_metric", "best_epoch", "best_step",
-              "stale", "loss_sum", "images")
+              "stale", "loss_sum", "images", "seconds")
 
 
 def new_state():
     """Training progress. epoch = completed epochs; batch = batches done in the epoch in
-    flight (non-zero only in a checkpoint written on SIGINT/SIGTERM)."""
+    flight (non-zero in a checkpoint written between epoch ends); seconds = the run's wall
+    time when it was saved (a time budget counts it on resume)."""
     return {"epoch": 0, "batch": 0, "global_step": 0, "best_metric": -1.0, "best_epoch": 0,
-            "best_step": 0, "stale": 0, "loss_sum": 0.0, "images": 0}
+            "best_step": 0, "stale": 0, "loss_sum": 0.0, "images": 0, "seconds": 0.0}
 
 
 def make_checkpoint(model, optimizer, schedulers, runtime, state, info, run_args, plan):

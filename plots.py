@@ -68,7 +68,7 @@ def save_samples_figure(path, samples, colors, class_names=None):
 
 def plot_curves(path, rows):
     """Loss and mIoU / mean Dice per epoch from metrics.csv rows (dicts)."""
-    epochs = [int(row["epoch"]) for row in rows]
+    epochs = [float(row["epoch"]) for row in rows]
     fig = new_figure(figsize=(11, 4))
     loss_axis, score_axis = fig.subplots(1, 2)
     for key in ("train_loss", "val_loss"):

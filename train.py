@@ -402,7 +402,8 @@ def resumed_plan(saved, args, info, world_size):
     if args.steps or args.epochs:
         plan.steps = args.steps or args.epochs * planning.steps_per_epoch(
             fp, plan, plan.batch_size, world_size)
-        plan.sources["steps"] = "flag"
+        plan.sources.update(steps="flag", time_budget="flag")
+        plan.time_budget = None
     return plan
 
 
@@ -446,8 +447,6 @@ def setup(args):
             raise SystemExit(f"error: {error}") from None
         check_resume_compatible(checkpoint, info, args, resume_path)
     model = build_model(args, info, checkpoint)
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir, root, info, checkpoint, model
 
 
@@ -500,6 +499,7 @@ def train(args, rank, world_size, local_rank, started):
     if checkpoint is not None:
         state = engine.restore(checkpoint, run.model, run.optimizer, run.schedulers, runtime,
                                rank)
+        run.started -= state["seconds"]  # a time budget counts the time before the resume
         log(f"resumed from {resolve_resume_path(args.resume)}: {state['epoch']} epochs done"
             + (f" and {state['batch']} batches of the next" if state["batch"] else "")
             + f" ({state['global_step']} of {plan.steps} steps)")

@@ -91,6 +91,7 @@ class Run(types.SimpleNamespace):
         """Rank 0 writes; the model saved is the plain SegNet, never the DDP wrapper.
         Every rank calls it (at points they agree on): a mid-epoch checkpoint holds the loss
         sum and image count of all ranks, which restore() gives back to rank 0 alone."""
+        state["seconds"] = time.monotonic() - self.started
         if utils.is_distributed() and state["batch"]:
             totals = utils.all_reduce_sum(torch.tensor(
                 [float(state["loss_sum"]), float(state["images"])], dtype=torch.float64,
