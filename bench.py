@@ -1,6 +1,7 @@
 """Speed benchmark: a naive fp32 baseline against the project's defaults (through the code
 train.py and predict.py run: engine.py, inference.py), each in a process of its own, alternated
-A B A B so machine noise hits both. `python bench.py --size 256 --batch-size 8` (--json for
+A B A B so machine noise hits both; on CPU also predict.py --onnx's path (ONNX Runtime, fp32) in
+a third process per pair. `python bench.py --size 256 --batch-size 8` (--json for
 machine-readable output)."""
 import argparse
 import json
@@ -20,15 +21,18 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
+import deploy
 import engine
 import inference
 import plots
 import utils
 from dataset import scan_dataset
 from model import SegNet
+from plan import Plan
 
 HERE = Path(__file__).resolve().parent
-WORKERS = ("baseline", "project", "compile", "loader", "peak", "allocator-on", "allocator-off")
+WORKERS = ("baseline", "project", "compile", "onnx", "loader", "peak", "allocator-on",
+           "allocator-off")
 # Environment that changes malloc behaviour: the baseline and the "allocator off" runs go
 # without it, so that they see glibc's defaults whatever the shell exported.
 ALLOCATOR_ENV = ("LD_PRELOAD", "GLIBC_TUNABLES")
@@ -62,6 +66,10 @@ def get_args_parser():
     add("--compile", action="store_true",
         help="also run the project's defaults with torch.compile (train.py --compile) in a "
              "third process per pair: its speed-up over eager and its compile time")
+    add("--onnx", action=argparse.BooleanOptionalAction, default=True,
+        help="on CPU, also time predict.py --onnx's inference (export.py's graph in ONNX "
+             "Runtime, fp32) in a third process per pair, with PyTorch fp32 (--amp off) in the "
+             "same process; skipped with a note without requirements-export.txt")
     add("--seed", type=int, default=0, help="seed of the weights and the synthetic batch")
     add("--json", action="store_true", help="print one JSON object instead of the table")
     add("--worker", choices=WORKERS, default=None,
@@ -188,10 +196,9 @@ def run_baseline(args, device):
 # ---------------------------------------------------------------- (b) the project's defaults
 
 def project_config(args, **overrides):
-    """The training configuration train.py runs with its defaults: only the device, batch and
-    crop are set."""
-    return engine.TrainConfig(device=args.device, batch_size=args.batch_size,
-                              crop_size=args.size, **overrides)
+    """The plan train.py runs with its defaults, with the device, batch and crop set."""
+    return Plan(device=args.device, batch_size=args.batch_size, crop_size=args.size,
+                **overrides)
 
 
 def write_inference_checkpoint(path, model, args):
@@ -274,6 +281,43 @@ def run_allocator(args, device, tuned):
     training, _ = project_training(args)
     return {"config": f"allocator-{'on' if tuned else 'off'}", "infer": infer,
             "train": training}
+
+
+# ---------------------------------------------------------------- (c) ONNX Runtime
+
+def onnx_skip_note(args, device):
+    """Why the ONNX Runtime row is left out of this run, or None when it runs."""
+    if not args.onnx:
+        return "--no-onnx"
+    if device.type != "cpu":
+        return f"ONNX Runtime is timed on the CPU only (this run is on {device.type})"
+    missing = deploy.missing_packages()
+    if missing:
+        return f"{', '.join(missing)} not installed ({deploy.INSTALL_HINT})"
+    return None
+
+
+def run_onnx(args, device):
+    """predict.py --onnx's path: the checkpoint exported as export.py does it, in ONNX Runtime
+    with the project's session options (deploy.load_onnx), through inference.batch_probs; then,
+    in the same process, predict.py --checkpoint --amp off (PyTorch fp32, the same network)."""
+    utils.tune_cpu_allocator()  # as predict.py does for both
+    torch.manual_seed(args.seed)
+    model = SegNet(in_channels=args.in_channels, num_classes=args.num_classes)
+    images, _ = synthetic_batch(args)
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint, exported = Path(folder) / "bench.pt", Path(folder) / "bench.onnx"
+        write_inference_checkpoint(checkpoint, model, args)
+        deploy.export_checkpoint(checkpoint, exported, check_size=(args.size, args.size))
+        onnx_model, _ = deploy.load_onnx(exported)
+        fp32_model, _, _ = inference.load_for_inference(checkpoint, "cpu", "off")
+    # No peak memory: this process's peak is the export's (torch.export), not ONNX Runtime's.
+    onnx_infer = measure(lambda: inference.batch_probs(onnx_model, images), device, args,
+                         args.batch_size)
+    fp32_infer = measure(lambda: inference.batch_probs(fp32_model, images), device, args,
+                         args.batch_size)
+    return {"config": "onnx", "precision": "fp32", "threads": torch.get_num_threads(),
+            "infer": onnx_infer, "infer_torch_fp32": fp32_infer}
 
 
 # ---------------------------------------------------------------- loader, peak, FLOPs
@@ -373,6 +417,8 @@ def run_worker(args, device):
         return run_baseline(args, device)
     if args.worker in ("project", "compile"):
         return run_project(args, device, compiled=args.worker == "compile")
+    if args.worker == "onnx":
+        return run_onnx(args, device)
     if args.worker == "loader":
         return run_loader(args, device)
     if args.worker == "peak":
@@ -409,9 +455,10 @@ def spawn(args, kind, extra_env=None):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run_pairs(args, progress):
-    """Baseline and project processes alternated (A B A B ...; A B C with --compile)."""
-    kinds = ("baseline", "project", "compile") if args.compile else ("baseline", "project")
+def run_pairs(args, progress, onnx=False):
+    """Baseline and project processes alternated (A B A B ...; A B C with --compile or onnx,
+    A B C D with both)."""
+    kinds = ("baseline", "project") + ("compile",) * args.compile + ("onnx",) * onnx
     pairs = []
     for index in range(args.pairs):
         pair = {}
@@ -467,7 +514,22 @@ def compile_summary(pairs):
     return summary
 
 
-def summarise(args, device, flops, pairs, loader, peak, allocator):
+def onnx_summary(pairs, skipped):
+    """ONNX Runtime (fp32) inference against the project's default path (pair by pair) and
+    against PyTorch fp32 timed in the same process; or why it was skipped."""
+    if skipped:
+        return {"skipped": skipped}
+    return {"infer_img_s": statistics.median(pair["onnx"]["infer"]["img_s"] for pair in pairs),
+            "torch_fp32_img_s": statistics.median(pair["onnx"]["infer_torch_fp32"]["img_s"]
+                                                  for pair in pairs),
+            "ratio_to_project": spread(ratios(pairs, "onnx", "project", "infer")),
+            "ratio_to_torch_fp32": spread([pair["onnx"]["infer"]["img_s"]
+                                           / pair["onnx"]["infer_torch_fp32"]["img_s"]
+                                           for pair in pairs]),
+            "threads": pairs[0]["onnx"]["threads"]}
+
+
+def summarise(args, device, flops, pairs, loader, peak, allocator, onnx_skipped=None):
     """The result object; its first keys are the issue's headline figures."""
     baseline = config_summary(pairs, "baseline", flops, peak)
     project = config_summary(pairs, "project", flops, peak)
@@ -490,6 +552,8 @@ def summarise(args, device, flops, pairs, loader, peak, allocator):
         "allocator": allocator, "raw_pairs": pairs}
     if args.compile:
         result["compile"] = compile_summary(pairs)
+    if args.onnx:
+        result["onnx"] = onnx_summary(pairs, onnx_skipped)
     return result
 
 
@@ -533,8 +597,22 @@ def table_lines(result):
         f"{workers} workers {rate:.0f}" for workers, rate in loader["img_s"].items())
         + f"; training consumes {loader['train_consumption_img_s']:.2f} img/s; loader ratio "
           f"{result['loader_ratio']:.1f}x at the default {loader['default_workers']} workers")
+    lines += onnx_lines(result.get("onnx"), proj["precision"])
     lines += allocator_lines(result["allocator"]) + compile_lines(result.get("compile"))
     return lines
+
+
+def onnx_lines(summary, precision):
+    if not summary:
+        return []
+    if "skipped" in summary:
+        return [f"ONNX Runtime row skipped: {summary['skipped']}"]
+    project, fp32 = summary["ratio_to_project"], summary["ratio_to_torch_fp32"]
+    return [f"inference img/s, ONNX Runtime fp32 ({summary['threads']} threads): "
+            f"{summary['infer_img_s']:.2f} = x{project['median']:.2f} of the project's "
+            f"{precision} [{project['min']:.2f}-{project['max']:.2f}], x{fp32['median']:.2f} of "
+            f"PyTorch fp32 (--amp off, {summary['torch_fp32_img_s']:.2f} img/s, same process) "
+            f"[{fp32['min']:.2f}-{fp32['max']:.2f}]"]
 
 
 def allocator_lines(allocator):
@@ -571,7 +649,8 @@ def main(args):
     progress = (lambda message: None) if args.json else (
         lambda message: print(f"[bench] {message}", file=sys.stderr, flush=True))
     flops = count_flops(args)
-    pairs = run_pairs(args, progress)
+    onnx_skipped = onnx_skip_note(args, device)
+    pairs = run_pairs(args, progress, onnx=onnx_skipped is None)
     progress("train loader")
     loader = spawn(args, "loader")
     precisions = sorted({"fp32", pairs[0]["project"]["precision"]})
@@ -582,7 +661,7 @@ def main(args):
         progress("allocator off / on")
         allocator = allocator_summary(on=spawn(args, "allocator-on"),
                                       off=spawn(args, "allocator-off"))
-    result = summarise(args, device, flops, pairs, loader, peak, allocator)
+    result = summarise(args, device, flops, pairs, loader, peak, allocator, onnx_skipped)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 README = ROOT / "README.md"
-SCRIPTS = ("train", "evaluate", "predict", "bench")
+SCRIPTS = ("train", "evaluate", "predict", "bench", "export")
 
 
 def model_table():

@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import bench
+import deploy
 import engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +35,11 @@ def test_json_report_has_the_headline_figures():
     assert report["flops"]["train_per_image"] > 2 * report["flops"]["infer_per_image"]
     for phase in ("train", "infer"):
         assert report["allocator"][phase]["on"]["img_s"] > 0
+    if deploy.missing_packages():  # the ONNX Runtime row is optional: a note, not a failure
+        assert "requirements-export.txt" in report["onnx"]["skipped"]
+    else:
+        assert report["onnx"]["infer_img_s"] > 0 and report["onnx"]["torch_fp32_img_s"] > 0
+        assert report["onnx"]["ratio_to_project"]["median"] > 0
 
 
 def test_project_training_runs_train_py_code(monkeypatch):
@@ -47,6 +54,17 @@ def test_project_training_runs_train_py_code(monkeypatch):
     result, runtime = bench.project_training(args)
     assert len(calls) == 1 and result["img_s"] > 0
     assert runtime.device.type == "cpu"
+
+
+def test_the_onnx_row_is_skipped_with_a_note_without_onnxruntime(monkeypatch):
+    args = bench.get_args_parser().parse_args(["--device", "cpu"])
+    monkeypatch.setattr(deploy, "missing_packages", lambda names=None: ["onnxruntime"])
+    note = bench.onnx_skip_note(args, torch.device("cpu"))
+    assert "onnxruntime not installed" in note and "requirements-export.txt" in note
+    assert bench.onnx_lines(bench.onnx_summary([], note), "fp32") == [
+        f"ONNX Runtime row skipped: {note}"]
+    assert bench.onnx_skip_note(bench.get_args_parser().parse_args(["--no-onnx"]),
+                                torch.device("cpu")) == "--no-onnx"
 
 
 def test_bad_arguments_are_refused():
