@@ -22,21 +22,25 @@ from model import MIN_SIZE, context_radius
 # this large (about 3x SegNet's 87-pixel receptive field on a CPU, where every pixel costs).
 CROP_CAP = {"cuda": 512, "cpu": 256, "mps": 256}
 SMALL_IMAGES = 0.10  # the crop fits the short side of all but the smallest 10% of images
-TARGET_BATCH = 8     # images per (global) step, when the budget allows
+# Images per (global) step when the budget allows: on a CPU, where a larger batch buys no
+# parallelism, more and smaller steps learn more from the same compute.
+TARGET_BATCH = {"cuda": 8, "cpu": 4, "mps": 4}
 MIN_BATCH = 2        # BatchNorm needs two samples
 MAX_BATCH = 64
-MIN_STEP_PIXELS = 64 * 64 * 16  # tiny crops get a larger batch, so a step sees enough pixels
+MIN_STEP_PIXELS = 64 * 64 * 8  # tiny crops get a larger batch, so a step sees enough pixels
 # Length: what the data needs. A small dataset still needs this many optimiser steps to
 # converge; a large one needs this many passes over its pixels. (Measured: see README, "Plan".)
 MIN_STEPS = 1000
-MIN_PASSES = 20
+MIN_PASSES = 10
 MAX_STEPS = 200_000
 MIN_BUDGET_STEPS = 300  # below this, a smaller crop buys more steps
 # Validation: this many checks in a run, taking at most this share of its time.
 VALIDATIONS = 10
 VAL_SHARE = 0.15
-# Learning rate for TARGET_BATCH images, scaled with the square root of the global batch.
+CHECK_OVERHEAD = 2.0  # seconds a check spends beyond scoring (samples figure, curves, saves)
+# Learning rate at LR_BATCH images a step, scaled with the square root of the global batch.
 BASE_LR = {"adamw": 2e-3, "adam": 2e-3, "sgd": 0.01}
+LR_BATCH = 8
 WARMUP_SHARE = 0.03
 # Loss: the rarest class's share of the labelled train pixels below which Dice joins the
 # cross-entropy (Dice weighs each class equally, whatever its pixel count).
@@ -206,6 +210,15 @@ class Speed:
     def validation_seconds(self, pixels):
         return pixels / self.infer_pixels_per_second if self.infer_pixels_per_second else 0.0
 
+    def check_seconds(self, fp):
+        """A validation: scoring the val split, re-estimating BatchNorm on train images (a
+        train-mode pass, about twice inference's cost a pixel) and CHECK_OVERHEAD."""
+        largest = max(h * w for h, w, _ in fp.sizes)
+        calibration = min(fp.train_pixels, engine.CALIBRATION_PIXELS,
+                          engine.CALIBRATION_IMAGES * largest)
+        return (self.validation_seconds(fp.val_pixels) + 2 * self.validation_seconds(calibration)
+                + CHECK_OVERHEAD)
+
 
 def speed_candidates(fp, flags, device_type, world_size=1):
     """The (crop, batch) pairs worth timing: the planned crop at the target batch and at the
@@ -213,11 +226,11 @@ def speed_candidates(fp, flags, device_type, world_size=1):
     crop = flags.get("crop_size")
     side = (plan_crop(fp, device_type) if crop is None else crop) or fp.short_side
     batches = {flags["batch_size"]} if flags.get("batch_size") else {
-        target_batch(fp, side, world_size), MIN_BATCH}
+        target_batch(fp, side, world_size, device_type), MIN_BATCH}
     return [(side, batch) for batch in sorted(batches)]
 
 
-def measure_speed(model, plan, runtime, candidates, val_size, info, repeats=2):
+def measure_speed(model, plan, runtime, candidates, val_size, info, repeats=3):
     """Speed from real training steps (engine.time_training_steps: a synthetic batch, the
     run's precision, layout, optimizer and loss) of a copy of `model` at each (crop, batch)
     candidate, and one inference pass of a val-sized image (at most a tile: larger images are
@@ -249,10 +262,10 @@ def plan_crop(fp, device_type):
     return floor_to_grid(min(fp.short_side, CROP_CAP.get(device_type, 256)))
 
 
-def target_batch(fp, crop, world_size=1):
+def target_batch(fp, crop, world_size=1, device="cpu"):
     """TARGET_BATCH images a step (more for tiny crops), per process, and never more than a
     process's share of the train images."""
-    images = max(TARGET_BATCH, math.ceil(MIN_STEP_PIXELS / (crop * crop)))
+    images = max(TARGET_BATCH.get(device, 4), math.ceil(MIN_STEP_PIXELS / (crop * crop)))
     per_process = math.ceil(images / world_size)
     most = max(MIN_BATCH, fp.train_images // world_size)
     return int(min(max(per_process, MIN_BATCH), MAX_BATCH, most))
@@ -272,7 +285,7 @@ def steps_per_epoch(fp, plan, batch, world_size=1):
 
 
 def plan_lr(optimizer, global_batch):
-    return BASE_LR[optimizer] * math.sqrt(global_batch / TARGET_BATCH)
+    return BASE_LR[optimizer] * math.sqrt(global_batch / LR_BATCH)
 
 
 def plan_loss(fp):
@@ -304,31 +317,14 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
     capped by what the budget allows, the batch shrinking first (down to MIN_BATCH), then the
     crop. --epochs or --steps set the length and switch the budget off."""
     plan = dataclasses.replace(base or Plan(), sources={}, measured={}, notes=[])
-    crop = flags.get("crop_size")
-    crop = plan_crop(fp, device) if crop is None else crop
-    batch = flags.get("batch_size") or target_batch(fp, crop or fp.short_side, world_size)
-    steps, budget = flags.get("steps"), None
-    if steps:
-        plan.notes.append(f"{steps} steps: --steps")
-    elif flags.get("epochs"):  # as before plans: a row, and a save, every epoch by default
-        steps = flags["epochs"] * steps_per_epoch(fp, plan, batch, world_size)
-        plan.save_every = plan.save_every or 1
-        plan.notes.append(f"{steps} steps: --epochs {flags['epochs']}")
-    elif plan.dry_run:
-        steps = 1
-    else:
-        budget = flags.get("time_budget") or default_budget
-        if budget and speed is not None:
-            crop, batch, steps = fit_budget(fp, flags, speed, budget - elapsed, crop, batch,
-                                            world_size, plan.notes)
-        else:
-            steps = needed_steps(fp, crop or fp.short_side, batch, world_size)
-            plan.notes.append(f"{steps} steps: what the data needs (at least {MIN_STEPS}, or "
-                              f"{MIN_PASSES} passes over the train pixels)")
+    crop, batch, steps, budget = plan_length(fp, flags, plan, device, speed, default_budget,
+                                             world_size, elapsed)
     epoch = steps_per_epoch(fp, plan, batch, world_size)
-    step_seconds = speed.step_seconds(crop or fp.short_side, batch) if speed else 0.0
+    side = crop or fp.short_side  # crop 0 (whole images) is priced at the typical side
+    step_seconds = speed.step_seconds(side, batch) if speed else 0.0
     val_seconds = speed.validation_seconds(fp.val_pixels) if speed else 0.0
     val_every, val_images = plan_validation(fp, steps, step_seconds, val_seconds)
+    check_seconds = speed.check_seconds(fp) if speed else 0.0
     if flags.get("val_every") or flags.get("eval_every") or flags.get("epochs"):
         val_every = flags.get("val_every") or (flags.get("eval_every") or 1) * epoch
         val_images = None
@@ -341,20 +337,46 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
                          else max(1, min(500, round(WARMUP_SHARE * steps)))),
         "loss": flags.get("loss") or plan_loss(fp),
         "class_weights": flags.get("class_weights") or "none", "time_budget": budget}
-    explicit = {"crop_size": flags.get("crop_size") is not None, "steps": bool(
-        flags.get("steps") or flags.get("epochs")), "val_every": bool(
-        flags.get("val_every") or flags.get("eval_every")), "warmup_steps": warmup is not None,
-        "time_budget": bool(flags.get("time_budget"))}
+    length = bool(flags.get("steps") or flags.get("epochs"))  # which also turns the budget off
+    explicit = {"steps": length, "time_budget": length or bool(flags.get("time_budget")),
+                "val_every": bool(flags.get("val_every") or flags.get("eval_every")),
+                "warmup_steps": warmup is not None}
     for name, value in planned.items():
         setattr(plan, name, value)
         plan.sources[name] = "flag" if explicit.get(name, flags.get(name) is not None) else "auto"
     if speed is not None:
         plan.measured = {"step_seconds": step_seconds, "val_seconds": val_seconds,
-                         "steps_needed": needed_steps(fp, crop or fp.short_side, batch,
-                                                      world_size),
+                         "check_seconds": check_seconds,
+                         "steps_needed": needed_steps(fp, side, batch, world_size),
                          "steps_timed": [list(step) for step in speed.steps],
                          "infer_pixels_per_second": speed.infer_pixels_per_second}
     return plan
+
+
+def plan_length(fp, flags, plan, device, speed, default_budget, world_size, elapsed):
+    """(crop, batch, steps, budget seconds or None): the sizes and the length of the run."""
+    crop = flags.get("crop_size")
+    crop = plan_crop(fp, device) if crop is None else crop
+    batch = flags.get("batch_size") or target_batch(fp, crop or fp.short_side, world_size,
+                                                    device)
+    if flags.get("steps"):
+        plan.notes.append(f"{flags['steps']} steps: --steps")
+        return crop, batch, flags["steps"], None
+    if flags.get("epochs"):  # as before plans: a row, and a save, every epoch by default
+        plan.save_every = plan.save_every or 1
+        steps = flags["epochs"] * steps_per_epoch(fp, plan, batch, world_size)
+        plan.notes.append(f"{steps} steps: --epochs {flags['epochs']}")
+        return crop, batch, steps, None
+    if plan.dry_run:
+        return crop, batch, 1, None
+    budget = flags.get("time_budget") or default_budget
+    if budget and speed is not None:
+        return (*fit_budget(fp, flags, speed, budget - elapsed, crop, batch, world_size,
+                            plan.notes), budget)
+    steps = needed_steps(fp, crop or fp.short_side, batch, world_size)
+    plan.notes.append(f"{steps} steps: what the data needs (at least {MIN_STEPS}, or "
+                      f"{MIN_PASSES} passes over the train pixels)")
+    return crop, batch, steps, budget
 
 
 def fit_budget(fp, flags, speed, seconds, crop, batch, world_size, notes):
@@ -362,9 +384,10 @@ def fit_budget(fp, flags, speed, seconds, crop, batch, world_size, notes):
     batch, then crop, that affords them; else the combination that affords the most steps
     (at least MIN_BUDGET_STEPS if a smaller crop gets there). Explicit crop or batch stay."""
     # The final full validation and the best checkpoint's re-scoring come out of the budget,
-    # and intermediate checks take up to VAL_SHARE of the training time.
-    final = 2 * speed.validation_seconds(fp.val_pixels)
-    usable = max(seconds * (1 - BUDGET_MARGIN) - final, 0.0) / (1 + VAL_SHARE)
+    # then the intermediate checks (at most VAL_SHARE of the training time).
+    check = speed.check_seconds(fp)
+    available = max(seconds * (1 - BUDGET_MARGIN) - 2 * check, 0.0)
+    usable = available - min(VALIDATIONS * check, VAL_SHARE * available / (1 + VAL_SHARE))
     crops = [crop] if flags.get("crop_size") is not None else crop_ladder(crop)
     batches = [batch] if flags.get("batch_size") else list(range(batch, MIN_BATCH - 1, -1))
     most = None
@@ -391,13 +414,13 @@ def replan_steps(plan, done, seconds_left, step_seconds, val_seconds):
     """The run's new last step under its time budget, from the speed measured so far: what
     `seconds_left` affords at `step_seconds` a step plus a `val_seconds` check every
     plan.val_every steps, after the final whole-split checks; never beyond what the data
-    needs, and unchanged when within 2% (a schedule that keeps moving helps nobody)."""
-    final = 2 * plan.measured.get("val_seconds", val_seconds)
+    needs, and unchanged when within 3% (a schedule that keeps moving helps nobody)."""
+    final = 2 * max(plan.measured.get("check_seconds", 0.0), val_seconds)
     per_step = step_seconds + val_seconds / max(plan.val_every, 1)
     afford = int((seconds_left * (1 - BUDGET_MARGIN) - final) / max(per_step, 1e-9))
     needed = plan.measured.get("steps_needed", plan.steps)
     steps = max(done + 1, min(done + afford, needed))
-    return plan.steps if abs(steps - plan.steps) <= 0.02 * plan.steps else steps
+    return plan.steps if abs(steps - plan.steps) <= 0.03 * plan.steps else steps
 
 
 def crop_ladder(crop):

@@ -539,7 +539,8 @@ def build_run(args, plan, info, model, runtime, root, run_dir, log, rank, world_
         loader=loader, val_set=val_set, runtime=runtime, plan=plan, info=info,
         run_args=plain_args(args), run_dir=run_dir, log=log, stop=engine.StopFlag(),
         rank=rank, world_size=world_size, steps_per_epoch=len(loader), started=started,
-        best_weights=None, health=[])
+        best_weights=None, health=[], step_seconds=plan.measured.get("step_seconds", 0.0),
+        val_seconds=plan.measured.get("val_seconds", 0.0))
 
 
 def write_config(run_dir, args, plan, info, runtime, root, world_size=1):

@@ -19,6 +19,8 @@ import plots
 import utils
 from utils import is_main
 
+BUDGET_CHECKS = 4  # under a time budget, the end of the run is re-planned this often a round
+
 
 # ---------------------------------------------------------------- the run folder's files
 
@@ -119,25 +121,27 @@ def fit(run, state):
         # Rows after the checkpoint (a crash before its save) go now, not a round later.
         write_metrics(run.run_dir / "metrics.csv", rows, columns)
     while state["global_step"] < run.plan.steps:
-        start, first_step = time.monotonic(), state["global_step"]
-        result = train_round(run, state, round_end(run, state))
+        start = time.monotonic()
+        loss, rate = train_round(run, state)
         train_seconds = time.monotonic() - start
+        if run.plan.time_budget and run.plan.steps - state["global_step"] < run.plan.val_every / 2:
+            run.plan.steps = state["global_step"]  # a last round this short is not worth a check
         last = state["global_step"] >= run.plan.steps or run.plan.dry_run
-        row = {"epoch": run.epochs(state), "train_loss": round(result.loss, 6),
+        row = {"epoch": run.epochs(state), "train_loss": round(loss, 6),
                "lr": run.optimizer.param_groups[0]["lr"], "seconds": round(train_seconds, 2),
-               "img/s": round(result.images_per_second, 2)}
+               "img/s": round(rate, 2)}
         state.update(loss_sum=0.0, images=0)
         improved, metrics = False, None
         if last or state["global_step"] % run.plan.val_every == 0:
             metrics = validate(run, state, final=last)
             row.update(metric_row(metrics, run.info["class_names"]))
             improved, run.health = record_best(run, state, metrics["miou"]), metrics["health"]
-            summary(run, row, metrics, state, time.monotonic() - start - train_seconds)
-            replan(run, state, state["global_step"] - first_step, train_seconds,
-                   time.monotonic() - start - train_seconds)
+            run.val_seconds = time.monotonic() - start - train_seconds
+            summary(run, row, metrics, state, run.val_seconds)
+            replan(run, state)
         else:
-            run.log(f"{progress_text(run, state)} train_loss {result.loss:.4f} "
-                    f"{result.images_per_second:.1f} img/s {train_seconds:.0f}s")
+            run.log(f"{progress_text(run, state)} train_loss {loss:.4f} {rate:.1f} img/s "
+                    f"{train_seconds:.0f}s")
         rows.append({key: row.get(key, "") for key in columns})
         if is_main():
             write_metrics(run.run_dir / "metrics.csv", rows, columns)
@@ -174,9 +178,30 @@ def save_due(run, state):
     return bool(every) and state["global_step"] % every == 0
 
 
-def train_round(run, state, until_step):
-    """Train from the current (epoch, batch) to until_step, across epoch ends. Saves last.pt
-    and raises engine.Interrupted after SIGINT/SIGTERM."""
+def train_round(run, state):
+    """Train from the current (epoch, batch) to the round's end, across epoch ends; under a
+    time budget in BUDGET_CHECKS chunks a validation interval, re-planning the run's end after
+    each, so a machine that slows down mid-round is noticed. Returns (mean loss of the round,
+    img/s). Saves last.pt and raises engine.Interrupted after SIGINT/SIGTERM."""
+    seconds, end = 0.0, round_end(run, state)
+    while True:
+        until = end
+        if run.plan.time_budget:
+            until = min(end, state["global_step"] + max(1, run.plan.val_every // BUDGET_CHECKS))
+        start, first_step = time.monotonic(), state["global_step"]
+        loss = train_to(run, state, until)
+        seconds += time.monotonic() - start
+        if run.plan.time_budget:  # an average over chunks: one noisy chunk moves little
+            latest = (time.monotonic() - start) / max(state["global_step"] - first_step, 1)
+            run.step_seconds = (run.step_seconds + latest) / 2 if run.step_seconds else latest
+            replan(run, state)
+            end = min(end, run.plan.steps)
+        if state["global_step"] >= end or run.plan.dry_run:
+            return loss, state["images"] / max(seconds, 1e-9)
+
+
+def train_to(run, state, until_step):
+    """Train to until_step across epoch ends; the mean loss since the sums were reset."""
     while True:
         set_epoch(run.loader, state["epoch"], state["batch"])
         result = engine.train_one_epoch(
@@ -188,7 +213,7 @@ def train_round(run, state, until_step):
         if result.finished:
             state.update(epoch=state["epoch"] + 1, batch=0)
         if state["global_step"] >= until_step or run.plan.dry_run:
-            return result
+            return result.loss
 
 
 def set_epoch(loader, epoch, start_batch):
@@ -196,27 +221,30 @@ def set_epoch(loader, epoch, start_batch):
     loader.sampler.set_epoch(epoch, start_batch * loader.batch_size)
 
 
-def replan(run, state, steps, train_seconds, val_seconds):
-    """Under a time budget: move the run's last step so that it ends on time, from the
-    seconds the last round's `steps` and validation took (the schedule, which reads
-    plan.steps, still completes)."""
+def replan(run, state):
+    """Under a time budget: move the run's last step so that it ends on time, from the latest
+    measured seconds a step and a validation (the schedule, which reads plan.steps, still
+    completes). Rank 0 decides: every rank must stop at the same step."""
     plan = run.plan
     if plan.time_budget is None or state["global_step"] >= plan.steps:
         return
     left = run.started + plan.time_budget - time.monotonic()
-    total = planning.replan_steps(plan, state["global_step"], left,
-                                  train_seconds / max(steps, 1), val_seconds)
-    if total != plan.steps:
+    total = utils.broadcast_object(planning.replan_steps(
+        plan, state["global_step"], left, run.step_seconds, run.val_seconds))
+    if abs(total - plan.steps) >= 0.05 * plan.steps:
         run.log(f"time budget: {plan.steps} -> {total} steps ({left:.0f} s left)")
-        plan.steps = total
+    plan.steps = total
 
 
 # ---------------------------------------------------------------- validation
 
 def validate(run, state, final=False):
     """Metrics on the val split (scored as evaluate.py scores a checkpoint; intermediate
-    checks on plan.val_images of it when the plan says so), the plateau scheduler's step, the
-    samples picture and the health warnings."""
+    checks on plan.val_images of it when the plan says so), after re-estimating BatchNorm's
+    statistics on whole train images; the plateau scheduler's step, the samples picture and
+    the health warnings."""
+    engine.recalibrate_batchnorm(run.model, engine.calibration_images(
+        run.loader.dataset, run.plan.image_size), run.runtime)
     model = run.runtime.inference_form(run.model)
     val_loss, confusion = engine.validate(
         model, run.val_set, run.val_criterion, run.runtime, run.info["num_classes"],
