@@ -32,8 +32,8 @@ def get_args_parser():
                         help="also write <stem>_overlay.png: the image with a translucent mask")
     parser.add_argument("--probs", action="store_true",
                         help="also write <stem>_probs.npy: float16 class probabilities [K, H, W]")
-    parser.add_argument("--review", action="store_true",
-                        help="also write review.csv, to choose the masks to check by hand: one "
+    parser.add_argument("--review", action=argparse.BooleanOptionalAction, default=True,
+                        help="write review.csv, to choose the masks to check by hand: one "
                              "row per image read (file, mean_entropy, uncertain_fraction = share "
                              "of pixels whose top probability is below 0.5, share_<class>), most "
                              "uncertain first; from the softmax, or its mean with --mc-samples")

@@ -278,12 +278,14 @@ def test_unreadable_inputs_are_reported_and_the_others_written(tmp_path):
     for name in ("b_random.png", "d_truncated.png", "e_empty.jpg"):
         assert name in result.stderr
     assert "predict: 5/5 images" in result.stderr  # plain progress lines, not a tty
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_good.png", "c_good.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_good.png", "c_good.png",
+                                                                   "review.csv"]
 
     with pytest.raises(SystemExit, match="b_random.png"):  # stops there, a_good written
         run_main("--checkpoint", checkpoint, "--input", inputs, "--output", tmp_path / "strict",
                  "--strict")
-    assert [p.name for p in (tmp_path / "strict").iterdir()] == ["a_good.png"]
+    assert sorted(p.name for p in (tmp_path / "strict").iterdir()) == ["a_good.png",
+                                                                      "review.csv"]
 
 
 def test_bad_input_arguments_stop_before_any_work(tmp_path):
