@@ -341,20 +341,43 @@ def class_weights(data_info, mode):
     return weights.float()
 
 
-def dice_loss(logits, targets, ignore_index=255, eps=1.0):
-    """1 - mean soft Dice over classes; ignored pixels count for nothing."""
+class SumOverRanks(torch.autograd.Function):
+    """all_reduce (sum) with its gradient: the backward pass sums the ranks' gradients too."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def dice_loss(logits, targets, ignore_index=255, eps=1.0, global_batch=False):
+    """1 - mean soft Dice over classes, over the whole batch; ignored pixels count for nothing.
+    global_batch: under DDP, all-reduce the sums (with their gradient), so that every rank's
+    loss is the Dice of the global batch, as in one process (nnU-Net does the same); every rank
+    must then call it the same number of times, as training steps do."""
     num_classes = logits.shape[1]
     valid = (targets != ignore_index).unsqueeze(1)
     probs = logits.float().softmax(1) * valid
     one_hot = F.one_hot(targets.clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2)
     one_hot = one_hot * valid
     dims = (0, 2, 3)
-    intersection = (probs * one_hot).sum(dims)
-    cardinality = probs.sum(dims) + one_hot.sum(dims)
+    sums = torch.stack([(probs * one_hot).sum(dims), probs.sum(dims) + one_hot.sum(dims)])
+    if global_batch and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        sums = SumOverRanks.apply(sums)
+    intersection, cardinality = sums
     return 1 - ((2 * intersection + eps) / (cardinality + eps)).mean()
 
 
-def build_criterion(config, info, device):
+def build_criterion(config, info, device, global_batch=False):
+    """criterion(logits, masks) for config.loss; global_batch: see dice_loss (training under
+    DDP; validation scores each rank's own images and must not)."""
     weights = class_weights(info, config.class_weights)
     weights = weights.to(device) if weights is not None else None
 
@@ -365,7 +388,7 @@ def build_criterion(config, info, device):
             loss = loss + F.cross_entropy(logits, masks, weight=weights,
                                           ignore_index=config.ignore_index)
         if config.loss in ("dice", "ce+dice"):
-            loss = loss + dice_loss(logits, masks, config.ignore_index)
+            loss = loss + dice_loss(logits, masks, config.ignore_index, global_batch=global_batch)
         return loss
     return criterion, weights
 

@@ -365,7 +365,7 @@ def samples(dataset, indices):
 class Scores:
     """What scoring a split found: the confusion matrix, one entry per image ({index,
     confusion} and, with Monte Carlo sampling, entropy_correct / entropy_wrong) and, when a
-    loss was given, its sum over the images (each batch's mean times its image count)."""
+    loss was given, its sum over the images (each image's loss on its own)."""
 
     confusion: utils.ConfusionMatrix
     per_image: list = field(default_factory=list)
@@ -397,8 +397,10 @@ def score_dataset(model, dataset, num_classes, ignore_index=255, indices=None,
         probs, _ = batch_probs(model, torch.stack(images), tta=tta, dtype=dtype,
                                image_size=image_size, mc_samples=mc_samples, seed=seed)
         masks = torch.stack([mask for _, mask in keys])
-        if criterion is not None:
-            scores.loss_sum += float(criterion(probs.clamp(min=1e-12).log(), masks)) * len(batch)
+        if criterion is not None:  # image by image: a Dice term must not see the batching
+            log_probs = probs.clamp(min=1e-12).log()
+            scores.loss_sum += sum(float(criterion(log_probs[i:i + 1], masks[i:i + 1]))
+                                   for i in range(len(batch)))
         scores.images += len(batch)
         for (index, mask), image_probs in zip(keys, probs):
             preds = image_probs.argmax(0)

@@ -42,9 +42,11 @@ CHECK_OVERHEAD = 2.0  # seconds a check spends beyond scoring (samples figure, c
 BASE_LR = {"adamw": 2e-3, "adam": 2e-3, "sgd": 0.01}
 LR_BATCH = 8
 WARMUP_SHARE = 0.03
-# Loss: the rarest class's share of the labelled train pixels below which Dice joins the
-# cross-entropy (Dice weighs each class equally, whatever its pixel count).
-RARE_CLASS_SHARE = 0.10
+# Loss: cross-entropy plus batch Dice, as nnU-Net trains. Dice weighs each class equally,
+# whatever its pixel count; measured, it helped a rare class (demo set, 0.943 -> 0.947 val
+# mIoU) and a 22% one alike (membrane, 0.787 -> 0.792, ahead at every check after the first
+# 40% of the run), while class weights lost (membrane 0.745).
+PLANNED_LOSS = "ce+dice"
 DEFAULT_BUDGET_MINUTES = {"cpu": 10.0, "mps": 10.0, "cuda": None}  # CUDA: the steps needed
 PLANNED = ("crop_size", "batch_size", "steps", "val_every", "val_images", "lr", "warmup_steps",
            "loss", "class_weights", "time_budget")  # the Plan's planned values
@@ -146,11 +148,6 @@ class Fingerprint:
             if seen > skip:
                 return side
         return sides[-1][0]
-
-    @property
-    def rarest_share(self):
-        present = [share for share in self.class_shares if share > 0]
-        return min(present) if present else 1.0
 
 
 def size_counts(sizes, images):
@@ -288,11 +285,6 @@ def plan_lr(optimizer, global_batch):
     return BASE_LR[optimizer] * math.sqrt(global_batch / LR_BATCH)
 
 
-def plan_loss(fp):
-    """Cross-entropy, plus Dice when a class is rare (its share below RARE_CLASS_SHARE)."""
-    return "ce+dice" if fp.rarest_share < RARE_CLASS_SHARE else "ce"
-
-
 def plan_validation(fp, steps, step_seconds, val_seconds):
     """(val_every, val_images): VALIDATIONS checks, on a subset of the val images when full
     checks would take more than VAL_SHARE of the training time."""
@@ -335,7 +327,7 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
         "lr": flags.get("lr") or plan_lr(plan.optimizer, batch * world_size),
         "warmup_steps": (round(warmup * epoch) if warmup is not None
                          else max(1, min(500, round(WARMUP_SHARE * steps)))),
-        "loss": flags.get("loss") or plan_loss(fp),
+        "loss": flags.get("loss") or PLANNED_LOSS,
         "class_weights": flags.get("class_weights") or "none", "time_budget": budget}
     length = bool(flags.get("steps") or flags.get("epochs"))  # which also turns the budget off
     explicit = {"steps": length, "time_budget": length or bool(flags.get("time_budget")),

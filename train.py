@@ -113,9 +113,8 @@ def get_args_parser():
     group.add_argument("--gamma", type=float, default=DEFAULTS.gamma,
                        help="decay factor (step, plateau)")
     group.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default=None,
-                       help="cross-entropy, soft Dice, or their sum (Dice helps rare classes; "
-                            "default: ce+dice when a class has under 10 percent of the "
-                            "pixels, else ce)")
+                       help="cross-entropy, soft Dice over the batch, or their sum "
+                            "(default: ce+dice, as nnU-Net; Dice weighs every class equally)")
     group.add_argument("--class-weights", choices=["none", "median-freq", "inverse"],
                        default=None, help="class weighting of the cross-entropy (default: none)")
     group.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip,
@@ -530,7 +529,7 @@ def build_run(args, plan, info, model, runtime, root, run_dir, log, rank, world_
     if world_size > 1 and args.sync_bn:  # before the optimizer: it must see the new modules
         model = engine.global_batchnorm(model, runtime.device)
     optimizer = engine.build_optimizer(plan, model, runtime.device)
-    criterion, weights = engine.build_criterion(plan, info, runtime.device)
+    criterion, weights = engine.build_criterion(plan, info, runtime.device, global_batch=True)
     return trainer.Run(
         model=model, train_model=engine.wrap_model(model, plan, runtime, world_size),
         optimizer=optimizer, schedulers=engine.build_scheduler(plan, optimizer, len(loader)),

@@ -347,5 +347,9 @@ def finish(run, state):
             f"folder {run.run_dir}")
     if run.health:
         run.log("the model is not useful yet: " + "; ".join(run.health))
-        run.log("try: a longer --time-budget (or more --steps), --loss ce+dice, or "
-                "--class-weights median-freq")
+        tries = ["a longer --time-budget (or more --steps)"]
+        if run.plan.loss != "ce+dice":
+            tries.append("--loss ce+dice")
+        if run.plan.class_weights == "none":
+            tries.append("--class-weights median-freq")
+        run.log("try: " + ", or ".join(tries))

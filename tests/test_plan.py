@@ -73,10 +73,12 @@ def test_mixed_sizes_fit_the_crop_to_all_but_the_smallest_images():
     assert make_plan(fingerprint(sizes=sizes), {}, "cpu").crop_size == 96
 
 
-def test_a_rare_class_adds_dice_to_the_loss():
-    assert make_plan(fingerprint(shares=(0.78, 0.22)), {}, "cpu").loss == "ce"
+def test_the_loss_is_ce_plus_dice_for_balanced_and_rare_classes_alike():
+    balanced = make_plan(fingerprint(shares=(0.78, 0.22)), {}, "cpu")
     imbalanced = make_plan(fingerprint(shares=(0.95, 0.04, 0.01)), {}, "cpu")
-    assert imbalanced.loss == "ce+dice"
+    assert balanced.loss == imbalanced.loss == "ce+dice"
+    assert (balanced.class_weights, balanced.sources["loss"]) == ("none", "auto")
+    assert make_plan(fingerprint(), {"loss": "ce"}, "cpu").loss == "ce"
 
 
 def test_the_learning_rate_follows_the_global_batch():
@@ -261,4 +263,5 @@ def test_health_warnings_for_a_model_that_predicts_one_class(tiny, tmp_path, mon
     log = (out / "train.log").read_text()
     assert "warning: class 'class_1'" in log and "is never predicted" in log
     assert "predicts 'class_0' for 100.0% of the pixels" in log
-    assert "the model is not useful yet" in log and "--loss ce+dice" in log
+    assert "the model is not useful yet" in log
+    assert "try: a longer --time-budget (or more --steps), or --class-weights median-freq" in log

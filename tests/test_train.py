@@ -174,8 +174,8 @@ def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data
         train.main(run_args(tiny_data, out, "--epochs", "3", "--resume", str(out)))
     build_criterion = engine.build_criterion
 
-    def exploding(args, info, device):
-        criterion, weights = build_criterion(args, info, device)
+    def exploding(args, info, device, **kwargs):
+        criterion, weights = build_criterion(args, info, device, **kwargs)
         return (lambda logits, masks: criterion(logits, masks) * float("nan")), weights
 
     monkeypatch.setattr(engine, "build_criterion", exploding)
