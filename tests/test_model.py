@@ -97,7 +97,7 @@ def test_state_dict_round_trip_reproduces_output():
 
 def expected_parameter_count(in_channels, num_classes):
     """Convs (no bias) + BN (weight, bias) from the layer widths, plus the 1x1 classifier."""
-    encoder, decoder = [], []
+    encoder = []
     channels = in_channels
     for widths in ENCODER_WIDTHS:
         for width in widths:
