@@ -172,6 +172,13 @@ def get_args_parser():
 
 def validate_args(args):
     """Reject impossible flag values before any work starts."""
+    problems = number_problems(args) + exclusive_flag_problems(args) + place_problems(args)
+    if problems:
+        raise SystemExit("error: " + "; ".join(problems))
+
+
+def number_problems(args):
+    """Flag values out of their range."""
     positive = {"epochs": args.epochs, "steps": args.steps, "batch-size": args.batch_size,
                 "eval-every": args.eval_every, "val-every": args.val_every,
                 "save-every": args.save_every, "log-every": args.log_every,
@@ -186,7 +193,6 @@ def validate_args(args):
                 if value < 1]
     problems += [f"--{name} must be >= 0, got {value}" for name, value in non_negative.items()
                  if value < 0]
-    problems += exclusive_flag_problems(args)
     if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
         problems.append(f"--lr must be a positive number, got {args.lr}")
     if args.time_budget is not None and not 0 < args.time_budget < math.inf:
@@ -220,6 +226,12 @@ def validate_args(args):
         problems.append(f"--ignore-index must be in 0..255 (or -100), got {args.ignore_index}")
     if not 0 <= args.dropout < 1:
         problems.append(f"--dropout must be in [0, 1), got {args.dropout}")
+    return problems
+
+
+def place_problems(args):
+    """Files and folders the flags name, and the device, checked before the run folder exists."""
+    problems = []
     if args.encoder_weights is not None and not args.encoder_weights.is_file():
         problems.append(f"--encoder-weights {args.encoder_weights} does not exist")
     if args.class_table is not None and not args.class_table.is_file():
@@ -234,8 +246,7 @@ def validate_args(args):
         utils.resolve_precision(utils.resolve_device(args.device), args.amp)
     except ValueError as error:
         problems.append(str(error))
-    if problems:
-        raise SystemExit("error: " + "; ".join(problems))
+    return problems
 
 
 def exclusive_flag_problems(args):

@@ -319,10 +319,11 @@ def metric_row(metrics, names):
 
 
 def progress_text(run, state):
-    """'epoch 2/4' when the run is whole epochs, else 'step 300/1000 (epoch 12.5)'."""
+    """'epoch 2/4' when the run's length was set (a flag) in whole epochs, else 'step 300/1000
+    (epoch 12.5)': a planned length moves under a budget, and the label with it."""
     epochs = run.plan.steps / max(run.steps_per_epoch, 1)
-    if state["batch"] == 0 and epochs == int(epochs) and run.plan.val_every % \
-            run.steps_per_epoch == 0:
+    if state["batch"] == 0 and epochs == int(epochs) and run.plan.sources.get("steps") == \
+            "flag" and run.plan.val_every % run.steps_per_epoch == 0:
         return f"epoch {state['epoch']}/{int(epochs)}"
     return f"step {state['global_step']}/{run.plan.steps} (epoch {run.epochs(state):.1f})"
 
