@@ -119,7 +119,7 @@ def test_a_failing_rank_ends_the_whole_job(ddp_runs, tmp_path):
 
 
 GLOBAL_DICE = """
-import torch, torch.distributed as dist, engine
+import sys, torch, torch.distributed as dist, engine
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
 generator = torch.Generator().manual_seed(0)
@@ -136,7 +136,9 @@ reference.backward()
 local = engine.dice_loss(logits[mine], targets[mine])
 # DDP averages the ranks' gradients: part.grad / world is what reaches the weights
 error = (part.grad / world - whole.grad[mine]).abs().max().item()
-print(f"rank {rank} {loss.item():.7f} {reference.item():.7f} {local.item():.7f} {error:.1e}")
+with open(f"{sys.argv[1]}/rank{rank}.txt", "w") as out:  # own file: stdout lines interleave
+    out.write(f"rank {rank} {loss.item():.7f} {reference.item():.7f} {local.item():.7f} "
+              f"{error:.1e}")
 dist.destroy_process_group()
 """
 
@@ -144,10 +146,9 @@ dist.destroy_process_group()
 def test_global_batch_dice_equals_one_process_dice_and_gradient(tmp_path):
     script = tmp_path / "global_dice.py"
     script.write_text(GLOBAL_DICE)
-    result = torchrun(script, timeout=120)
+    result = torchrun(script, tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = sorted(line.split() for line in result.stdout.splitlines() if line.startswith("rank"))
-    assert len(lines) == 2
+    lines = [(tmp_path / f"rank{rank}.txt").read_text().split() for rank in (0, 1)]
     for _, _, loss, reference, local, error in lines:
         assert float(loss) == pytest.approx(float(reference), abs=1e-6)
         assert float(error) < 1e-7
