@@ -341,22 +341,6 @@ def class_weights(data_info, mode):
     return weights.float()
 
 
-class SumOverRanks(torch.autograd.Function):
-    """all_reduce (sum) with its gradient: the backward pass sums the ranks' gradients too."""
-
-    @staticmethod
-    def forward(ctx, tensor):
-        tensor = tensor.clone()
-        dist.all_reduce(tensor)
-        return tensor
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
-
-
 def dice_loss(logits, targets, ignore_index=255, eps=1.0, global_batch=False):
     """1 - mean soft Dice over classes, over the whole batch; ignored pixels count for nothing.
     global_batch: under DDP, all-reduce the sums (with their gradient), so that every rank's
@@ -369,8 +353,8 @@ def dice_loss(logits, targets, ignore_index=255, eps=1.0, global_batch=False):
     one_hot = one_hot * valid
     dims = (0, 2, 3)
     sums = torch.stack([(probs * one_hot).sum(dims), probs.sum(dims) + one_hot.sum(dims)])
-    if global_batch and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        sums = SumOverRanks.apply(sums)
+    if global_batch:
+        sums = utils.all_reduce_sum_with_grad(sums)
     intersection, cardinality = sums
     return 1 - ((2 * intersection + eps) / (cardinality + eps)).mean()
 

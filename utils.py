@@ -282,6 +282,29 @@ def all_reduce_sum(tensor):
     return tensor
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce (sum) whose backward pass sums the ranks' gradients too."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def all_reduce_sum_with_grad(tensor):
+    """Sum over ranks, differentiably (a new tensor; the tensor itself in a single process):
+    every rank must call it, the same number of times."""
+    return _SumOverRanks.apply(tensor) if is_distributed() and dist.get_world_size() > 1 \
+        else tensor
+
+
 def is_main():
     """Rank 0 (or the only process): the one that prints and writes files."""
     return not is_distributed() or dist.get_rank() == 0
