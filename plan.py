@@ -444,7 +444,8 @@ def table_lines(plan, world_size=1):
             ("class weights", plan.class_weights, "class_weights"),
             ("time budget", f"{budget / 60:.1f} min" if budget else "none", "time_budget")]
     width = max(len(name) for name, _, _ in rows)
-    lines = ["plan:"] + [f"  {name:<{width}}  {value:<34} {plan.sources.get(key, 'flag')}"
+    column = max(34, *(len(value) + 1 for _, value, _ in rows))
+    lines = ["plan:"] + [f"  {name:<{width}}  {value:<{column}} {plan.sources.get(key, 'flag')}"
                          for name, value, key in rows]
     if plan.measured:
         lines.append(f"  measured: {plan.measured['step_seconds']:.3f} s a training step, "
