@@ -405,6 +405,23 @@ def scan_dataset(root, in_channels=1, num_classes=None, class_table=None, mask_t
 # Dataset
 
 
+def pack_sample(image, mask):
+    """An exact, compact copy of a decoded sample for a cache: an image whose values are all
+    k / 255 (an 8-bit source) as uint8, a mask in the smallest integer type holding its values."""
+    levels = (image * 255).round()
+    image = levels.to(torch.uint8) if torch.equal(levels / 255, image) else image.clone()
+    low, high = (int(mask.min()), int(mask.max())) if mask.numel() else (0, 0)
+    for dtype in (torch.uint8, torch.int16, torch.int32, torch.int64):
+        if torch.iinfo(dtype).min <= low and high <= torch.iinfo(dtype).max:
+            return image, mask.to(dtype, copy=True)
+
+
+def unpack_sample(image, mask):
+    """pack_sample's inverse: new float32 and int64 tensors, equal to the decoded ones."""
+    image = image.float() / 255 if image.dtype == torch.uint8 else image.clone()
+    return image, mask.to(torch.int64, copy=True)
+
+
 class SegmentationDataset(Dataset):
     """The (image, mask) pairs of ROOT/split, decoded as scan_dataset decided (info; without
     one, the dataset is scanned here with scan_dataset's defaults: pass scan_dataset(root, ...)
@@ -412,11 +429,13 @@ class SegmentationDataset(Dataset):
 
     __getitem__ -> (image float32 [C,H,W] normalised with info["normalization"], mask int64
     [H,W] in 0..num_classes-1 or ignore_index). transform(image in [0,1], mask) runs before
-    the normalisation. cache=True keeps decoded samples (before the transform) in memory; each
-    DataLoader worker holds its own cache, so use persistent_workers=True with it.
+    the normalisation. cache=True keeps decoded samples (before the transform) in memory, in a
+    compact exact form (8-bit images as uint8, masks in the smallest integer type), up to
+    cache_bytes (None: no limit; past it, samples are decoded every time); each DataLoader
+    worker holds its own cache, so use persistent_workers=True with it.
     """
 
-    def __init__(self, root, split, info=None, transform=None, cache=False):
+    def __init__(self, root, split, info=None, transform=None, cache=False, cache_bytes=None):
         if info is None:  # grey images, decoding inferred from train: scan_dataset's defaults
             info = scan_dataset(root, splits=tuple(dict.fromkeys(("train", split))))
         pairs = list_pairs(root, split)
@@ -425,6 +444,7 @@ class SegmentationDataset(Dataset):
         self.image_paths = [image_path for _, image_path, _ in pairs]
         self.mask_paths = [mask_path for _, _, mask_path in pairs]
         self._cache = {} if cache else None
+        self.cache_bytes, self.cached_bytes = cache_bytes, 0
 
     def __len__(self):
         return len(self.names)
@@ -432,8 +452,7 @@ class SegmentationDataset(Dataset):
     def load_sample(self, index):
         """Decoded (image float32 [C,H,W] in [0,1], mask int64 [H,W]) before any transform."""
         if self._cache is not None and index in self._cache:
-            image, mask = self._cache[index]
-            return image.clone(), mask.clone()
+            return unpack_sample(*self._cache[index])
         image = load_image(self.image_paths[index], self.info["in_channels"])
         mask = decode_mask(self.mask_paths[index], self.info["mask_decoding"],
                            self.info["ignore_index"])
@@ -443,8 +462,11 @@ class SegmentationDataset(Dataset):
                             f"is {mask.shape[0]}x{mask.shape[1]}")
         image, mask = torch.from_numpy(image), torch.from_numpy(mask)
         if self._cache is not None:
-            self._cache[index] = (image, mask)
-            return image.clone(), mask.clone()
+            packed = pack_sample(image, mask)
+            size = sum(part.numel() * part.element_size() for part in packed)
+            if self.cache_bytes is None or self.cached_bytes + size <= self.cache_bytes:
+                self._cache[index] = packed
+                self.cached_bytes += size
         return image, mask
 
     def __getitem__(self, index):

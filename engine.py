@@ -32,6 +32,7 @@ NUM_SAMPLE_IMAGES = 4  # validation images drawn in val_samples_epochNNN.png
 CALIBRATION_PIXELS = 4 * 512 * 512
 CALIBRATION_IMAGES = 16  # and at most this many images (each a forward pass of its own)
 CALIBRATION_SIDE = 1024  # larger images give their centre
+CACHE_MEMORY_SHARE = 0.25  # of the machine's memory, for all the decoded-sample caches together
 
 
 # ----------------------------------------------------- data: epoch-seeded samples, sampler, loaders
@@ -98,18 +99,38 @@ class EpochSampler(Sampler):
         return len(self.full_order()) - self.start
 
 
-def build_datasets(config, root, info):
+def loader_workers(config, device):
+    """DataLoader worker processes: config.workers, else 0 on a CPU (the cores train) and 4."""
+    if config.workers is not None:
+        return config.workers
+    return 0 if device.type == "cpu" else 4
+
+
+def cache_bytes(workers, processes=1):
+    """What one dataset copy may cache: CACHE_MEMORY_SHARE of the machine's memory over every
+    copy on it (the train set in each loader worker or in the process, the val set, in each of
+    `processes` local processes). None where the memory size is unknown: no limit."""
+    memory = utils.physical_memory()
+    if memory is None:
+        return None
+    return int(CACHE_MEMORY_SHARE * memory / ((max(workers, 1) + 1) * max(processes, 1)))
+
+
+def build_datasets(config, root, info, workers=0, processes=1):
     """(train set: augmented, seeded per (epoch, index); val set: whole images, read as
-    evaluate.py reads them). With --overfit-batch or --dry-run, train is its first batch, and
-    --overfit-batch validates on that very batch, unaugmented."""
+    evaluate.py reads them). With config.cache, each keeps decoded samples in memory up to
+    cache_bytes(workers, processes): a large dataset is partly cached, never a memory error.
+    With --overfit-batch or --dry-run, train is its first batch, and --overfit-batch validates
+    on that very batch, unaugmented."""
+    limit = cache_bytes(workers, processes)
     augment = config.augment and not config.overfit_batch  # overfit: one fixed batch
     train_transform = transforms.train_transform(
         crop_size=config.crop_size, scale=config.scale, flip=config.flip, rotate=config.rotate,
         jitter=config.jitter, noise=config.noise, ignore_index=config.ignore_index,
         image_size=config.image_size, augment=augment)
     train_set = SegmentationDataset(root, "train", info, transform=train_transform,
-                                    cache=config.cache)
-    val_set = SegmentationDataset(root, "val", info, cache=config.cache)
+                                    cache=config.cache, cache_bytes=limit)
+    val_set = SegmentationDataset(root, "val", info, cache=config.cache, cache_bytes=limit)
     train_set = EpochSeeded(train_set, config.seed)
     if config.overfit_batch or config.dry_run:
         first = Subset(train_set.dataset, range(min(config.batch_size, len(train_set))))
@@ -135,9 +156,7 @@ def steps_per_epoch(train_images, batch_size, world_size=1):
 
 def build_loader(config, train_set, device, rank=0, world_size=1):
     """The train loader: EpochSampler order (this rank's shard), whole batches."""
-    workers = config.workers
-    if workers is None:
-        workers = 0 if device.type == "cpu" else 4
+    workers = loader_workers(config, device)
     collate = functools.partial(transforms.pad_collate, ignore_index=config.ignore_index)
     # Drop a last partial batch: a batch of one breaks BatchNorm statistics.
     drop_last = len(train_set) // world_size > config.batch_size

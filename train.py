@@ -68,7 +68,9 @@ def get_args_parser():
     group.add_argument("--no-augment", action="store_true",
                        help="disable all augmentation except cropping")
     group.add_argument("--cache", action=argparse.BooleanOptionalAction, default=DEFAULTS.cache,
-                       help="keep decoded training images in memory (small datasets)")
+                       help="keep decoded train and val images in memory, compactly, all "
+                            "copies (one per loader worker) together in at most a quarter of "
+                            "the machine's memory; the rest are read from disk each time")
     group.add_argument("--workers", type=int, default=None,
                        help="DataLoader worker processes (default: 0 on CPU, where workers "
                             "compete with compute threads; 4 on GPU)")
@@ -532,7 +534,8 @@ def train(args, rank, world_size, local_rank, started):
 def build_run(args, plan, info, model, runtime, root, run_dir, log, rank, world_size,
               started):
     """The model on its device, data, optimiser, schedule and losses of one run."""
-    train_set, val_set = engine.build_datasets(plan, root, info)
+    train_set, val_set = engine.build_datasets(
+        plan, root, info, engine.loader_workers(plan, runtime.device), world_size)
     loader = engine.build_loader(plan, train_set, runtime.device, rank, world_size)
     model = model.to(runtime.device)
     if runtime.channels_last:

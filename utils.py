@@ -271,6 +271,15 @@ def init_distributed(device_name="auto", timeout_s=600):
     return dist.get_rank(), world_size, local_rank
 
 
+def physical_memory():
+    """Bytes of memory of this machine, None where the OS does not say (os.sysconf: Linux,
+    macOS)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def is_distributed():
     return dist.is_available() and dist.is_initialized()
 

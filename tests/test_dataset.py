@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import dataset
+import engine
 import utils
 from dataset import SegmentationDataset, list_pairs, load_image, normalize, scan_dataset
 from demo import make_demo
@@ -406,6 +407,37 @@ def test_dataset_items_and_cache(tmp_path):
     assert torch.allclose(image, normalize(raw, info["normalization"]))
     mask.fill_(7)  # callers may modify what they get; the cache keeps its own copy
     assert torch.equal(data[1][1], torch.from_numpy(index_mask(9, 14).astype(np.int64)))
+
+
+def test_cache_is_compact_exact_and_bounded(tmp_path):
+    make_index_dataset(tmp_path, sizes=((10, 12), (9, 14), (8, 8)))
+    deep = np.random.default_rng(0).integers(0, 65536, (8, 8), dtype=np.uint16)
+    Image.fromarray(deep).save(tmp_path / "train" / "images" / "t2.png")  # a 16-bit image
+    info = scan_dataset(tmp_path)
+    plain = SegmentationDataset(tmp_path, "train", info)
+    cached = SegmentationDataset(tmp_path, "train", info, cache=True)
+    for _ in range(2):  # decoded, then from the cache: equal to the last bit
+        for index in range(3):
+            for got, expected in zip(cached[index], plain[index]):
+                assert got.dtype == expected.dtype and torch.equal(got, expected)
+    stored = [cached._cache[index] for index in range(3)]
+    assert [image.dtype for image, _ in stored] == [torch.uint8, torch.uint8, torch.float32]
+    assert all(mask.dtype == torch.uint8 for _, mask in stored)
+    assert cached.cached_bytes == 10 * 12 * 2 + 9 * 14 * 2 + 8 * 8 * 5
+
+    bounded = SegmentationDataset(tmp_path, "train", info, cache=True, cache_bytes=300)
+    for index in range(3):
+        bounded[index]
+    assert sorted(bounded._cache) == [0]  # 240 bytes fit, the next 252 would not
+    assert bounded.cached_bytes == 240 and torch.equal(bounded[1][0], plain[1][0])
+
+
+def test_the_caches_share_a_quarter_of_the_memory(monkeypatch):
+    monkeypatch.setattr(utils, "physical_memory", lambda: 16 * 2**30)
+    assert engine.cache_bytes(0) == 2 * 2**30  # train and val in the one process
+    assert engine.cache_bytes(4, processes=2) == 16 * 2**30 // 4 // 5 // 2
+    monkeypatch.setattr(utils, "physical_memory", lambda: None)
+    assert engine.cache_bytes(2) is None
 
 
 def test_dataset_transform_sees_unit_range_before_normalisation(tmp_path):
