@@ -409,7 +409,9 @@ def pack_sample(image, mask):
     """An exact, compact copy of a decoded sample for a cache: an image whose values are all
     k / 255 (an 8-bit source) as uint8, a mask in the smallest integer type holding its values."""
     levels = (image * 255).round()
-    image = levels.to(torch.uint8) if torch.equal(levels / 255, image) else image.clone()
+    eight_bit = torch.equal(levels / 255, image) and (not image.numel() or (
+        levels.min() >= 0 and levels.max() <= 255))  # a float TIFF may hold any value
+    image = levels.to(torch.uint8) if eight_bit else image.clone()
     low, high = (int(mask.min()), int(mask.max())) if mask.numel() else (0, 0)
     for dtype in (torch.uint8, torch.int16, torch.int32, torch.int64):
         if torch.iinfo(dtype).min <= low and high <= torch.iinfo(dtype).max:

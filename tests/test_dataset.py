@@ -432,6 +432,20 @@ def test_cache_is_compact_exact_and_bounded(tmp_path):
     assert bounded.cached_bytes == 240 and torch.equal(bounded[1][0], plain[1][0])
 
 
+def test_packed_samples_round_trip_whatever_their_values():
+    masks = [torch.tensor([[0, 255]]), torch.tensor([[-100, 3]]), torch.tensor([[0, 70000]])]
+    images = [torch.tensor([[[0.0, 1.0]]]), torch.tensor([[[2.0, -1.0]]]),  # a float TIFF
+              torch.tensor([[[0.5, float("nan")]]])]
+    for image, mask in zip(images, masks):
+        packed = dataset.pack_sample(image, mask)
+        restored = dataset.unpack_sample(*packed)
+        assert torch.allclose(restored[0], image, equal_nan=True)
+        assert restored[1].dtype == torch.int64 and torch.equal(restored[1], mask)
+    assert [dataset.pack_sample(i, m)[1].dtype for i, m in zip(images, masks)] == [
+        torch.uint8, torch.int16, torch.int32]
+    assert dataset.pack_sample(images[1], masks[1])[0].dtype == torch.float32
+
+
 def test_the_caches_share_a_quarter_of_the_memory(monkeypatch):
     monkeypatch.setattr(utils, "physical_memory", lambda: 16 * 2**30)
     assert engine.cache_bytes(0) == 2 * 2**30  # train and val in the one process
