@@ -371,11 +371,14 @@ def base_plan(args):
                                 augment=not args.no_augment))
 
 
+PLANNED_FLAGS = ("crop_size", "batch_size", "steps", "epochs", "val_every", "eval_every", "lr",
+                 "warmup_epochs", "loss", "class_weights")
+
+
 def planned_flags(args):
     """The planned values the command line sets explicitly ({name: value}); time in seconds."""
-    names = ("crop_size", "batch_size", "steps", "epochs", "val_every", "eval_every", "lr",
-             "warmup_epochs", "loss", "class_weights")
-    flags = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    flags = {name: getattr(args, name) for name in PLANNED_FLAGS
+             if getattr(args, name) is not None}
     if args.time_budget is not None:
         flags["time_budget"] = 60 * args.time_budget
     return flags
@@ -386,6 +389,11 @@ def resolve_plan(args, info, model, runtime, world_size, started, checkpoint=Non
     a few steps when a budget applies) and sent to every rank."""
     if checkpoint is not None and checkpoint.get("plan"):
         return resumed_plan(checkpoint["plan"], args, info, world_size)
+    if checkpoint is not None:  # written before plans: its flags were the whole recipe
+        saved = checkpoint.get("args") or {}
+        args = argparse.Namespace(**{**vars(args), **{
+            name: saved[name] for name in PLANNED_FLAGS
+            if getattr(args, name) is None and saved.get(name) is not None}})
     made = None
     if is_main():
         flags, fp = planned_flags(args), planning.fingerprint(info, args.image_size)

@@ -237,6 +237,22 @@ def test_a_short_budgeted_run_ends_in_time_and_keeps_its_plan_on_resume(tiny, tm
         assert resumed["plan"][key] == checkpoint["plan"][key], key
 
 
+def test_a_checkpoint_written_before_plans_resumes_with_its_own_recipe(tiny, tmp_path):
+    out = tmp_path / "run"
+    assert train.main(run_args(tiny, out, "--epochs", "1", "--crop-size", "16", "--batch-size",
+                               "2", "--loss", "ce", "--lr", "0.004")) == 0
+    checkpoint = torch.load(out / "last.pt", weights_only=True)
+    for key in ("plan", "best_step", "seconds"):  # the keys plans added
+        del checkpoint[key]
+    torch.save(checkpoint, out / "last.pt")
+    assert train.main(run_args(tiny, out, "--resume", str(out), "--epochs", "2")) == 0
+    resumed = torch.load(out / "last.pt", weights_only=True)
+    plan = resumed["plan"]
+    assert (plan["crop_size"], plan["batch_size"], plan["loss"], plan["lr"]) == (16, 2, "ce",
+                                                                                 0.004)
+    assert plan["time_budget"] is None and resumed["epoch"] == 2
+
+
 def test_a_resumed_run_refuses_a_different_planned_value(tiny, tmp_path):
     out = tmp_path / "run"
     assert train.main(run_args(tiny, out, "--steps", "2", "--batch-size", "2")) == 0
