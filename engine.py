@@ -202,19 +202,6 @@ class Runtime:
 
 # ---------------------------------------------------------------- model, optimiser, schedule, loss
 
-class _SumOverRanks(torch.autograd.Function):
-    """all_reduce(sum) whose backward is the same all_reduce: every rank's loss depends on
-    every rank's contribution to the global statistics."""
-
-    @staticmethod
-    def forward(ctx, tensor):
-        return utils.all_reduce_sum(tensor.clone())
-
-    @staticmethod
-    def backward(ctx, grad):
-        return utils.all_reduce_sum(grad.clone())
-
-
 class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
     """BatchNorm whose training statistics cover the global batch of all ranks.
 
@@ -231,7 +218,7 @@ class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
         count = torch.full((1,), x.numel() / channels, dtype=torch.float32, device=x.device)
         values = x.float()
         local = torch.cat([values.sum((0, 2, 3)), values.square().sum((0, 2, 3)), count])
-        total = _SumOverRanks.apply(local)
+        total = utils.all_reduce_sum_with_grad(local)
         count = total[-1]
         mean = total[:channels] / count
         variance = (total[channels:2 * channels] / count - mean.square()).clamp(min=0)

@@ -292,19 +292,16 @@ def all_reduce_sum(tensor):
 
 
 class _SumOverRanks(torch.autograd.Function):
-    """all_reduce (sum) whose backward pass sums the ranks' gradients too."""
+    """all_reduce (sum) whose backward pass is the same all_reduce: every rank's loss depends
+    on every rank's contribution (global BatchNorm statistics, the global batch's Dice)."""
 
     @staticmethod
     def forward(ctx, tensor):
-        tensor = tensor.clone()
-        dist.all_reduce(tensor)
-        return tensor
+        return all_reduce_sum(tensor.clone())
 
     @staticmethod
     def backward(ctx, grad):
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
+        return all_reduce_sum(grad.clone())
 
 
 def all_reduce_sum_with_grad(tensor):
