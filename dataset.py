@@ -463,13 +463,18 @@ class SegmentationDataset(Dataset):
                             f"{image.shape[1]}x{image.shape[2]}, mask {self.mask_paths[index]} "
                             f"is {mask.shape[0]}x{mask.shape[1]}")
         image, mask = torch.from_numpy(image), torch.from_numpy(mask)
-        if self._cache is not None:
+        if self._cache is not None and self._may_fit(image.numel() + mask.numel()):
             packed = pack_sample(image, mask)
             size = sum(part.numel() * part.element_size() for part in packed)
-            if self.cache_bytes is None or self.cached_bytes + size <= self.cache_bytes:
+            if self._may_fit(size):
                 self._cache[index] = packed
                 self.cached_bytes += size
         return image, mask
+
+    def _may_fit(self, size):
+        """Whether `size` more bytes stay within cache_bytes (a sample packs to at least a byte
+        a value: one that cannot fit is not packed at all)."""
+        return self.cache_bytes is None or self.cached_bytes + size <= self.cache_bytes
 
     def __getitem__(self, index):
         image, mask = self.load_sample(index)
