@@ -11,7 +11,9 @@ import torch
 import engine
 import plan as planning
 import train
+from dataset import scan_dataset
 from helpers import write_tiny_dataset
+from model import SegNet
 from plan import Fingerprint, Speed, make_plan
 
 
@@ -62,7 +64,7 @@ def test_gpu_takes_larger_crops_than_cpu():
 def test_huge_datasets_need_more_steps_than_small_ones():
     small = make_plan(fingerprint(22, (512, 512)), {}, "cpu")
     huge = make_plan(fingerprint(3000, (4000, 3000)), {}, "cpu")
-    assert huge.steps > 10 * small.steps  # 20 passes over their pixels
+    assert huge.steps > 10 * small.steps  # MIN_PASSES passes over their pixels
     assert huge.steps <= planning.MAX_STEPS
 
 
@@ -167,7 +169,6 @@ def test_the_table_marks_every_value_auto_or_flag():
 
 
 def test_the_fingerprint_comes_from_the_scan(tmp_path):
-    from dataset import scan_dataset
     root = write_tiny_dataset(tmp_path, counts=(("train", 5), ("val", 2)), size=24)
     fp = planning.fingerprint(scan_dataset(root))
     assert (fp.train_images, fp.val_images, fp.short_side) == (5, 2, 24)
@@ -177,7 +178,6 @@ def test_the_fingerprint_comes_from_the_scan(tmp_path):
 
 
 def test_measured_speed_is_real_steps_and_leaves_the_model_and_rng_alone():
-    from model import SegNet
     model = SegNet(num_classes=3)
     before = {key: value.clone() for key, value in model.state_dict().items()}
     runtime = engine.Runtime(planning.Plan(device="cpu", amp="off"))
