@@ -6,8 +6,6 @@ machine-readable output)."""
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,11 +22,16 @@ from torch.utils.flop_counter import FlopCounterMode
 import deploy
 import engine
 import inference
+import loaders
+import losses
 import plots
 import utils
 from dataset import scan_dataset
 from model import SegNet
 from plan import Plan
+from runtime import Runtime, resolve_device, tune_cpu_allocator
+from speedreport import allocator_summary, summarise, table_lines
+from timing import measure, peak_memory_mb, reset_peak_memory, timed
 
 HERE = Path(__file__).resolve().parent
 WORKERS = ("baseline", "project", "compile", "onnx", "loader", "peak", "allocator-on",
@@ -87,51 +90,6 @@ def validate_args(args):
     problems += [f"--loader-workers must be >= 0, got {w}" for w in args.loader_workers if w < 0]
     if problems:
         raise SystemExit("error: " + "; ".join(problems))
-
-
-# ---------------------------------------------------------------- timing and resources
-
-def synchronize(device):
-    """Wait for queued GPU work, so that a timer sees it finished."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def timed(call, device):
-    synchronize(device)
-    start = time.perf_counter()
-    call()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
-def measure(call, device, args, images_per_call):
-    """img/s of `call`: warm-up, then timed calls with their CPU usage and page faults."""
-    warmup = [timed(call, device) for _ in range(args.warmup)]
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    seconds = [timed(call, device) for _ in range(args.repeats)]
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    rates = [images_per_call / s for s in seconds]
-    return {"img_s": statistics.median(rates), "img_s_min": min(rates), "img_s_max": max(rates),
-            "seconds": seconds, "warmup_seconds": warmup,
-            "page_faults_per_call": (after.ru_minflt - before.ru_minflt) / args.repeats,
-            "sys_s_per_call": (after.ru_stime - before.ru_stime) / args.repeats,
-            "user_s_per_call": (after.ru_utime - before.ru_utime) / args.repeats}
-
-
-def peak_memory_mb(device):
-    """Peak resident set size of this process (CPU, MPS), or peak allocated CUDA memory."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
-
-
-def reset_peak_memory(device):
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
 
 
 def synthetic_batch(args):
@@ -237,7 +195,7 @@ def project_training(args, compiled=False):
     one CPU batch."""
     config = project_config(args, compile=compiled)
     torch.manual_seed(args.seed)
-    runtime = engine.Runtime(config)
+    runtime = Runtime(config)
     model = SegNet(in_channels=args.in_channels,
                    num_classes=args.num_classes).to(runtime.device)
     if runtime.channels_last:  # as train.py places the model
@@ -245,7 +203,7 @@ def project_training(args, compiled=False):
     train_model = engine.wrap_model(model, config, runtime, world_size=1)
     optimizer = engine.build_optimizer(config, model, runtime.device)
     scheduler, _ = engine.build_scheduler(config, optimizer, args.steps)
-    criterion, _ = engine.build_criterion(config, {"num_classes": args.num_classes},
+    criterion, _ = losses.build_criterion(config, {"num_classes": args.num_classes},
                                           runtime.device)
     loader = [synthetic_batch(args)] * args.steps
     state, stop = engine.new_state(), engine.StopFlag()
@@ -265,7 +223,7 @@ def run_project(args, device, compiled=False):
     """Inference first, then training, as predict.py and train.py run them (both tune the CPU
     allocator); peak memory is read after each."""
     if device.type == "cpu":
-        utils.tune_cpu_allocator()
+        tune_cpu_allocator()
     infer = project_inference(args, device, compiled)
     training, runtime = project_training(args, compiled)
     return dict(config="compile" if compiled else "project", **runtime.describe(),
@@ -276,7 +234,7 @@ def run_allocator(args, device, tuned):
     """The project's inference and training with (tuned) or without (glibc's defaults)
     utils.tune_cpu_allocator, whose page faults and sys time per call `measure` records."""
     if tuned:
-        utils.tune_cpu_allocator()  # from the start, as the scripts do
+        tune_cpu_allocator()  # from the start, as the scripts do
     infer = project_inference(args, device)
     training, _ = project_training(args)
     return {"config": f"allocator-{'on' if tuned else 'off'}", "infer": infer,
@@ -301,7 +259,7 @@ def run_onnx(args, device):
     """predict.py --onnx's path: the checkpoint exported as export.py does it, in ONNX Runtime
     with the project's session options (deploy.load_onnx), through inference.batch_probs; then,
     in the same process, predict.py --checkpoint --amp off (PyTorch fp32, the same network)."""
-    utils.tune_cpu_allocator()  # as predict.py does for both
+    tune_cpu_allocator()  # as predict.py does for both
     torch.manual_seed(args.seed)
     model = SegNet(in_channels=args.in_channels, num_classes=args.num_classes)
     images, _ = synthetic_batch(args)
@@ -353,7 +311,7 @@ def loader_rate(loader, batches, batch_size):
 
 
 def run_loader(args, device):
-    """train.py's training loader (engine.build_datasets + build_loader: the training
+    """train.py's training loader (loaders.build_datasets + build_loader: the training
     transform at --size crops, its collate and pinning) for each worker count, and for the
     default count."""
     rates, default_workers = {}, None
@@ -363,8 +321,8 @@ def run_loader(args, device):
         info = scan_dataset(root, in_channels=args.in_channels)
         for workers in [None, *args.loader_workers]:
             config = project_config(args, workers=workers)
-            train_set, _ = engine.build_datasets(config, root, info)
-            loader = engine.build_loader(config, train_set, device)
+            train_set, _ = loaders.build_datasets(config, root, info)
+            loader = loaders.build_loader(config, train_set, device)
             if workers is None:
                 default_workers = loader.num_workers
             if loader.num_workers not in rates:
@@ -469,178 +427,11 @@ def run_pairs(args, progress, onnx=False):
     return pairs
 
 
-# ---------------------------------------------------------------- summary
-
-def spread(values):
-    """Median and range of a list of numbers."""
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def ratios(pairs, numerator, denominator, phase):
-    """numerator/denominator img/s of `phase`, pair by pair."""
-    return [pair[numerator][phase]["img_s"] / pair[denominator][phase]["img_s"]
-            for pair in pairs]
-
-
-def config_summary(pairs, kind, flops, peak):
-    """Median img/s, GFLOP/s, fraction of the dtype's peak and memory of one configuration."""
-    precision = pairs[0][kind].get("precision", "fp32")
-    summary = {"precision": precision, "channels_last": pairs[0][kind].get("channels_last")}
-    for phase in ("train", "infer"):
-        rate = statistics.median(pair[kind][phase]["img_s"] for pair in pairs)
-        gflops = rate * flops[f"{phase}_per_image"] / 1e9
-        summary[phase] = {
-            "img_s": rate, "img_s_per_pair": [pair[kind][phase]["img_s"] for pair in pairs],
-            "gflops": gflops, "peak_fraction": gflops / peak["gflops"][precision],
-            "peak_memory_mb": statistics.median(pair[kind][phase]["peak_memory_mb"]
-                                                for pair in pairs),
-            "page_faults_per_call": statistics.median(pair[kind][phase]["page_faults_per_call"]
-                                                      for pair in pairs),
-            "sys_s_per_call": statistics.median(pair[kind][phase]["sys_s_per_call"]
-                                                for pair in pairs)}
-    return summary
-
-
-def compile_summary(pairs):
-    """torch.compile against eager project defaults, and compile time (first call - median)."""
-    summary = {}
-    for phase in ("train", "infer"):
-        first = [pair["compile"][phase]["warmup_seconds"][0] for pair in pairs
-                 if pair["compile"][phase]["warmup_seconds"]]
-        step = [statistics.median(pair["compile"][phase]["seconds"]) for pair in pairs]
-        summary[phase] = {"speedup": spread(ratios(pairs, "compile", "project", phase)),
-                          "compile_s": statistics.median(first) - statistics.median(step)
-                          if first else None}
-    return summary
-
-
-def onnx_summary(pairs, skipped):
-    """ONNX Runtime (fp32) inference against the project's default path (pair by pair) and
-    against PyTorch fp32 timed in the same process; or why it was skipped."""
-    if skipped:
-        return {"skipped": skipped}
-    return {"infer_img_s": statistics.median(pair["onnx"]["infer"]["img_s"] for pair in pairs),
-            "torch_fp32_img_s": statistics.median(pair["onnx"]["infer_torch_fp32"]["img_s"]
-                                                  for pair in pairs),
-            "ratio_to_project": spread(ratios(pairs, "onnx", "project", "infer")),
-            "ratio_to_torch_fp32": spread([pair["onnx"]["infer"]["img_s"]
-                                           / pair["onnx"]["infer_torch_fp32"]["img_s"]
-                                           for pair in pairs]),
-            "threads": pairs[0]["onnx"]["threads"]}
-
-
-def summarise(args, device, flops, pairs, loader, peak, allocator, onnx_skipped=None):
-    """The result object; its first keys are the issue's headline figures."""
-    baseline = config_summary(pairs, "baseline", flops, peak)
-    project = config_summary(pairs, "project", flops, peak)
-    train_ratios, infer_ratios = (ratios(pairs, "project", "baseline", phase)
-                                  for phase in ("train", "infer"))
-    default_rate = loader["img_s"][str(loader["default_workers"])]
-    result = {
-        "train_speedup": statistics.median(train_ratios),
-        "infer_speedup": statistics.median(infer_ratios),
-        "train_peak_fraction": project["train"]["peak_fraction"],
-        "loader_ratio": default_rate / project["train"]["img_s"],
-        "train_speedup_per_pair": train_ratios, "infer_speedup_per_pair": infer_ratios,
-        "settings": {"device": str(device), "size": args.size, "batch_size": args.batch_size,
-                     "pairs": args.pairs, "warmup": args.warmup, "repeats": args.repeats,
-                     "steps": args.steps, "in_channels": args.in_channels,
-                     "num_classes": args.num_classes, "threads": pairs[0]["project"]["threads"],
-                     "torch": torch.__version__, "cpu_fast_bf16": utils.cpu_has_fast_bf16()},
-        "flops": flops, "peak": peak, "baseline": baseline, "project": project,
-        "loader": dict(loader, train_consumption_img_s=project["train"]["img_s"]),
-        "allocator": allocator, "raw_pairs": pairs}
-    if args.compile:
-        result["compile"] = compile_summary(pairs)
-    if args.onnx:
-        result["onnx"] = onnx_summary(pairs, onnx_skipped)
-    return result
-
-
-def allocator_summary(on, off):
-    """Page faults, sys time and img/s per call with and without the in-program tuning."""
-    def figures(run, phase):
-        return {key: run[phase][key] for key in ("img_s", "page_faults_per_call",
-                                                 "sys_s_per_call", "user_s_per_call")}
-    return {phase: {"off": figures(off, phase), "on": figures(on, phase),
-                    "speedup": on[phase]["img_s"] / off[phase]["img_s"]}
-            for phase in ("train", "infer")}
-
-
-# ---------------------------------------------------------------- report
-
-def table_lines(result):
-    settings, base, proj = result["settings"], result["baseline"], result["project"]
-    peak = result["peak"]["gflops"]
-    lines = [f"bench: {settings['device']}, {settings['threads']} threads, {settings['size']}x"
-             f"{settings['size']}, batch {settings['batch_size']}, {settings['pairs']} pairs x "
-             f"{settings['repeats']} timed calls (torch {settings['torch']})",
-             f"{'':<26}{'baseline':>14}{'project':>14}{'speed-up (median, range)':>30}",
-             f"{'precision, layout':<26}{'fp32 NCHW':>14}"
-             f"{proj['precision'] + (' NHWC' if proj['channels_last'] else ' NCHW'):>14}"]
-    for phase, name in (("train", "training"), ("infer", "inference")):
-        pair_ratios = result[f"{phase}_speedup_per_pair"]
-        lines.append(f"{name + ' img/s':<26}{base[phase]['img_s']:>14.2f}"
-                     f"{proj[phase]['img_s']:>14.2f}{result[phase + '_speedup']:>16.2f}x "
-                     f"[{min(pair_ratios):.2f}-{max(pair_ratios):.2f}]")
-        lines.append(f"{name + ' GFLOP/s':<26}{base[phase]['gflops']:>14.1f}"
-                     f"{proj[phase]['gflops']:>14.1f}")
-        lines.append(f"{'  of the dtype peak':<26}{base[phase]['peak_fraction']:>14.0%}"
-                     f"{proj[phase]['peak_fraction']:>14.0%}")
-        lines.append(f"{name + ' peak memory MB':<26}{base[phase]['peak_memory_mb']:>14.0f}"
-                     f"{proj[phase]['peak_memory_mb']:>14.0f}")
-    lines.append("matmul peak " + ", ".join(f"{name} {value:.0f} GFLOP/s"
-                                            for name, value in peak.items())
-                 + f" ({result['peak']['size']}x{result['peak']['size']})")
-    loader = result["loader"]
-    lines.append("train loader img/s: " + ", ".join(
-        f"{workers} workers {rate:.0f}" for workers, rate in loader["img_s"].items())
-        + f"; training consumes {loader['train_consumption_img_s']:.2f} img/s; loader ratio "
-          f"{result['loader_ratio']:.1f}x at the default {loader['default_workers']} workers")
-    lines += onnx_lines(result.get("onnx"), proj["precision"])
-    lines += allocator_lines(result["allocator"]) + compile_lines(result.get("compile"))
-    return lines
-
-
-def onnx_lines(summary, precision):
-    if not summary:
-        return []
-    if "skipped" in summary:
-        return [f"ONNX Runtime row skipped: {summary['skipped']}"]
-    project, fp32 = summary["ratio_to_project"], summary["ratio_to_torch_fp32"]
-    return [f"inference img/s, ONNX Runtime fp32 ({summary['threads']} threads): "
-            f"{summary['infer_img_s']:.2f} = x{project['median']:.2f} of the project's "
-            f"{precision} [{project['min']:.2f}-{project['max']:.2f}], x{fp32['median']:.2f} of "
-            f"PyTorch fp32 (--amp off, {summary['torch_fp32_img_s']:.2f} img/s, same process) "
-            f"[{fp32['min']:.2f}-{fp32['max']:.2f}]"]
-
-
-def allocator_lines(allocator):
-    if not allocator:
-        return []
-    lines = []
-    for phase, name in (("train", "training step"), ("infer", "inference call")):
-        off, on = allocator[phase]["off"], allocator[phase]["on"]
-        lines.append(f"allocator, per {name}: page faults {off['page_faults_per_call']:.0f} -> "
-                     f"{on['page_faults_per_call']:.0f}, sys {off['sys_s_per_call']:.2f} s -> "
-                     f"{on['sys_s_per_call']:.2f} s, speed x{allocator[phase]['speedup']:.2f} "
-                     f"(glibc default -> utils.tune_cpu_allocator)")
-    return lines
-
-
-def compile_lines(summary):
-    if not summary:
-        return []
-    return [f"torch.compile {phase}: x{summary[phase]['speedup']['median']:.2f} of eager "
-            f"[{summary[phase]['speedup']['min']:.2f}-{summary[phase]['speedup']['max']:.2f}], "
-            f"compile time {summary[phase]['compile_s']:.1f} s"
-            for phase in ("train", "infer") if summary[phase]["compile_s"] is not None]
-
 
 def main(args):
     validate_args(args)
     try:
-        device = utils.resolve_device(args.device)
+        device = resolve_device(args.device)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     if args.worker:

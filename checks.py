@@ -8,14 +8,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from masks import CLASS_TABLE_NAME, VOID_SHARE, describe_decoding, instance_advice, mask_array
+from classtable import CLASS_TABLE_NAME
+from images import ORIENTATIONS
+from maskadvice import VOID_SHARE, describe_decoding, instance_advice
+from masks import mask_array
 from model import MIN_SIZE
 from utils import MAX_LISTED, Problem, name_list
 
-# EXIF orientation tag -> how viewers show the stored pixels (1, or no tag: as stored).
-ORIENTATIONS = {2: "mirrored left-right", 3: "rotated 180°", 4: "mirrored top-bottom",
-                5: "mirrored and rotated 90° counter-clockwise", 6: "rotated 90° clockwise",
-                7: "mirrored and rotated 90° clockwise", 8: "rotated 90° counter-clockwise"}
 VOID_NAMES = re.compile(r"void|unlabel|ignore|unknown|undefined|don.?t.?care", re.IGNORECASE)
 MAX_SIZES_LISTED = 5  # distinct image sizes listed with their counts (a range beyond)
 NOT_DATA = ("readme", "license", "licence")  # files beside the data that need no mention

@@ -1,6 +1,6 @@
-"""Segmentation data: image/mask folder pairs, image reading (EXIF orientation applied, as
-viewers show images), scanning and checking a dataset (mask decoding decided once, in masks.py;
-findings and the report in checks.py), the Dataset, and the command line
+"""Segmentation data: image/mask folder pairs (images are read in images.py, as viewers show
+them), scanning and checking a dataset (mask decoding decided once, in masks.py; findings and
+the report in checks.py), the Dataset, and the command line
 `python dataset.py check ROOT` / `python dataset.py make-demo ROOT` (demo.py).
 
 Contract: a sample is (image float32 [C,H,W] normalised with the train split's mean/std,
@@ -8,35 +8,31 @@ mask int64 [H,W] with values in 0..num_classes-1 or ignore_index). Every problem
 raises DataError naming the file(s), the problem and the fix.
 """
 import argparse
-import hashlib
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from checks import (ORIENTATIONS, SplitScan, add_findings, data_warnings, mismatch_problems,
-                    problems_line, report_lines, size_summary, unused_paths)
+from checks import (SplitScan, add_findings, data_warnings, mismatch_problems, problems_line,
+                    report_lines, size_summary, unused_paths)
+from classtable import CLASS_TABLE_NAME, class_names_colors, load_class_table
 from demo import make_demo
-from masks import (CLASS_TABLE_NAME, EXIF_ORIENTATION, check_class_count, check_masks,
-                   class_names_colors, class_statistics, decode_mask, describe_decoding,
-                   infer_mask_decoding, load_class_table, summarize_mask)
-from utils import (SPLITS, DataError, HelpFormatter, Problem, name_list, open_image,
-                   tune_cpu_allocator)
+from images import load_image, normalize, pil_pixels, pixel_digest, read_image, to_channels
+from images import IMAGE_CONVERSIONS, to_model_array  # noqa: F401  (re-exported: they were here)
+from maskadvice import describe_decoding
+from masks import (check_class_count, check_masks, class_statistics, decode_mask,
+                   infer_mask_decoding, summarize_mask)
+from runtime import tune_cpu_allocator
+from utils import SPLITS, DataError, HelpFormatter, Problem, name_list
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # JPEG masks are read so that the check can explain their values (and --mask-threshold fix them).
 MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".gif", ".npy", ".jpg", ".jpeg")
 IGNORED_FILES = {"thumbs.db", "desktop.ini"}
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's "L"
-# Pillow modes of images read as RGB (palette, CMYK, ...) or grey (grey + alpha, 1-bit).
-IMAGE_CONVERSIONS = {"P": "RGB", "PA": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB",
-                     "HSV": "RGB", "RGBX": "RGB", "RGBa": "RGB", "RGBA": "RGB", "LA": "L",
-                     "La": "L", "1": "L"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,125 +113,6 @@ def list_pairs(root, split):
 
 
 # ---------------------------------------------------------------------------------------------
-# Images
-
-
-def _scale_to_unit(array, path, mode):
-    """Integer pixels divided by their dtype's range (never a per-image max); float kept."""
-    if array.dtype.kind == "f":
-        pixels = array.astype(np.float32)
-        bad = np.count_nonzero(~np.isfinite(pixels))
-        if bad:
-            raise DataError(f"{path} has {bad} non-finite pixel values (NaN or inf, or beyond "
-                            f"float32): fix or remove the image and its pair")
-        return pixels
-    if array.dtype.kind == "u" and array.dtype.itemsize <= 2:
-        return array.astype(np.float32) / np.iinfo(array.dtype).max
-    if array.dtype.kind == "b":
-        return array.astype(np.float32)
-    # Pillow opens some 16-bit files as 32-bit mode "I": scale by the 16-bit range they came in.
-    if mode.startswith("I") and array.size and array.min() >= 0 and array.max() <= 65535:
-        return array.astype(np.float32) / 65535
-    raise DataError(f"{path} has an unsupported pixel format (mode {mode}, {array.dtype}): save "
-                    f"images as 8- or 16-bit PNG/TIFF, or float32 TIFF")
-
-
-def _oriented(pil):
-    """(the image as viewers show it, the EXIF orientation it carried: 1 = none). Pillow
-    applies a TIFF's tag while decoding, so TIFFs arrive oriented (and report 1)."""
-    orientation = pil.getexif().get(EXIF_ORIENTATION, 1)
-    if orientation in ORIENTATIONS:
-        pil = ImageOps.exif_transpose(pil)
-    return pil, orientation
-
-
-def _read_image(path):
-    """(PIL image as viewers show it, its EXIF orientation, stored (H, W)); DataError if
-    unreadable."""
-    pil = open_image(path)
-    stored = (pil.height, pil.width)
-    pil, orientation = _oriented(pil)
-    return pil, orientation, stored
-
-
-def _pixel_digest(pil):
-    """A hash of an image's decoded pixels, mode and size: equal for identical images."""
-    digest = hashlib.sha1(f"{pil.mode} {pil.size}".encode())
-    digest.update(pil.tobytes())
-    return digest.hexdigest()
-
-
-def _image_pixels(path):
-    """(pixels float32 [H,W,n] in [0,1] as viewers show the image, alpha dropped, the file's
-    Pillow mode)."""
-    pil, _, _ = _read_image(path)
-    return _pil_pixels(pil, path), pil.mode
-
-
-def _pil_pixels(pil, name):
-    """A decoded PIL image -> float32 [H,W,n] in [0,1], alpha dropped."""
-    if pil.mode in IMAGE_CONVERSIONS:
-        pil = pil.convert(IMAGE_CONVERSIONS[pil.mode])
-    pixels = _scale_to_unit(np.asarray(pil), name, pil.mode)
-    return pixels[..., None] if pixels.ndim == 2 else pixels
-
-
-def to_model_array(image, in_channels):
-    """A PIL image or a numpy array ([H,W] or [H,W,C]; integers scaled by their dtype's range,
-    floats kept) -> float32 [C,H,W] with in_channels channels, as load_image gives for files
-    (a PIL image's EXIF orientation applied)."""
-    if isinstance(image, Image.Image):
-        pixels = _pil_pixels(_oriented(image)[0], "the image")
-    else:
-        array = np.asarray(image)
-        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
-            raise ValueError(f"expected an image array [H,W] or [H,W,C], got shape {array.shape}")
-        pixels = _scale_to_unit(array, "the array", "array")
-        pixels = pixels[..., None] if pixels.ndim == 2 else pixels[..., :3]
-    pixels, _ = _to_channels(pixels, in_channels, "the image")
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
-
-
-def _to_channels(pixels, in_channels, path):
-    """[H,W,n] -> ([H,W,in_channels], converted): RGB -> luminance for 1, grey repeated for 3."""
-    channels = pixels.shape[2]
-    if channels == in_channels:
-        return pixels, False
-    if channels == 3 and in_channels == 1:
-        return np.dot(pixels, LUMA)[..., None], True
-    if channels == 1 and in_channels == 3:
-        return np.repeat(pixels, 3, axis=2), True
-    raise DataError(f"{path} has {channels} channels but in_channels={in_channels}: pass "
-                    f"--in-channels {channels}, or convert the image")
-
-
-def load_image(path, in_channels):
-    """Image file -> float32 [C,H,W] in [0,1] (16-bit / 65535, float TIFF as stored), as
-    viewers show it (EXIF orientation applied)."""
-    pixels, _ = _image_pixels(path)
-    pixels, _ = _to_channels(pixels, in_channels, path)
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
-
-
-def normalize(image, normalization):
-    """(image - mean) / std per channel, channels on dim -3 ([C,H,W] or [N,C,H,W]).
-
-    Works on torch tensors and numpy arrays; returns the same type.
-    """
-    mean, std = normalization["mean"], normalization["std"]
-    if image.shape[-3] != len(mean):
-        raise ValueError(f"image has {image.shape[-3]} channels, the normalisation has "
-                         f"{len(mean)} (in_channels of the dataset)")
-    if isinstance(image, torch.Tensor):
-        mean = torch.tensor(mean, dtype=image.dtype, device=image.device).view(-1, 1, 1)
-        std = torch.tensor(std, dtype=image.dtype, device=image.device).view(-1, 1, 1)
-    else:
-        mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
-        std = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
-    return (image - mean) / std
-
-
-# ---------------------------------------------------------------------------------------------
 # Scanning a dataset
 
 
@@ -255,9 +132,9 @@ def scan_split(root, split, in_channels, progress=False):
 
 def _scan_pair(scan, image_path, mask_path, in_channels):
     """Read one image and its mask, once each, into the scan."""
-    pil, orientation, stored = _read_image(image_path)
-    shown, digest = _pil_pixels(pil, image_path), _pixel_digest(pil)
-    pixels, converted = _to_channels(shown, in_channels, image_path)
+    pil, orientation, stored = read_image(image_path)
+    shown, digest = pil_pixels(pil, image_path), pixel_digest(pil)
+    pixels, converted = to_channels(shown, in_channels, image_path)
     scan.add_image(image_path, pixels, pil.mode, converted, orientation)
     if converted and shown.shape[2] == 3:
         scan.add_colour(image_path, shown)

@@ -13,9 +13,12 @@ from PIL import Image
 import inference
 import measures
 import plots
+import runtime
 import utils
-from dataset import IMAGE_CONVERSIONS, DataError, list_pairs, load_image
-from masks import decode_mask, describe_decoding
+from dataset import DataError, list_pairs
+from images import IMAGE_CONVERSIONS, load_image
+from maskadvice import describe_decoding
+from masks import decode_mask
 
 
 def get_args_parser():
@@ -68,7 +71,7 @@ def rank_images(per_image, class_names):
     bf: the image's boundary F1, averaged over the classes in its labels."""
     scores = []
     for entry in per_image:
-        metrics = utils.metrics_from_confusion(entry["confusion"], class_names)
+        metrics = measures.metrics_from_confusion(entry["confusion"], class_names)
         scores.append({"name": entry["name"], "miou": metrics["miou"],
                        "pixel_acc": metrics["pixel_acc"], "bf": entry.get("bf", math.nan)})
     return sorted(scores, key=lambda s: (math.isnan(s["miou"]), s["miou"]))
@@ -117,7 +120,7 @@ def number(value, width=0):
 
 def format_table(metrics, boundary=None, health=()):
     """The per-class table and the summary lines, as printed. boundary: BoundaryF1.compute's
-    dict (adds a BF column); health: utils.health_warnings' sentences, whose classes get `!`."""
+    dict (adds a BF column); health: measures.health_warnings' sentences, whose classes get `!`."""
     names = [entry["name"] for entry in metrics["per_class"]]
     width = max(len("class"), *(len(name) for name in names))
     lines = [f"{'class':<{width}}  {'IoU':>6}  {'Dice':>6}  {'precision':>9}  "
@@ -231,7 +234,7 @@ def main(args):
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from None
     if next(model.parameters()).device.type == "cpu":
-        utils.tune_cpu_allocator()
+        runtime.tune_cpu_allocator()
     warn_converted(converted_images([image for _, image, _ in pairs], info["in_channels"]),
                    info["in_channels"])
     mc_samples, note = inference.mc_samples_to_run(args.mc_samples, info, args.checkpoint)
@@ -254,9 +257,9 @@ def main(args):
 def report(args, model, info, options, measured, uncertainty):
     """Print the results and write report.json and the pictures to --out."""
     confusion, per_image, boundary, calibrations = measured
-    metrics = utils.metrics_from_confusion(confusion, info["class_names"])
+    metrics = measures.metrics_from_confusion(confusion, info["class_names"])
     ranking = rank_images(per_image, info["class_names"])
-    health = utils.health_warnings(confusion, info["class_names"])
+    health = measures.health_warnings(confusion, info["class_names"])
     out = args.out or args.checkpoint.parent / f"eval-{args.split}"
     out.mkdir(parents=True, exist_ok=True)
     print(f"{args.checkpoint} on {args.data / args.split}: {len(per_image)} images"

@@ -12,8 +12,11 @@ import torch
 import torch.nn.functional as F
 
 import utils
-from dataset import SegmentationDataset, load_image, normalize, to_model_array
+from dataset import SegmentationDataset
+from images import load_image, normalize, to_model_array
+from measures import ConfusionMatrix, entropy_map
 from model import MIN_SIZE, context_radius, inference_model
+from runtime import autocast, resolve_channels_last, resolve_device, resolve_precision, unwrapped
 from utils import DataError, Progress
 
 TILE = 512     # a 512x512 tile needs ~0.4 GB of activations on a CPU (fp32)
@@ -78,15 +81,15 @@ def load_for_inference(path, device="auto", amp="auto"):
 
     The model is model.inference_model's: BatchNorm folded into the convs, weights cast once to
     the autocast dtype, channels_last where oneDNN / cuDNN prefer it; run it under
-    utils.autocast(device, dtype). info is the checkpoint's "data" entry plus
+    runtime.autocast(device, dtype). info is the checkpoint's "data" entry plus
     train_image_size (training's --image-size, or None) and dropout (the model's).
     ValueError / FileNotFoundError name the file or flag at fault.
     """
-    device = utils.resolve_device(device)
-    dtype = utils.resolve_precision(device, amp)
+    device = resolve_device(device)
+    dtype = resolve_precision(device, amp)
     checkpoint = utils.load_checkpoint(path)
     model = utils.build_model(checkpoint, path).to(device)
-    model = inference_model(model, dtype, channels_last=utils.resolve_channels_last(device))
+    model = inference_model(model, dtype, channels_last=resolve_channels_last(device))
     return model, utils.checkpoint_info(checkpoint), dtype
 
 
@@ -184,7 +187,7 @@ def forward_probs(model, images, tta=False, dtype=None, mc_samples=0, max_pixels
     probs = variance = 0
     for dims in flips:
         flipped = images.flip(dims)
-        with utils.autocast(images.device, dtype):
+        with autocast(images.device, dtype):
             if mc_samples:
                 chunk = max(1, max_pixels // flipped[:, 0].numel())
                 mean, _, spread = mc_dropout_probs(model, flipped, mc_samples, chunk)
@@ -240,7 +243,7 @@ def tiled_probs(model, image, tile=TILE, overlap=OVERLAP, tta=False, dtype=None,
     row_weights = torch.from_numpy(window_weights(height, rows, overlap))
     col_weights = torch.from_numpy(window_weights(width, cols, overlap))
     device = model_device(model)
-    probs = torch.zeros(utils.unwrapped(model).num_classes, height, width)
+    probs = torch.zeros(unwrapped(model).num_classes, height, width)
     variance = torch.zeros(height, width) if mc_samples else None
     tiles = list(itertools.product(enumerate(rows), enumerate(cols)))
     bar = Progress(len(tiles), "tiles", "tile", enabled=progress, leave=False)
@@ -306,12 +309,6 @@ def resized_probs(model, images, tile, overlap, tta, dtype, image_size, mc_sampl
     return probs, variance
 
 
-def entropy_map(probs):
-    """Predictive entropy in nats [..., H, W] of probabilities [..., K, H, W]: 0 when one class
-    has all the mass, log(K) when all are equal."""
-    return -(probs * probs.clamp(min=1e-12).log()).sum(-3)
-
-
 def predict_probs(model, info, image, tile=TILE, overlap=OVERLAP, tta=False, dtype=None,
                   image_size=None, mc_samples=0, seed=0):
     """Notebook API: probabilities float32 numpy [K, H, W] for an image float32 [C, H, W] in
@@ -367,7 +364,7 @@ class Scores:
     confusion} and, with Monte Carlo sampling, entropy_correct / entropy_wrong) and, when a
     loss was given, its sum over the images (each image's loss on its own)."""
 
-    confusion: utils.ConfusionMatrix
+    confusion: ConfusionMatrix
     per_image: list = field(default_factory=list)
     loss_sum: float = 0.0
     images: int = 0
@@ -388,7 +385,7 @@ def score_dataset(model, dataset, num_classes, ignore_index=255, indices=None,
     on_image(index, probs float32 [K, H, W], preds [H, W], mask [H, W]), all on the CPU: called
     per image, for measures gathered while scoring; a dict it returns joins the image's entry.
     """
-    scores = Scores(utils.ConfusionMatrix(num_classes, ignore_index))
+    scores = Scores(ConfusionMatrix(num_classes, ignore_index))
     indices = range(len(dataset)) if indices is None else indices
     for number, batch in enumerate(batches(samples(dataset, indices), batch_size, TILE)):
         if max_batches is not None and number == max_batches:
@@ -473,7 +470,7 @@ def load_model(path, device="cpu"):
     metadata holds class_names, class_colors, mask_decoding, normalization, in_channels,
     ignore_index, num_classes, train_image_size and dropout: everything predict() needs.
     """
-    device = utils.resolve_device(device) if isinstance(device, str) else device
+    device = resolve_device(device) if isinstance(device, str) else device
     checkpoint = utils.load_checkpoint(path)
     model = utils.build_model(checkpoint, path).to(device).eval()
     info = dict(utils.checkpoint_info(checkpoint), model_args=checkpoint["model_args"],
@@ -490,7 +487,7 @@ def predict(model, info, image, amp="auto"):
     tiling for large images. Same image, same labels as predict.py.
     """
     device = next(model.parameters()).device
-    dtype = utils.resolve_precision(device, amp)
-    folded = inference_model(model, dtype, channels_last=utils.resolve_channels_last(device))
+    dtype = resolve_precision(device, amp)
+    folded = inference_model(model, dtype, channels_last=resolve_channels_last(device))
     array = to_model_array(image, info["in_channels"])  # float32 [C, H, W] in [0, 1]
     return predict_probs(folded, info, array, dtype=dtype).argmax(0).astype(np.int64)

@@ -1,25 +1,24 @@
 """Masks on disk -> class ids: reading mask files, deciding once from the train masks how they
 encode classes (index, binary, palette, RGB + class table, one-hot, threshold), `decode_mask`,
-class tables, and the messages that name a mask whose values fit no class."""
+and the problems of masks whose values fit no class (their wording: maskadvice.py; class
+tables: classtable.py)."""
 import hashlib
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from utils import (MAX_LISTED, DataError, Problem, format_colors, format_values, name_list,
-                   open_image)
+from classtable import table_classes
+from images import EXIF_ORIENTATION, open_image
+from maskadvice import describe_decoding, grouped_problem, likely_cause, undecidable
+from utils import MAX_LISTED, DataError, Problem, format_colors, format_values
+# Moved to classtable.py and maskadvice.py in the split by job; importable from here too.
+from classtable import CLASS_TABLE_NAME, class_names_colors, load_class_table  # noqa: F401
+from maskadvice import INSTANCE_IDS_PER_MASK, VOID_SHARE, instance_advice  # noqa: F401
 
-CLASS_TABLE_NAME = "classes.json"  # used when no class table is given and ROOT has one
 MAX_MASK_VALUE = 65536  # larger single-channel values cannot be class ids (16-bit masks at most)
 UNKNOWN = np.iinfo(np.int64).min  # decoded class of a value that fits no class
-EXIF_ORIENTATION = 0x0112  # the EXIF tag; 1 = stored as shown, 2..8 = flipped and/or rotated
-# A value in at least this share of the masks looks like a label for unlabelled pixels (void).
-VOID_SHARE = 0.5
-# Instance labels: one id per object, so many ids per mask (their median at least this).
-INSTANCE_IDS_PER_MASK = 4
 
 
 @dataclass
@@ -193,54 +192,6 @@ def summarize_mask(path, image_size):
                        else None, stored.orientation)
 
 
-def load_class_table(path):
-    """Class table JSON -> list of {"name", "color" ([r,g,b] or None), "void"}.
-
-    Accepts {"classes": [...]} or a bare list of {"name": ..., "color": [r, g, b],
-    "void": true|false}.
-    """
-    try:
-        entries = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise DataError(f"class table {path} cannot be read ({error}): it is a JSON file "
-                        f'{{"classes": [{{"name": "sky", "color": [128, 128, 128]}}, ...]}}'
-                        ) from error
-    if isinstance(entries, dict):
-        entries = entries.get("classes")
-    if not isinstance(entries, list) or not entries:
-        raise DataError(f'class table {path} has no class list: write {{"classes": [{{"name": '
-                        f'"sky", "color": [128, 128, 128]}}, ...]}}')
-    return [_class_entry(entry, index, path) for index, entry in enumerate(entries)]
-
-
-def _class_entry(entry, index, path):
-    """One validated class table entry."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-        raise DataError(f"class table {path}: entry {index} ({entry!r}) needs a \"name\" string")
-    color = entry.get("color")
-    if color is not None and not (isinstance(color, list) and len(color) == 3 and all(
-            isinstance(c, int) and 0 <= c <= 255 for c in color)):
-        raise DataError(f"class table {path}: entry {index} ({entry['name']}) has colour "
-                        f"{color!r}; write three integers 0..255, e.g. [128, 64, 128]")
-    return {"name": entry["name"], "color": color, "void": bool(entry.get("void", False))}
-
-
-def _table_classes(table):
-    """The non-void entries of a class table: class id i is the i-th of them."""
-    return [entry for entry in table if not entry["void"]]
-
-
-def _voc_color(index):
-    """The PASCAL VOC colour map: distinct, deterministic colours for class ids."""
-    red = green = blue = 0
-    for bit in range(8):
-        red |= ((index >> 0) & 1) << (7 - bit)
-        green |= ((index >> 1) & 1) << (7 - bit)
-        blue |= ((index >> 2) & 1) << (7 - bit)
-        index >>= 3
-    return [red, green, blue]
-
-
 def _pack(color):
     """[r, g, b] -> 0xRRGGBB."""
     return (color[0] << 16) | (color[1] << 8) | color[2]
@@ -329,57 +280,6 @@ def _kind_mismatch(path, kind, decoding):
             f"{names[_expected_kind(decoding)]}: save every mask in one encoding")
 
 
-def _jpeg_like(values, counts):
-    """True when 0 and the top value hold most pixels and many values lie between: JPEG
-    compression or anti-aliasing of a two-level mask. JPEG also rings (0 -> 0..7, 255 ->
-    248..254), which small or thin masks show in most pixels; index masks with a void value
-    never hold values just below the top."""
-    if len(values) <= 3:
-        return False
-    top = 65535 if values[-1] > 255 else 255
-    margin, total = (top + 1) // 32, counts.sum()
-    extremes = counts[values == 0].sum() + counts[values == top].sum()
-    if values[0] == 0 and values[-1] == top and extremes >= 0.8 * total:
-        return True
-    near = counts[values < margin].sum() + counts[values > top - margin].sum()
-    rings = ((values > top - margin) & (values < top)).any()
-    return bool(rings and values[0] < margin and near >= 0.8 * total)
-
-
-def _jpeg_advice(values):
-    """Cause and fix for two-level masks with values in between."""
-    top = 65535 if values[-1] > 255 else 255
-    return ("looks like JPEG or anti-aliased masks; save masks as PNG with class indices, "
-            f"or pass --mask-threshold {top // 2 + 1}")
-
-
-def _void_hint(unknown, shares):
-    """'; V is in 97% of these masks ...: pass --ignore-index V' when the one unknown value
-    is in most masks, as a label for unlabelled pixels (void) often is; else ''."""
-    if len(unknown) != 1 or shares.get(int(unknown[0]), 0) < VOID_SHARE:
-        return ""
-    value = int(unknown[0])
-    return (f"; {value} is in {shares[value]:.0%} of these masks, as a value for unlabelled "
-            f"pixels (void) often is: if it marks them, pass --ignore-index {value} instead")
-
-
-def _likely_cause(values, counts, unknown, kind, decoding, shares=None):
-    """The likely cause and fix for mask values that fit no class (shares: the share of
-    masks holding each value, for the void hint)."""
-    if kind == "color":
-        return "add the missing colours to the class table (or mark them \"void\": true)"
-    if kind != "single":
-        return "save every mask in the encoding of the train masks"
-    if _jpeg_like(values, counts):
-        return _jpeg_advice(values)
-    if decoding["kind"] == "index" and unknown.min() >= decoding["num_classes"]:
-        return (f"ids >= num_classes {decoding['num_classes']}: pass --num-classes "
-                f"{int(unknown.max()) + 1} (or a longer class table), or fix the masks"
-                f"{_void_hint(unknown, shares or {})}")
-    return ("save masks as class ids 0..num_classes-1 (the ignore index marks unlabelled "
-            "pixels), or pass --num-classes / --mask-threshold to say how to read them")
-
-
 def _unknown_parts(summary, decoding, ignore_index, shares=None):
     """(what the mask holds that fits no class, cause and fix), or None when every value fits."""
     classes = _value_classes(summary.values, summary.kind, decoding, ignore_index)
@@ -391,7 +291,7 @@ def _unknown_parts(summary, decoding, ignore_index, shares=None):
     else:
         shown = (f"values {format_values(summary.values)} ({format_values(unknown)} fit no "
                  f"class)")
-    return shown, _likely_cause(summary.values, summary.counts, unknown, summary.kind, decoding,
+    return shown, likely_cause(summary.values, summary.counts, unknown, summary.kind, decoding,
                                 shares)
 
 
@@ -419,70 +319,6 @@ def _is_binary(present):
     return bool(present) and (present <= {0, 1} or present <= {0, 255}) and present != {0}
 
 
-def _alpha_advice(summaries):
-    """Where the labels are when the colour channels are flat and only alpha varies (some
-    annotation tools export masks so), or None."""
-    labelled = [summary for summary in summaries if summary.alpha_values is not None]
-    if not labelled:
-        return None
-    first = labelled[0]
-    return (f"the labels appear to be in the alpha channel ({len(labelled)} of "
-            f"{len(summaries)} masks, e.g. {first.path}: colour channels all "
-            f"{int(first.values[0])}, alpha {format_values(first.alpha_values)}), as some "
-            f"annotation tools export them: save each mask's alpha channel as the mask, e.g. "
-            f"Image.open(path).getchannel(\"A\").save(path) with Pillow")
-
-
-def _object_ids(summary):
-    """Non-zero values of a single-channel mask (objects, if it holds instance labels)."""
-    return len(summary.values) - int(len(summary.values) > 0 and summary.values[0] == 0)
-
-
-def _wide(summary):
-    """True for masks stored with more than 8 bits (16-bit PNG/TIFF, wide .npy) or ids > 255."""
-    narrow = summary.mode.startswith("npy") and summary.mode.split()[-1] in (
-        "uint8", "int8", "bool")
-    return ((summary.mode.startswith("I") or summary.mode.startswith("npy")) and not narrow
-            or (len(summary.values) > 0 and summary.values[-1] > 255))
-
-
-def instance_advice(summaries):
-    """What to do when single-channel masks look like instance labels (one id per object:
-    wide ids, 0 in most masks, many ids per mask), or None."""
-    single = [summary for summary in summaries if summary.kind == "single"]
-    if not single or not any(_wide(summary) for summary in single):
-        return None
-    ids = [_object_ids(summary) for summary in single]
-    background = sum(summary.values[0] == 0 for summary in single if len(summary.values))
-    if np.median(ids) < INSTANCE_IDS_PER_MASK or background < VOID_SHARE * len(single):
-        return None
-    spread = f"{min(ids)}" if min(ids) == max(ids) else f"{min(ids)}..{max(ids)}"
-    return (f"the masks look like instance labels (one id per object: 0 background and "
-            f"{spread} object ids per mask, stored as {single[0].mode}), not "
-            f"class ids: to segment objects from background, pass --mask-threshold 1 (every "
-            f"non-zero id becomes foreground); for a class per object, convert the masks to "
-            f"class ids")
-
-
-def _undecidable(values, counts, ids, summaries):
-    """Why single-channel train values cannot be read as class ids (None when they can)."""
-    if _jpeg_like(values, counts):
-        return _jpeg_advice(values)
-    if len(ids) < 2:
-        return _alpha_advice(summaries) or (
-            "there is only one class to learn; check the masks were exported with their "
-            "labels, or pass --num-classes")
-    if ids[-1] + 1 > 2 * len(ids):
-        if len(ids) == 2:
-            return (f"two levels {ids[0]} and {ids[1]} are not class ids: pass --mask-threshold "
-                    f"{ids[1]} to read them as background/foreground")
-        return instance_advice(summaries) or (
-            "the values look like grey levels chosen for display, not class ids 0..K-1: "
-            "re-save the masks with ids 0, 1, 2, ... (or pass --num-classes if the ids "
-            "missing from train are real classes)")
-    return None
-
-
 def _inferred_decoding(summaries, ignore_index, expected):
     """Decoding of single-channel masks from their values, given the expected class count."""
     values, counts = _merged_counts(summaries)
@@ -494,7 +330,7 @@ def _inferred_decoding(summaries, ignore_index, expected):
     if expected is not None:
         return {"kind": "index", "num_classes": expected, "void_values": [], "source": source}
     ids = sorted(present - {ignore_index})
-    reason = _undecidable(values, counts, ids, summaries)
+    reason = undecidable(values, counts, ids, summaries)
     if reason:
         worst = sorted(summaries, key=lambda summary: -len(summary.values))
         together = (f" (all {len(worst)} train masks together: {format_values(values)})"
@@ -520,7 +356,7 @@ def _color_decoding(summaries, table):
     if len(set(colors)) < len(colors):
         raise DataError(f"class table lists a colour twice ({format_colors(colors)}): each "
                         f"colour must name one class")
-    classes = _table_classes(table)
+    classes = table_classes(table)
     return {"kind": "color", "num_classes": len(classes),
             "colors": [entry["color"] for entry in classes],
             "void_colors": [entry["color"] for entry in table if entry["void"]]}
@@ -570,7 +406,7 @@ def infer_mask_decoding(summaries, ignore_index=255, num_classes=None, class_tab
         return _color_decoding(summaries, class_table)
     if kind == "onehot":
         return _onehot_decoding(summaries)
-    expected = len(_table_classes(class_table)) if class_table else num_classes
+    expected = len(table_classes(class_table)) if class_table else num_classes
     decoding = _inferred_decoding(summaries, ignore_index, expected)
     if class_table and decoding["kind"] == "index":
         decoding = _table_index_decoding(decoding, class_table)
@@ -583,36 +419,14 @@ def check_class_count(decoding, num_classes, table, table_path, ignore_index):
     if num_classes is not None and num_classes != found:
         raise DataError(f"--num-classes {num_classes} but the masks have {found} classes "
                         f"({describe_decoding(decoding)})")
-    if table is not None and len(_table_classes(table)) != found:
-        raise DataError(f"class table {table_path} lists {len(_table_classes(table))} classes "
+    if table is not None and len(table_classes(table)) != found:
+        raise DataError(f"class table {table_path} lists {len(table_classes(table))} classes "
                         f"but the masks have {found} ({describe_decoding(decoding)})")
     if found < 2:
         raise DataError(f"the masks have {found} class: segmentation needs at least 2")
     if 0 <= ignore_index < found:
         raise DataError(f"--ignore-index {ignore_index} is a class id (0..{found - 1}): choose "
                         f"a value outside, e.g. 255 or -100")
-
-
-def describe_decoding(decoding):
-    """One line saying how masks are read."""
-    kind, count = decoding["kind"], decoding["num_classes"]
-    if kind == "binary":
-        return (f"binary masks: 0 -> class 0, {format_values(decoding['foreground_values'])} "
-                f"-> class 1")
-    if kind == "threshold":
-        return (f"single-channel masks thresholded: value >= {decoding['threshold']} -> class 1, "
-                f"below -> class 0")
-    if kind == "color":
-        return (f"RGB colour masks through the class table: {count} class colours, "
-                f"{len(decoding['void_colors'])} void colour(s) -> ignore")
-    if kind == "onehot":
-        return (f"one-hot .npy masks [{', '.join(decoding['layout'])}] with {count} channels -> "
-                f"arg-max; no active channel -> ignore")
-    source = {"palette": "palette PNG indices", "class_table": "ids named by the class table"}
-    void = (f", void ids {format_values(decoding['void_values'])} -> ignore"
-            if decoding.get("void_values") else "")
-    return (f"index masks ({source.get(decoding.get('source'), 'single-channel values')}): "
-            f"class ids 0..{count - 1}{void}")
 
 
 def class_statistics(summaries, decoding, ignore_index):
@@ -655,15 +469,6 @@ def _mask_problem(summary, decoding, ignore_index, shares):
     return ("values", parts[1]), f"mask {summary.path} has {parts[0]}", parts[1]
 
 
-def _grouped_problem(entries):
-    """One problem for masks with the same fault: the first in full, the count, the others."""
-    (_, what, cause), others = entries[0], [entry[0] for entry in entries[1:]]
-    text = f"{what}: {cause}" if what else cause  # without `what`, the cause names the file
-    if others:
-        text += f" (the same in {len(others)} more mask(s): {name_list(others)})"
-    return Problem(text, files=len(entries))
-
-
 def check_masks(summaries, decoding, ignore_index):
     """One problem per kind of fault (values that fit no class, another encoding or layout),
     naming its first mask and counting the masks it covers."""
@@ -672,7 +477,7 @@ def check_masks(summaries, decoding, ignore_index):
         found = _mask_problem(summary, decoding, ignore_index, shares)
         if found:
             groups.setdefault(found[0], []).append((summary.path, *found[1:]))
-    problems = [_grouped_problem(entries) for entries in groups.values()]
+    problems = [grouped_problem(entries) for entries in groups.values()]
     if len(problems) > 2 * MAX_LISTED:
         rest = problems[2 * MAX_LISTED:]
         files = sum(problem.files for problem in rest)
@@ -682,17 +487,3 @@ def check_masks(summaries, decoding, ignore_index):
     return problems
 
 
-def class_names_colors(decoding, table, palette):
-    """Class names and [r, g, b] colours: from the class table, the palette, or defaults."""
-    count = decoding["num_classes"]
-    if table:
-        classes = _table_classes(table)
-        return ([entry["name"] for entry in classes],
-                [entry["color"] or _voc_color(index) for index, entry in enumerate(classes)])
-    names = ["background", "foreground"] if count == 2 else [f"class_{i}" for i in range(count)]
-    if decoding.get("source") == "palette" and palette:
-        padded = list(palette) + [0] * (3 * count)
-        return names, [padded[3 * index:3 * index + 3] for index in range(count)]
-    if count == 2:
-        return names, [[0, 0, 0], [255, 255, 255]]
-    return names, [_voc_color(index) for index in range(count)]

@@ -1,5 +1,6 @@
-"""Measures beyond the confusion matrix: the SegNet paper's boundary F1 (BF) per class and image,
-calibration (expected calibration error, ECE, with its reliability bins), and the per-image
+"""Scores, all in one room: the confusion matrix and its metrics (G, C, IoU, Dice), the health
+warnings, the SegNet paper's boundary F1 (BF) per class and image, calibration (expected
+calibration error, ECE, with its reliability bins), predictive entropy, and the per-image
 uncertainty statistics of predict.py's review list."""
 import csv
 import math
@@ -9,12 +10,124 @@ import torch
 from scipy import ndimage
 
 import utils
-from inference import entropy_map
+from runtime import all_reduce_sum
 
 BF_TOLERANCE = 0.0075  # of the image diagonal (SegNet, Badrinarayanan et al., TPAMI 2017)
 ECE_BINS = 15
 UNCERTAIN_BELOW = 0.5  # a pixel whose top class probability is below this is uncertain
 REVIEW_ROWS = 256      # image rows per step of review_row: a 4096x4096 image stays cheap
+
+
+# ---------------------------------------------------------------- metrics
+
+def confusion_matrix(preds, targets, num_classes, ignore_index=255):
+    """[num_classes, num_classes] int64 counts, rows = true class, columns = predicted.
+
+    Pixels whose target is ignore_index (or out of range) are left out. Stays on the device.
+    """
+    valid = (targets >= 0) & (targets < num_classes) & (targets != ignore_index)
+    index = targets[valid] * num_classes + preds[valid]
+    counts = torch.bincount(index, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def metrics_from_confusion(confusion, class_names=None):
+    """SegNet's global (G) and class-average (C) accuracy, IoU, Dice, precision, recall.
+
+    Classes absent from both targets and predictions get NaN IoU/Dice and are left out of the
+    means, so a val split without some class is not scored as a failure on it.
+    """
+    confusion = confusion.double().cpu()
+    true_positive = confusion.diag()
+    support = confusion.sum(1)          # pixels of each true class
+    predicted = confusion.sum(0)        # pixels predicted as each class
+    union = support + predicted - true_positive
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    iou = torch.where(union > 0, true_positive / union.clamp(min=1), nan)
+    dice = torch.where(union > 0, 2 * true_positive / (support + predicted).clamp(min=1), nan)
+    recall = torch.where(support > 0, true_positive / support.clamp(min=1), nan)
+    precision = torch.where(predicted > 0, true_positive / predicted.clamp(min=1), nan)
+    total = confusion.sum()
+    names = class_names or [f"class_{c}" for c in range(len(support))]
+    return {
+        "pixel_acc": float(true_positive.sum() / total) if total > 0 else float("nan"),
+        "mean_acc": float(recall.nanmean()),
+        "miou": float(iou.nanmean()),
+        "mean_dice": float(dice.nanmean()),
+        "per_class": [{"name": name, "iou": float(iou[c]), "dice": float(dice[c]),
+                       "precision": float(precision[c]), "recall": float(recall[c]),
+                       "support": int(support[c])} for c, name in enumerate(names)],
+    }
+
+
+# A model is not useful yet when, on labelled data, some class present there is never predicted
+# or has IoU below this, or when one class takes nearly every pixel it is not.
+HEALTH_MIN_IOU = 0.05
+HEALTH_ONE_CLASS_SHARE = 0.98
+
+
+def health_warnings(confusion, class_names=None):
+    """What makes a model useless yet, from its confusion matrix [true, predicted] on labelled
+    data, as sentences (none for a healthy model): classes present in the labels but never
+    predicted or with IoU below HEALTH_MIN_IOU, and one class predicted for nearly every pixel."""
+    confusion = confusion.double().cpu()
+    per_class = metrics_from_confusion(confusion, class_names)["per_class"]
+    labelled, predicted = confusion.sum(1) / confusion.sum().clamp(min=1), confusion.sum(0)
+    found = []
+    for index, entry in enumerate(per_class):
+        share = float(labelled[index])
+        if share and not predicted[index]:
+            found.append(f"class '{entry['name']}' ({share:.1%} of the labelled pixels) is never "
+                         f"predicted")
+        elif share and entry["iou"] < HEALTH_MIN_IOU:
+            found.append(f"class '{entry['name']}' ({share:.1%} of the labelled pixels) has IoU "
+                         f"{entry['iou']:.3f}, below {HEALTH_MIN_IOU}")
+    top = int(predicted.argmax())
+    predicted_share = float(predicted[top] / predicted.sum().clamp(min=1))
+    true_share = float(labelled[top])
+    if predicted_share >= HEALTH_ONE_CLASS_SHARE and predicted_share - true_share > 0.05:
+        found.append(f"the model predicts '{per_class[top]['name']}' for {predicted_share:.1%} of "
+                     f"the pixels (it is {true_share:.1%} of the labels): it has not learned the "
+                     f"other classes")
+    return found
+
+
+class ConfusionMatrix:
+    """Pixel counts [true class, predicted class] accumulated over a split (torchvision's
+    references keep one like it): update() per batch or image, all_reduce() under torchrun,
+    compute() for the metrics. Training's validation, evaluate.py and the notebook API all
+    score through it."""
+
+    def __init__(self, num_classes, ignore_index=255, device="cpu"):
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+
+    def update(self, preds, targets):
+        """Add the counts of one batch (any shape, same for both); returns them alone."""
+        counts = confusion_matrix(preds, targets.to(preds.device), self.num_classes,
+                                  self.ignore_index)
+        self.matrix += counts.to(self.matrix.device)
+        return counts
+
+    def all_reduce(self, device=None):
+        """Sum over torchrun ranks (each rank scored its own shard); a no-op alone. device:
+        where the counts go first (nccl reduces GPU tensors only)."""
+        if device is not None:
+            self.matrix = self.matrix.to(device)
+        all_reduce_sum(self.matrix)
+        return self
+
+    def compute(self, class_names=None):
+        """metrics_from_confusion of the counts so far."""
+        return metrics_from_confusion(self.matrix, class_names)
+
+
+# ---------------------------------------------------------------- predictive entropy
+
+def entropy_map(probs):
+    """Predictive entropy in nats [..., H, W] of probabilities [..., K, H, W]: 0 when one class
+    has all the mass, log(K) when all are equal."""
+    return -(probs * probs.clamp(min=1e-12).log()).sum(-3)
 
 
 # ---------------------------------------------------------------- boundary F1

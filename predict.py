@@ -17,8 +17,10 @@ import deploy
 import inference
 import measures
 import plots
+import runtime
 import utils
-from dataset import IMAGE_EXTENSIONS, normalize
+from dataset import IMAGE_EXTENSIONS
+from images import normalize
 from model import MIN_SIZE, context_radius
 
 
@@ -137,7 +139,7 @@ def save_uncertainty(paths, probs, variance):
     all K classes equally likely) and as a colour-mapped PNG on the same fixed scale (magma:
     black = certain, pale yellow = most uncertain); variance float32 [H, W] as .npy."""
     import matplotlib  # the colormap only, and only here: it takes a third of a second
-    scaled = (inference.entropy_map(probs) / math.log(probs.shape[0])).clamp(0, 1).numpy()
+    scaled = (measures.entropy_map(probs) / math.log(probs.shape[0])).clamp(0, 1).numpy()
     Image.fromarray(np.round(scaled * 65535).astype(np.uint16)).save(paths["entropy"])  # I;16
     colors = matplotlib.colormaps["magma"](scaled, bytes=True)[..., :3]
     Image.fromarray(colors).save(paths["entropy_color"])
@@ -238,7 +240,7 @@ def main(args):
     except (ValueError, FileNotFoundError, ImportError) as error:
         raise SystemExit(f"error: {error}") from None
     if inference.model_device(model).type == "cpu":
-        utils.tune_cpu_allocator()  # x1.46 inference img/s here (bench.py), as in training
+        runtime.tune_cpu_allocator()  # x1.46 inference img/s here (bench.py), as in training
     if info["num_classes"] > 256:
         raise SystemExit(f"error: {args.checkpoint or args.onnx} has {info['num_classes']} "
                          f"classes; a PNG mask holds at most 256")

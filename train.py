@@ -4,10 +4,8 @@ rate, loss) is planned from the data, the machine and a time budget (plan.py) un
 it; `--plan-only` prints the plan. Writes a run folder with config, log, metrics, curves,
 sample pictures and checkpoints; `--resume` continues a run exactly where it stopped."""
 import argparse
-import dataclasses
 import datetime
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -19,12 +17,13 @@ import engine
 import plan as planning
 import trainer
 import utils
-from trainer import Logger, git_commit, write_json
 from dataset import DataError, scan_dataset
 from demo import make_demo
 from masks import MAX_MASK_VALUE
 from model import MIN_SIZE, SegNet, load_vgg16_bn_encoder
-from utils import is_main
+from runfiles import Logger, remove_temp_files, write_config
+from runtime import (Runtime, barrier, init_distributed, is_distributed, is_main,
+                     resolve_device, resolve_precision, seed_everything, tune_cpu_allocator)
 
 AUTO_RESUME = Path("auto")  # --resume auto
 # What a run writes before its first checkpoint: --resume auto may start afresh over these.
@@ -245,7 +244,7 @@ def place_problems(args):
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         problems.append(f"--out {args.out} is a file, not a folder")
     try:  # a missing GPU is found now, not after the run folder is made
-        utils.resolve_precision(utils.resolve_device(args.device), args.amp)
+        resolve_precision(resolve_device(args.device), args.amp)
     except ValueError as error:
         problems.append(str(error))
     return problems
@@ -271,7 +270,7 @@ def resolve_data_root(args, log):
         log(f"no dataset in {utils.DEFAULT_DATA}: generating the demo dataset there "
             f"(python dataset.py make-demo {utils.DEFAULT_DATA})")
         make_demo(utils.DEFAULT_DATA, seed=0)
-    utils.barrier()  # other ranks wait for rank 0's demo set
+    barrier()  # other ranks wait for rank 0's demo set
     return utils.DEFAULT_DATA
 
 
@@ -345,88 +344,6 @@ def resolve_auto_resume(args):
     return True
 
 
-def remove_temp_files(run_dir, log):
-    """Delete temp files left by a run killed mid-write (.last.pt.tmp-<pid>, ...): none is
-    ever read, and a checkpoint's is as large as the checkpoint."""
-    for path in sorted(run_dir.glob(".*.tmp*")):
-        if path.is_file():
-            path.unlink()
-            log(f"removed {path.name}, left by a run that stopped while writing it")
-
-
-def plain_args(args):
-    """The flags as plain data (config.json, the checkpoint's "args")."""
-    return {key: str(value) if isinstance(value, Path) else value
-            for key, value in vars(args).items()}
-
-
-# ---------------------------------------------------------------- the plan
-
-def base_plan(args):
-    """A Plan holding the flags that are not planned (augmentation, optimiser, hardware...)."""
-    fields = {field.name for field in dataclasses.fields(planning.Plan)}
-    values = {name: value for name, value in vars(args).items()
-              if name in fields and value is not None}
-    return planning.Plan(**dict(values, scale=tuple(args.scale), flip=not args.no_flip,
-                                augment=not args.no_augment))
-
-
-PLANNED_FLAGS = ("crop_size", "batch_size", "steps", "epochs", "val_every", "eval_every", "lr",
-                 "warmup_epochs", "loss", "class_weights")
-
-
-def planned_flags(args):
-    """The planned values the command line sets explicitly ({name: value}); time in seconds."""
-    flags = {name: getattr(args, name) for name in PLANNED_FLAGS
-             if getattr(args, name) is not None}
-    if args.time_budget is not None:
-        flags["time_budget"] = 60 * args.time_budget
-    return flags
-
-
-def resolve_plan(args, info, model, runtime, world_size, started, checkpoint=None):
-    """The run's Plan: the checkpoint's when resuming, else made once by rank 0 (which times
-    a few steps when a budget applies) and sent to every rank."""
-    if checkpoint is not None and checkpoint.get("plan"):
-        return resumed_plan(checkpoint["plan"], args, info, world_size)
-    if checkpoint is not None:  # written before plans: its flags were the whole recipe
-        saved = checkpoint.get("args") or {}
-        args = argparse.Namespace(**{**vars(args), **{
-            name: saved[name] for name in PLANNED_FLAGS
-            if getattr(args, name) is None and saved.get(name) is not None}})
-    made = None
-    if is_main():
-        flags, fp = planned_flags(args), planning.fingerprint(info, args.image_size)
-        budgeted = not (args.epochs or args.steps or args.dry_run)
-        default_budget = planning.default_budget_seconds(runtime.device.type)
-        speed = None
-        if budgeted and (flags.get("time_budget") or default_budget):
-            candidates = planning.speed_candidates(fp, flags, runtime.device.type, world_size)
-            speed = planning.measure_speed(model, base_plan(args), runtime, candidates,
-                                           fp.val_size, info)
-        made = planning.make_plan(fp, flags, runtime.device.type, speed, default_budget,
-                                  world_size, time.monotonic() - started,
-                                  base_plan(args)).to_dict()
-    return planning.Plan.from_dict(utils.broadcast_object(made))
-
-
-def resumed_plan(saved, args, info, world_size):
-    """The checkpoint's plan, with the current non-planned flags; an explicit --epochs or
-    --steps extends (or shortens) the run, other planned flags must agree with it."""
-    plan = planning.Plan.from_dict(saved)
-    current = base_plan(args)
-    for field in dataclasses.fields(planning.Plan):
-        if field.name not in planning.PLANNED + ("sources", "measured", "notes"):
-            setattr(plan, field.name, getattr(current, field.name))
-    fp = planning.fingerprint(info, args.image_size)
-    if args.steps or args.epochs:
-        plan.steps = args.steps or args.epochs * planning.steps_per_epoch(
-            fp, plan, plan.batch_size, world_size)
-        plan.sources.update(steps="flag", time_budget="flag")
-        plan.time_budget = None
-    return plan
-
-
 def check_resume_compatible(checkpoint, info, args, path):
     """Resuming on other data, or with another optimizer, cannot continue the same run."""
     saved = checkpoint["data"]
@@ -487,21 +404,21 @@ def main(args):
     """Train; returns 0, or 130 after SIGINT/SIGTERM (checkpoint saved). Under torchrun each
     process runs this with its own rank; only rank 0 writes the run folder."""
     started = time.monotonic()  # the time budget counts from here
-    rank, world_size, local_rank = utils.init_distributed(args.device, args.dist_timeout)
+    rank, world_size, local_rank = init_distributed(args.device, args.dist_timeout)
     try:
         return train(args, rank, world_size, local_rank, started)
     finally:
-        if utils.is_distributed():
+        if is_distributed():
             dist.destroy_process_group()
 
 
 def train(args, rank, world_size, local_rank, started):
-    utils.seed_everything(args.seed)  # the same initial weights on every rank
+    seed_everything(args.seed)  # the same initial weights on every rank
     run_dir, root, info, checkpoint, model = setup(args)
-    runtime = engine.Runtime(base_plan(args), local_rank)
+    runtime = Runtime(trainer.base_plan(args), local_rank)
     if runtime.device.type == "cpu":
-        utils.tune_cpu_allocator()
-    plan = resolve_plan(args, info, model, runtime, world_size, started, checkpoint)
+        tune_cpu_allocator()
+    plan = trainer.resolve_plan(args, info, model, runtime, world_size, started, checkpoint)
     if args.plan_only:
         print("\n".join(planning.table_lines(plan, world_size)))
         return 0
@@ -510,11 +427,11 @@ def train(args, rank, world_size, local_rank, started):
     log = Logger(run_dir / "train.log") if is_main() else Logger(quiet=True)
     if is_main():
         remove_temp_files(run_dir, log)
-    utils.seed_everything(args.seed + rank)  # dropout differs per rank; augmentation does not
+    seed_everything(args.seed + rank)  # dropout differs per rank; augmentation does not
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
-    run = build_run(args, plan, info, model, runtime, root, run_dir, log, rank, world_size,
-                    started)
+    run = trainer.build_run(args, plan, info, model, runtime, root, run_dir, log, rank,
+                            world_size, started)
     state = engine.new_state()
     if checkpoint is not None:
         state = engine.restore(checkpoint, run.model, run.optimizer, run.schedulers, runtime,
@@ -525,7 +442,7 @@ def train(args, rank, world_size, local_rank, started):
             + f" ({state['global_step']} of {plan.steps} steps)")
     if is_main():
         write_config(run_dir, args, plan, info, runtime, root, world_size)
-    log_start(run, root, len(run.loader.dataset), len(run.val_set))
+    trainer.log_start(run, root, len(run.loader.dataset), len(run.val_set))
     run.stop.install()
     try:
         trainer.fit(run, state)
@@ -537,66 +454,6 @@ def train(args, rank, world_size, local_rank, started):
     finally:
         log.close()
     return 0
-
-
-def build_run(args, plan, info, model, runtime, root, run_dir, log, rank, world_size,
-              started):
-    """The model on its device, data, optimiser, schedule and losses of one run."""
-    train_set, val_set = engine.build_datasets(
-        plan, root, info, engine.loader_workers(plan, runtime.device), world_size)
-    loader = engine.build_loader(plan, train_set, runtime.device, rank, world_size)
-    model = model.to(runtime.device)
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if world_size > 1 and args.sync_bn:  # before the optimizer: it must see the new modules
-        model = engine.global_batchnorm(model, runtime.device)
-    optimizer = engine.build_optimizer(plan, model, runtime.device)
-    criterion, weights = engine.build_criterion(plan, info, runtime.device, global_batch=True)
-    return trainer.Run(
-        model=model, train_model=engine.wrap_model(model, plan, runtime, world_size),
-        optimizer=optimizer, schedulers=engine.build_scheduler(plan, optimizer, len(loader)),
-        criterion=criterion, weights=weights,
-        val_criterion=engine.build_criterion(plan, info, torch.device("cpu"))[0],
-        loader=loader, val_set=val_set, runtime=runtime, plan=plan, info=info,
-        run_args=plain_args(args), run_dir=run_dir, log=log, stop=engine.StopFlag(),
-        rank=rank, world_size=world_size, steps_per_epoch=len(loader), started=started,
-        best_weights=None, health=[], step_seconds=plan.measured.get("step_seconds", 0.0),
-        val_seconds=plan.measured.get("val_seconds", 0.0))
-
-
-def write_config(run_dir, args, plan, info, runtime, root, world_size=1):
-    config = {
-        "args": plain_args(args),
-        "plan": plan.to_dict(),
-        "data_root": str(root),
-        **utils.data_metadata(info),
-        "splits": info.get("splits"),
-        "runtime": dict(runtime.describe(), world_size=world_size,
-                        global_batch_size=plan.batch_size * world_size),
-        "python": platform.python_version(), "torch": torch.__version__,
-        "platform": platform.platform(), "git_commit": git_commit(),
-        "started": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
-    write_json(run_dir / "config.json", config)
-
-
-def log_start(run, root, train_images, val_images):
-    info, runtime, log = run.info, run.runtime, run.log
-    log(f"run folder: {run.run_dir}")
-    log(f"data: {root} | train {train_images} | val {val_images} images | "
-        f"{info['num_classes']} classes {info['class_names']} | masks: "
-        f"{info['mask_decoding'].get('kind')}")
-    log(f"device: {runtime.device} | precision {utils.precision_name(runtime.dtype)} | "
-        f"channels_last {runtime.channels_last} | torch {torch.__version__} | "
-        f"threads {torch.get_num_threads()}"
-        + (f" | {run.world_size} processes, global batch {run.plan.batch_size * run.world_size}"
-           if run.world_size > 1 else ""))
-    for line in planning.table_lines(run.plan, run.world_size):
-        log(line)
-    if run.weights is not None:
-        log(f"class weights ({run.plan.class_weights}): "
-            + ", ".join(f"{name} {w:.3f}" for name, w in zip(info["class_names"],
-                                                            run.weights.tolist())))
 
 
 if __name__ == "__main__":

@@ -1,87 +1,96 @@
-"""One training run: the loop in rounds (train to the next validation, validate, record, save),
-the time budget's re-planning, choosing and settling best.pt, the health warnings, and the run
-folder's files (train.log, metrics.csv, config.json). train.py builds a Run and calls fit."""
+"""One training run: its plan (the checkpoint's, or made from the flags, the data and the
+measured speed), its pieces (a Run: model, data, optimiser, schedule, losses), the loop in rounds
+(train to the next validation, validate, record, save), the time budget's re-planning, choosing
+and settling best.pt, and the health warnings. train.py gets a Run from build_run and calls
+fit; the run folder's files are runfiles.py's."""
+import argparse
 import copy
-import csv
-import json
-import subprocess
-import sys
+import dataclasses
 import time
 import types
-from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 import engine
+import loaders
+import losses
 import plan as planning
 import plots
 import utils
-from utils import is_main
+from measures import health_warnings
+from runfiles import metric_columns, plain_args, read_metrics, write_metrics
+from runtime import (all_reduce_sum, broadcast_object, global_batchnorm, is_distributed,
+                     is_main, precision_name, unwrapped)
+from timing import measure_speed
 
 BUDGET_CHECKS = 4  # under a time budget, the end of the run is re-planned this often a round
 
 
-# ---------------------------------------------------------------- the run folder's files
+# ---------------------------------------------------------------- the run's plan
 
-class Logger:
-    """Print and append to train.log; the file is flushed every line."""
-
-    def __init__(self, path=None, quiet=False):
-        self.file = open(path, "a", encoding="utf-8") if path else None
-        self.quiet = quiet
-
-    def __call__(self, message):
-        if self.quiet:
-            return
-        tqdm.write(message) if sys.stdout.isatty() else print(message, flush=True)
-        if self.file:
-            self.file.write(message + "\n")
-            self.file.flush()
-
-    def close(self):
-        if self.file:
-            self.file.close()
+def base_plan(args):
+    """A Plan holding the flags that are not planned (augmentation, optimiser, hardware...)."""
+    fields = {field.name for field in dataclasses.fields(planning.Plan)}
+    values = {name: value for name, value in vars(args).items()
+              if name in fields and value is not None}
+    return planning.Plan(**dict(values, scale=tuple(args.scale), flip=not args.no_flip,
+                                augment=not args.no_augment))
 
 
-def git_commit():
-    """The checked-out commit of this code, or None outside a git checkout."""
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                                capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() or None
+PLANNED_FLAGS = ("crop_size", "batch_size", "steps", "epochs", "val_every", "eval_every", "lr",
+                 "warmup_epochs", "loss", "class_weights")
 
 
-def write_json(path, payload):
-    """Write JSON atomically (values it cannot encode written as text)."""
-    with utils.atomic_write(path, encoding="utf-8") as handle:
-        handle.write(json.dumps(payload, indent=2, default=str) + "\n")
+def planned_flags(args):
+    """The planned values the command line sets explicitly ({name: value}); time in seconds."""
+    flags = {name: getattr(args, name) for name in PLANNED_FLAGS
+             if getattr(args, name) is not None}
+    if args.time_budget is not None:
+        flags["time_budget"] = 60 * args.time_budget
+    return flags
 
 
-def metric_columns(class_names):
-    """metrics.csv's columns (names and order are a contract)."""
-    return (["epoch", "train_loss", "val_loss", "pixel_acc", "mean_acc", "miou", "mean_dice"]
-            + [f"iou_{name}" for name in class_names] + ["lr", "seconds", "img/s"])
+def resolve_plan(args, info, model, runtime, world_size, started, checkpoint=None):
+    """The run's Plan: the checkpoint's when resuming, else made once by rank 0 (which times
+    a few steps when a budget applies) and sent to every rank."""
+    if checkpoint is not None and checkpoint.get("plan"):
+        return resumed_plan(checkpoint["plan"], args, info, world_size)
+    if checkpoint is not None:  # written before plans: its flags were the whole recipe
+        saved = checkpoint.get("args") or {}
+        args = argparse.Namespace(**{**vars(args), **{
+            name: saved[name] for name in PLANNED_FLAGS
+            if getattr(args, name) is None and saved.get(name) is not None}})
+    made = None
+    if is_main():
+        flags, fp = planned_flags(args), planning.fingerprint(info, args.image_size)
+        budgeted = not (args.epochs or args.steps or args.dry_run)
+        default_budget = planning.default_budget_seconds(runtime.device.type)
+        speed = None
+        if budgeted and (flags.get("time_budget") or default_budget):
+            candidates = planning.speed_candidates(fp, flags, runtime.device.type, world_size)
+            speed = measure_speed(model, base_plan(args), runtime, candidates, fp.val_size,
+                                  info)
+        made = planning.make_plan(fp, flags, runtime.device.type, speed, default_budget,
+                                  world_size, time.monotonic() - started,
+                                  base_plan(args)).to_dict()
+    return planning.Plan.from_dict(broadcast_object(made))
 
 
-def read_metrics(path, up_to_epoch):
-    """Rows of metrics.csv up to (and including) an epoch count (fractional after a run that
-    validates mid-epoch): a resumed run drops the rows its checkpoint does not have."""
-    if not Path(path).is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [row for row in csv.DictReader(handle)
-                if float(row["epoch"]) <= up_to_epoch + 1e-6]
-
-
-def write_metrics(path, rows, columns):
-    """Rewrite metrics.csv atomically, so a crash never leaves a torn or duplicated row."""
-    with utils.atomic_write(path, newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+def resumed_plan(saved, args, info, world_size):
+    """The checkpoint's plan, with the current non-planned flags; an explicit --epochs or
+    --steps extends (or shortens) the run, other planned flags must agree with it."""
+    plan = planning.Plan.from_dict(saved)
+    current = base_plan(args)
+    for field in dataclasses.fields(planning.Plan):
+        if field.name not in planning.PLANNED + ("sources", "measured", "notes"):
+            setattr(plan, field.name, getattr(current, field.name))
+    fp = planning.fingerprint(info, args.image_size)
+    if args.steps or args.epochs:
+        plan.steps = args.steps or args.epochs * planning.steps_per_epoch(
+            fp, plan, plan.batch_size, world_size)
+        plan.sources.update(steps="flag", time_budget="flag")
+        plan.time_budget = None
+    return plan
 
 
 # ---------------------------------------------------------------- the run
@@ -94,8 +103,8 @@ class Run(types.SimpleNamespace):
         Every rank calls it (at points they agree on): a mid-epoch checkpoint holds the loss
         sum and image count of all ranks, which restore() gives back to rank 0 alone."""
         state["seconds"] = time.monotonic() - self.started
-        if utils.is_distributed() and state["batch"]:
-            totals = utils.all_reduce_sum(torch.tensor(
+        if is_distributed() and state["batch"]:
+            totals = all_reduce_sum(torch.tensor(
                 [float(state["loss_sum"]), float(state["images"])], dtype=torch.float64,
                 device=self.runtime.device))
             state = dict(state, loss_sum=totals[0].item(), images=int(totals[1].item()))
@@ -108,6 +117,50 @@ class Run(types.SimpleNamespace):
         """Epochs done, fractional between epoch ends (metrics.csv's "epoch" column)."""
         epochs = round(state["global_step"] / max(self.steps_per_epoch, 1), 3)
         return int(epochs) if epochs == int(epochs) else epochs
+
+
+def build_run(args, plan, info, model, runtime, root, run_dir, log, rank, world_size,
+              started):
+    """The model on its device, data, optimiser, schedule and losses of one run."""
+    train_set, val_set = loaders.build_datasets(
+        plan, root, info, loaders.loader_workers(plan, runtime.device), world_size)
+    loader = loaders.build_loader(plan, train_set, runtime.device, rank, world_size)
+    model = model.to(runtime.device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if world_size > 1 and args.sync_bn:  # before the optimizer: it must see the new modules
+        model = global_batchnorm(model, runtime.device)
+    optimizer = engine.build_optimizer(plan, model, runtime.device)
+    criterion, weights = losses.build_criterion(plan, info, runtime.device, global_batch=True)
+    return Run(
+        model=model, train_model=engine.wrap_model(model, plan, runtime, world_size),
+        optimizer=optimizer, schedulers=engine.build_scheduler(plan, optimizer, len(loader)),
+        criterion=criterion, weights=weights,
+        val_criterion=losses.build_criterion(plan, info, torch.device("cpu"))[0],
+        loader=loader, val_set=val_set, runtime=runtime, plan=plan, info=info,
+        run_args=plain_args(args), run_dir=run_dir, log=log, stop=engine.StopFlag(),
+        rank=rank, world_size=world_size, steps_per_epoch=len(loader), started=started,
+        best_weights=None, health=[], step_seconds=plan.measured.get("step_seconds", 0.0),
+        val_seconds=plan.measured.get("val_seconds", 0.0))
+
+
+def log_start(run, root, train_images, val_images):
+    info, runtime, log = run.info, run.runtime, run.log
+    log(f"run folder: {run.run_dir}")
+    log(f"data: {root} | train {train_images} | val {val_images} images | "
+        f"{info['num_classes']} classes {info['class_names']} | masks: "
+        f"{info['mask_decoding'].get('kind')}")
+    log(f"device: {runtime.device} | precision {precision_name(runtime.dtype)} | "
+        f"channels_last {runtime.channels_last} | torch {torch.__version__} | "
+        f"threads {torch.get_num_threads()}"
+        + (f" | {run.world_size} processes, global batch {run.plan.batch_size * run.world_size}"
+           if run.world_size > 1 else ""))
+    for line in planning.table_lines(run.plan, run.world_size):
+        log(line)
+    if run.weights is not None:
+        log(f"class weights ({run.plan.class_weights}): "
+            + ", ".join(f"{name} {w:.3f}" for name, w in zip(info["class_names"],
+                                                            run.weights.tolist())))
 
 
 # ---------------------------------------------------------------- the loop
@@ -229,7 +282,7 @@ def replan(run, state):
     if plan.time_budget is None or state["global_step"] >= plan.steps:
         return
     left = run.started + plan.time_budget - time.monotonic()
-    total = utils.broadcast_object(planning.replan_steps(
+    total = broadcast_object(planning.replan_steps(
         plan, state["global_step"], left, run.step_seconds, run.val_seconds))
     if abs(total - plan.steps) >= 0.05 * plan.steps:
         run.log(f"time budget: {plan.steps} -> {total} steps ({left:.0f} s left)")
@@ -253,7 +306,7 @@ def validate(run, state, final=False):
         images=None if final else run.plan.val_images)
     metrics = confusion.compute(run.info["class_names"])
     metrics["val_loss"] = val_loss
-    metrics["health"] = utils.health_warnings(confusion.matrix, run.info["class_names"])
+    metrics["health"] = health_warnings(confusion.matrix, run.info["class_names"])
     if run.schedulers[1] is not None:
         run.schedulers[1].step(metrics["miou"])
     if is_main():
@@ -282,7 +335,7 @@ def record_best(run, state, miou):
 
 
 def copy_weights(model):
-    return {key: value.detach().clone() for key, value in utils.unwrapped(model)
+    return {key: value.detach().clone() for key, value in unwrapped(model)
             .state_dict().items()}
 
 
@@ -293,7 +346,7 @@ def settle_best(run, state, last_metrics):
             state.get("best_step") == state["global_step"]:
         state["best_metric"] = max(state["best_metric"], last_metrics["miou"])
         return
-    best_model = copy.deepcopy(utils.unwrapped(run.model))
+    best_model = copy.deepcopy(unwrapped(run.model))
     best_model.load_state_dict(run.best_weights)
     _, confusion = engine.validate(
         run.runtime.inference_form(best_model), run.val_set, run.val_criterion, run.runtime,

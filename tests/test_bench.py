@@ -11,6 +11,7 @@ import torch
 import bench
 import deploy
 import engine
+import speedreport
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +62,7 @@ def test_the_onnx_row_is_skipped_with_a_note_without_onnxruntime(monkeypatch):
     monkeypatch.setattr(deploy, "missing_packages", lambda names=None: ["onnxruntime"])
     note = bench.onnx_skip_note(args, torch.device("cpu"))
     assert "onnxruntime not installed" in note and "requirements-export.txt" in note
-    assert bench.onnx_lines(bench.onnx_summary([], note), "fp32") == [
+    assert speedreport.onnx_lines(speedreport.onnx_summary([], note), "fp32") == [
         f"ONNX Runtime row skipped: {note}"]
     assert bench.onnx_skip_note(bench.get_args_parser().parse_args(["--no-onnx"]),
                                 torch.device("cpu")) == "--no-onnx"

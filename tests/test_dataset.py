@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import dataset
-import engine
+import loaders
 import utils
 from dataset import SegmentationDataset, list_pairs, load_image, normalize, scan_dataset
 from demo import make_demo
@@ -447,11 +447,11 @@ def test_packed_samples_round_trip_whatever_their_values():
 
 
 def test_the_caches_share_a_quarter_of_the_memory(monkeypatch):
-    monkeypatch.setattr(utils, "physical_memory", lambda: 16 * 2**30)
-    assert engine.cache_bytes(0) == 2 * 2**30  # train and val in the one process
-    assert engine.cache_bytes(4, processes=2) == 16 * 2**30 // 4 // 5 // 2
-    monkeypatch.setattr(utils, "physical_memory", lambda: None)
-    assert engine.cache_bytes(2) is None
+    monkeypatch.setattr(loaders, "physical_memory", lambda: 16 * 2**30)
+    assert loaders.cache_bytes(0) == 2 * 2**30  # train and val in the one process
+    assert loaders.cache_bytes(4, processes=2) == 16 * 2**30 // 4 // 5 // 2
+    monkeypatch.setattr(loaders, "physical_memory", lambda: None)
+    assert loaders.cache_bytes(2) is None
 
 
 def test_dataset_transform_sees_unit_range_before_normalisation(tmp_path):

@@ -119,7 +119,7 @@ def test_a_failing_rank_ends_the_whole_job(ddp_runs, tmp_path):
 
 
 GLOBAL_DICE = """
-import sys, torch, torch.distributed as dist, engine
+import sys, torch, torch.distributed as dist, losses
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
 generator = torch.Generator().manual_seed(0)
@@ -128,12 +128,12 @@ targets = torch.randint(0, 3, (4, 8, 8), generator=generator)
 targets[0, 0, :4] = 255
 mine = slice(2 * rank, 2 * rank + 2)
 part = logits[mine].clone().requires_grad_()
-loss = engine.dice_loss(part, targets[mine], global_batch=True)
+loss = losses.dice_loss(part, targets[mine], global_batch=True)
 loss.backward()
 whole = logits.clone().requires_grad_()
-reference = engine.dice_loss(whole, targets)
+reference = losses.dice_loss(whole, targets)
 reference.backward()
-local = engine.dice_loss(logits[mine], targets[mine])
+local = losses.dice_loss(logits[mine], targets[mine])
 # DDP averages the ranks' gradients: part.grad / world is what reaches the weights
 error = (part.grad / world - whole.grad[mine]).abs().max().item()
 with open(f"{sys.argv[1]}/rank{rank}.txt", "w") as out:  # own file: stdout lines interleave

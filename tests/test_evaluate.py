@@ -15,6 +15,7 @@ from PIL import Image
 import dataset as data
 import evaluate
 import inference
+import measures
 import train
 import utils
 from helpers import random_model, save_test_checkpoint, write_image, write_tiny_dataset
@@ -221,7 +222,7 @@ def test_table_flags_unhealthy_classes_prints_a_dash_for_undefined_precision_and
     assert rows["class_2"].endswith("!") and not rows["class_0"].endswith("!")
     assert "nan" not in printed
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
-    assert report["health"] == utils.health_warnings(torch.tensor(report["confusion_matrix"]),
+    assert report["health"] == measures.health_warnings(torch.tensor(report["confusion_matrix"]),
                                                      info["class_names"])
     assert len(report["health"]) == 3 and "never predicted" in report["health"][0]
     assert all(f"! health: {sentence}" in printed for sentence in report["health"])

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 import inference
-import utils
+import runtime
 from model import SegNet, fold_batchnorm, inference_model
 
 
@@ -145,7 +145,7 @@ def test_inference_model_casts_weights_once_to_bf16_and_matches_autocast_accurac
     images = torch.randn(1, 1, 16, 24)  # float32 input: autocast casts it
     with torch.no_grad():
         expected = model(images)
-        with utils.autocast(torch.device("cpu"), torch.bfloat16):
+        with runtime.autocast(torch.device("cpu"), torch.bfloat16):
             reference = model(images).float()  # the original model under bf16 autocast
             logits = prepared(images)
     assert logits.dtype == torch.bfloat16

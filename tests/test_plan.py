@@ -8,13 +8,14 @@ import time
 import pytest
 import torch
 
-import engine
 import plan as planning
+import timing
 import train
 from dataset import scan_dataset
 from helpers import write_tiny_dataset
 from model import SegNet
 from plan import Fingerprint, Speed, make_plan
+from runtime import Runtime
 
 
 def fingerprint(images=20, size=(512, 512), sizes=None, val_images=4, shares=(0.5, 0.5),
@@ -180,13 +181,13 @@ def test_the_fingerprint_comes_from_the_scan(tmp_path):
 def test_measured_speed_is_real_steps_and_leaves_the_model_and_rng_alone():
     model = SegNet(num_classes=3)
     before = {key: value.clone() for key, value in model.state_dict().items()}
-    runtime = engine.Runtime(planning.Plan(device="cpu", amp="off"))
+    runtime = Runtime(planning.Plan(device="cpu", amp="off"))
     torch.manual_seed(5)
     expected = torch.rand(1)
     torch.manual_seed(5)
     info = {"num_classes": 3, "class_pixels": [1, 1, 1], "class_image_pixels": [1, 1, 1]}
-    speed = planning.measure_speed(model, planning.Plan(device="cpu", amp="off"), runtime,
-                                   [(16, 2), (16, 4)], (20, 24), info, repeats=1)
+    speed = timing.measure_speed(model, planning.Plan(device="cpu", amp="off"), runtime,
+                                 [(16, 2), (16, 4)], (20, 24), info, repeats=1)
     assert torch.equal(torch.rand(1), expected)
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
     assert [(crop, batch) for crop, batch, _ in speed.steps] == [(16, 2), (16, 4)]
@@ -263,7 +264,7 @@ def test_a_resumed_run_refuses_a_different_planned_value(tiny, tmp_path):
 
 def test_health_warnings_for_a_model_that_predicts_one_class(tiny, tmp_path, monkeypatch):
     """A model that calls every pixel class 0: every validation and the summary say so."""
-    original = engine.Runtime.inference_form
+    original = Runtime.inference_form
 
     def one_class(self, model):
         folded = original(self, model)
@@ -272,7 +273,7 @@ def test_health_warnings_for_a_model_that_predicts_one_class(tiny, tmp_path, mon
             folded.classifier.bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
         return folded
 
-    monkeypatch.setattr(engine.Runtime, "inference_form", one_class)
+    monkeypatch.setattr(Runtime, "inference_form", one_class)
     out = tmp_path / "run"
     assert train.main(run_args(tiny, out, "--steps", "2", "--batch-size", "2",
                                "--crop-size", "16")) == 0

@@ -11,6 +11,8 @@ from PIL import Image
 
 import engine
 import inference
+import loaders
+import losses
 import train
 from helpers import write_tiny_dataset
 from plan import Plan
@@ -172,13 +174,13 @@ def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data
     good = torch.load(out / "last.pt", weights_only=True)["model"]
     with pytest.raises(SystemExit, match="--optimizer sgd, not adamw"):
         train.main(run_args(tiny_data, out, "--epochs", "3", "--resume", str(out)))
-    build_criterion = engine.build_criterion
+    build_criterion = losses.build_criterion
 
     def exploding(args, info, device, **kwargs):
         criterion, weights = build_criterion(args, info, device, **kwargs)
         return (lambda logits, masks: criterion(logits, masks) * float("nan")), weights
 
-    monkeypatch.setattr(engine, "build_criterion", exploding)
+    monkeypatch.setattr(losses, "build_criterion", exploding)
     args = run_args(tiny_data, out, "--epochs", "3", "--resume", str(out), "--optimizer", "sgd")
     with pytest.raises(FloatingPointError, match="loss became nan"):
         train.main(args)
@@ -222,8 +224,8 @@ class _RandomValue(torch.utils.data.Dataset):
 @pytest.mark.parametrize("workers", [0, 1])
 def test_augmentation_changes_with_the_epoch_and_not_with_workers(workers):
     """Persistent workers keep their dataset copy: the epoch must travel with each index."""
-    dataset = engine.EpochSeeded(_RandomValue(), seed=3)
-    sampler = engine.EpochSampler(len(dataset), seed=3, shuffle=False)
+    dataset = loaders.EpochSeeded(_RandomValue(), seed=3)
+    sampler = loaders.EpochSampler(len(dataset), seed=3, shuffle=False)
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, sampler=sampler,
                                          num_workers=workers, persistent_workers=workers > 0)
     epochs = []
@@ -231,7 +233,7 @@ def test_augmentation_changes_with_the_epoch_and_not_with_workers(workers):
         sampler.set_epoch(epoch)
         epochs.append(torch.cat(list(loader)).flatten())
     assert not torch.equal(epochs[0], epochs[1])
-    reference = engine.EpochSeeded(_RandomValue(), seed=3)
+    reference = loaders.EpochSeeded(_RandomValue(), seed=3)
     assert torch.equal(epochs[1], torch.cat([reference[(1, i)] for i in range(4)]).flatten())
     before = torch.get_rng_state()
     reference[(0, 0)]

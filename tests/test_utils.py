@@ -1,4 +1,5 @@
-"""Metrics, class weights, checkpoints and device/precision choices in utils.py."""
+"""Metrics (measures.py), class weights and Dice (losses.py), checkpoints (utils.py) and
+device/precision choices (runtime.py)."""
 import math
 import os
 import pickle
@@ -7,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import engine
 import inference
+import losses
+import measures
 import plots
+import runtime
 import utils
 from model import SegNet
 
@@ -18,11 +21,11 @@ def test_confusion_matrix_and_metrics_by_hand():
     # 3 classes, ignore_index 255. Targets / predictions for 8 pixels (2 ignored).
     targets = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 255]])
     preds = torch.tensor([[0, 1, 1, 1], [2, 0, 2, 1]])
-    confusion = utils.confusion_matrix(preds, targets, num_classes=3, ignore_index=255)
+    confusion = measures.confusion_matrix(preds, targets, num_classes=3, ignore_index=255)
     assert confusion.tolist() == [[1, 1, 0],
                                   [0, 2, 0],
                                   [1, 0, 1]]
-    metrics = utils.metrics_from_confusion(confusion, ["a", "b", "c"])
+    metrics = measures.metrics_from_confusion(confusion, ["a", "b", "c"])
     assert metrics["pixel_acc"] == pytest.approx(4 / 6)
     assert metrics["mean_acc"] == pytest.approx((1 / 2 + 2 / 2 + 1 / 2) / 3)
     # IoU: a = 1 / (2 + 2 - 1), b = 2 / (2 + 3 - 2), c = 1 / (2 + 1 - 1)
@@ -39,8 +42,8 @@ def test_confusion_matrix_and_metrics_by_hand():
 
 def test_absent_class_is_left_out_of_means():
     targets = torch.tensor([0, 0, 1, 1])
-    confusion = utils.confusion_matrix(targets, targets, num_classes=3)
-    metrics = utils.metrics_from_confusion(confusion)
+    confusion = measures.confusion_matrix(targets, targets, num_classes=3)
+    metrics = measures.metrics_from_confusion(confusion)
     assert math.isnan(metrics["per_class"][2]["iou"])
     assert metrics["miou"] == 1.0
 
@@ -48,32 +51,32 @@ def test_absent_class_is_left_out_of_means():
 def test_median_frequency_weights_by_hand():
     # class 0: 60 px in images totalling 100 px; class 1: 10 px in 50 px; class 2: 5 px in 50.
     info = {"class_pixels": [60, 10, 5], "class_image_pixels": [100, 50, 50]}
-    weights = engine.class_weights(info, "median-freq")
+    weights = losses.class_weights(info, "median-freq")
     freq = np.array([0.6, 0.2, 0.1])
     assert weights.tolist() == pytest.approx((0.2 / freq).tolist())
-    inverse = engine.class_weights(info, "inverse")
+    inverse = losses.class_weights(info, "inverse")
     share = np.array([60, 10, 5]) / 75
     expected = (1 / share) * 3 / (1 / share).sum()
     assert inverse.tolist() == pytest.approx(expected.tolist(), rel=1e-5)
-    assert engine.class_weights(info, "none") is None
+    assert losses.class_weights(info, "none") is None
     # An even number of classes: the median is the mean of the middle two (0.35 here).
-    binary = engine.class_weights({"class_pixels": [60, 10], "class_image_pixels": [100, 100]},
+    binary = losses.class_weights({"class_pixels": [60, 10], "class_image_pixels": [100, 100]},
                                  "median-freq")
     assert binary.tolist() == pytest.approx([0.35 / 0.6, 0.35 / 0.1])
 
 
 def test_class_absent_from_training_gets_zero_weight():
     info = {"class_pixels": [60, 0, 5], "class_image_pixels": [100, 0, 50]}
-    weights = engine.class_weights(info, "median-freq")
+    weights = losses.class_weights(info, "median-freq")
     assert weights[1] == 0 and weights[0] > 0 and weights[2] > 0
 
 
 def test_dice_loss_is_zero_for_perfect_and_ignores_pixels():
     targets = torch.tensor([[[0, 1], [1, 255]]])
     logits = torch.nn.functional.one_hot(targets.clamp(max=1), 2).permute(0, 3, 1, 2) * 50.0
-    assert engine.dice_loss(logits.float(), targets) == pytest.approx(0, abs=1e-4)
+    assert losses.dice_loss(logits.float(), targets) == pytest.approx(0, abs=1e-4)
     wrong = -logits.float()
-    assert engine.dice_loss(wrong, targets) > 0.5
+    assert losses.dice_loss(wrong, targets) > 0.5
 
 
 def make_checkpoint(model, **extra):
@@ -148,27 +151,27 @@ def test_wrong_files_give_clear_errors(tmp_path):
 
 
 def test_rng_states_round_trip_through_weights_only(tmp_path):
-    utils.seed_everything(5)
-    states = utils.rng_states()
+    runtime.seed_everything(5)
+    states = runtime.rng_states()
     path = tmp_path / "rng.pt"
     torch.save(states, path)
     expected = (np.random.rand(), torch.rand(1).item())
-    utils.seed_everything(99)
-    utils.set_rng_states(torch.load(path, weights_only=True))
+    runtime.seed_everything(99)
+    runtime.set_rng_states(torch.load(path, weights_only=True))
     assert (np.random.rand(), torch.rand(1).item()) == expected
 
 
 def test_precision_choice():
     cpu = torch.device("cpu")
-    assert utils.resolve_precision(cpu, "off") is None
-    assert utils.resolve_precision(cpu, "bf16") is torch.bfloat16
-    expected = torch.bfloat16 if utils.cpu_has_fast_bf16() else None
-    assert utils.resolve_precision(cpu, "auto") is expected
+    assert runtime.resolve_precision(cpu, "off") is None
+    assert runtime.resolve_precision(cpu, "bf16") is torch.bfloat16
+    expected = torch.bfloat16 if runtime.cpu_has_fast_bf16() else None
+    assert runtime.resolve_precision(cpu, "auto") is expected
     with pytest.raises(ValueError, match="fp16"):
-        utils.resolve_precision(cpu, "fp16")
+        runtime.resolve_precision(cpu, "fp16")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="cuda"):
-            utils.resolve_device("cuda")
+            runtime.resolve_device("cuda")
 
 
 def test_colorize_and_overlay():
@@ -215,13 +218,13 @@ def test_mc_dropout_is_stochastic_seeded_and_leaves_batchnorm_alone():
 
 
 def test_health_warnings_name_unlearned_classes_and_one_class_models():
-    warnings = utils.health_warnings(torch.tensor([[0, 220], [0, 780]]), ["mem", "cell"])
+    warnings = measures.health_warnings(torch.tensor([[0, 220], [0, 780]]), ["mem", "cell"])
     assert len(warnings) == 2
     assert "'mem' (22.0% of the labelled pixels) is never predicted" in warnings[0]
     assert "predicts 'cell' for 100.0% of the pixels (it is 78.0%" in warnings[1]
     weak = torch.tensor([[2, 8, 90], [0, 500, 0], [0, 0, 400]])
-    assert utils.health_warnings(weak) == [
+    assert measures.health_warnings(weak) == [
         "class 'class_0' (10.0% of the labelled pixels) has IoU 0.020, below 0.05"]
-    assert utils.health_warnings(torch.tensor([[200, 20], [30, 750]])) == []
+    assert measures.health_warnings(torch.tensor([[200, 20], [30, 750]])) == []
     # A class that is 99% of the labels may take 99% of the predictions.
-    assert utils.health_warnings(torch.tensor([[985, 5], [3, 7]])) == []
+    assert measures.health_warnings(torch.tensor([[985, 5], [3, 7]])) == []
