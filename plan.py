@@ -51,6 +51,12 @@ PLANNED_LOSS = "ce+dice"
 DEFAULT_BUDGET_MINUTES = {"cpu": 10.0, "mps": 10.0, "cuda": None}  # CUDA: the steps needed
 PLANNED = ("crop_size", "batch_size", "steps", "val_every", "val_images", "lr", "warmup_steps",
            "loss", "class_weights", "time_budget")  # the Plan's planned values
+# The flags (argparse names) whose values make_plan reads as they are, for the planned values
+# they are not named after: --time-budget is in minutes (trainer.planned_flags converts it on
+# its own), and val_images has no flag. PLANNED_FLAGS: every such flag, in PLANNED's order.
+FLAGS_OF = {"steps": ("steps", "epochs"), "val_every": ("val_every", "eval_every"),
+            "val_images": (), "warmup_steps": ("warmup_epochs",), "time_budget": ()}
+PLANNED_FLAGS = tuple(flag for name in PLANNED for flag in FLAGS_OF.get(name, (name,)))
 # The final validation(s) and saves are reserved out of the budget, with this margin.
 BUDGET_MARGIN = 0.03
 

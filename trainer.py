@@ -37,13 +37,9 @@ def base_plan(args):
                                 augment=not args.no_augment))
 
 
-PLANNED_FLAGS = ("crop_size", "batch_size", "steps", "epochs", "val_every", "eval_every", "lr",
-                 "warmup_epochs", "loss", "class_weights")
-
-
 def planned_flags(args):
     """The planned values the command line sets explicitly ({name: value}); time in seconds."""
-    flags = {name: getattr(args, name) for name in PLANNED_FLAGS
+    flags = {name: getattr(args, name) for name in planning.PLANNED_FLAGS
              if getattr(args, name) is not None}
     if args.time_budget is not None:
         flags["time_budget"] = 60 * args.time_budget
@@ -58,7 +54,7 @@ def resolve_plan(args, info, model, runtime, world_size, started, checkpoint=Non
     if checkpoint is not None:  # written before plans: its flags were the whole recipe
         saved = checkpoint.get("args") or {}
         args = argparse.Namespace(**{**vars(args), **{
-            name: saved[name] for name in PLANNED_FLAGS
+            name: saved[name] for name in planning.PLANNED_FLAGS
             if getattr(args, name) is None and saved.get(name) is not None}})
     made = None
     if is_main():
