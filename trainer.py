@@ -7,9 +7,12 @@ import argparse
 import copy
 import dataclasses
 import time
-import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 import engine
 import loaders
@@ -18,9 +21,9 @@ import plan as planning
 import plots
 import utils
 from measures import health_warnings
-from runfiles import metric_columns, plain_args, read_metrics, write_metrics
-from runtime import (all_reduce_sum, broadcast_object, global_batchnorm, is_distributed,
-                     is_main, precision_name, unwrapped)
+from runfiles import Logger, metric_columns, plain_args, read_metrics, write_metrics
+from runtime import (Runtime, all_reduce_sum, broadcast_object, global_batchnorm,
+                     is_distributed, is_main, precision_name, unwrapped)
 from timing import measure_speed
 
 BUDGET_CHECKS = 4  # under a time budget, the end of the run is re-planned this often a round
@@ -91,8 +94,34 @@ def resumed_plan(saved, args, info, world_size):
 
 # ---------------------------------------------------------------- the run
 
-class Run(types.SimpleNamespace):
-    """The pieces of one training run that every round needs (model, optimizer, plan...)."""
+@dataclass
+class Run:
+    """The pieces of one training run that every round needs (build_run puts them together)."""
+
+    model: torch.nn.Module  # the plain SegNet on its device: what checkpoints are saved from
+    train_model: torch.nn.Module  # what the loop calls: the model in DDP and/or torch.compile
+    optimizer: torch.optim.Optimizer
+    schedulers: tuple  # (per-step LambdaLR, engine.PlateauScale or None): build_scheduler's
+    criterion: Callable  # the training loss on the device (Dice over the global batch)
+    weights: torch.Tensor | None  # the cross-entropy's class weights, if any
+    val_criterion: Callable  # the same loss on the CPU, where validation's probabilities are
+    loader: DataLoader  # the train loader (loaders.build_loader)
+    val_set: Dataset
+    runtime: Runtime
+    plan: planning.Plan
+    info: dict  # the data's description (dataset.scan_dataset)
+    run_args: dict  # the flags as plain data (config.json, the checkpoint's "args")
+    run_dir: Path | None  # None on every rank but 0
+    log: Logger
+    stop: engine.StopFlag
+    rank: int
+    world_size: int
+    steps_per_epoch: int
+    started: float  # time.monotonic() at the start; a resumed run moves it back by its past
+    best_weights: dict | None = None  # kept while intermediate checks score part of val
+    health: list = dataclasses.field(default_factory=list)  # the last validation's health warnings
+    step_seconds: float = 0.0  # measured seconds a step and a validation (the time budget)
+    val_seconds: float = 0.0
 
     def save(self, name, state):
         """Rank 0 writes; the model saved is the plain SegNet, never the DDP wrapper.
