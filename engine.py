@@ -256,7 +256,7 @@ def recalibrate_batchnorm(model, images, runtime):
     """Set every BatchNorm's running statistics to the average of its batch statistics over
     `images` (calibration_images): what validation and inference then use matches whole,
     unaugmented images, not the augmented crops of the last few steps, which with batches of
-    two drift by a few mIoU points (README, "The training plan"). Training itself is not
+    two drift by a few mIoU points (docs/plan.md). Training itself is not
     affected: in train mode BatchNorm normalises with the batch's own statistics."""
     model = unwrapped(model)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]

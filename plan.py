@@ -25,7 +25,7 @@ MIN_BATCH = 2        # BatchNorm needs two samples
 MAX_BATCH = 64
 MIN_STEP_PIXELS = 64 * 64 * 8  # tiny crops get a larger batch, so a step sees enough pixels
 # Length: what the data needs. A small dataset still needs this many optimiser steps to
-# converge; a large one needs this many passes over its pixels. (Measured: see README, "Plan".)
+# converge; a large one needs this many passes over its pixels. (Measured: see docs/plan.md.)
 MIN_STEPS = 1000
 MIN_PASSES = 10
 MAX_STEPS = 200_000

@@ -208,7 +208,7 @@ def data_metadata(info):
 
 
 def build_checkpoint(model, info, training=None, args=None):
-    """The one place a checkpoint dict is put together (README, "Checkpoints"): the model's
+    """The one place a checkpoint dict is put together (docs/checkpoints.md): the model's
     constructor arguments and weights (no DDP / compile prefixes), the data description, then
     `training` (optimizer, scheduler, progress, RNG states: what --resume needs; none for a
     model that is only to be used) and the run's plain-data `args`."""

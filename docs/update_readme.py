@@ -1,5 +1,6 @@
-"""Regenerate the parts of README.md that are copied from the code (model table, flag tables):
-`python docs/update_readme.py` rewrites them, `--check` exits 1 when the README is stale."""
+"""Regenerate the parts of the README and docs/*.md that are copied from the code (the model
+table in docs/model.md, the flag tables in docs/flags.md): `python docs/update_readme.py`
+rewrites them, `--check` exits 1 when a page is stale or a table has no place left."""
 import argparse
 import contextlib
 import importlib
@@ -11,6 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 SCRIPTS = ("train", "evaluate", "predict", "bench", "export")
 
 
@@ -54,23 +56,41 @@ def sections():
 
 def render(text):
     for name, make in sections().items():
+        if f"<!-- {name} -->" not in text:
+            continue  # made only where a page has its place
         pattern = re.compile(rf"(<!-- {name} -->\n)(?:.*?\n)?(<!-- /{name} -->)", re.S)
         text = pattern.sub(lambda match: match.group(1) + make() + "\n" + match.group(2), text)
     return text
 
 
+def pages():
+    """Every page a generated section may sit in: the README and docs/*.md."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if a page is stale or a generated section has no markers")
     args = parser.parse_args()
-    current = README.read_text(encoding="utf-8")
-    updated = render(current)
-    if args.check:
+    stale, texts = [], {}
+    for page in pages():
+        current = page.read_text(encoding="utf-8")
+        updated = render(current)
+        texts[page] = current
         if updated != current:
-            print("README.md is stale: run python docs/update_readme.py")
-            return 1
-        return 0
-    README.write_text(updated, encoding="utf-8")
+            stale.append(page)
+            if not args.check:
+                page.write_text(updated, encoding="utf-8")
+    homeless = [name for name in sections()
+                if not any(f"<!-- {name} -->" in text for text in texts.values())]
+    if homeless:
+        print(f"no page has the markers <!-- NAME --> ... <!-- /NAME --> of {homeless}")
+        return 1
+    if args.check and stale:
+        names = ", ".join(str(page.relative_to(ROOT)) for page in stale)
+        print(f"{names} stale: run python docs/update_readme.py")
+        return 1
     return 0
 
 
