@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from classtable import CLASS_TABLE_NAME
-from images import ORIENTATIONS
+from images import COLOUR_SPREAD, ORIENTATIONS, channel_sums
 from maskadvice import VOID_SHARE, describe_decoding, instance_advice
 from masks import mask_array
 from model import MIN_SIZE
@@ -33,8 +33,9 @@ class SplitScan:
     sizes: Counter = field(default_factory=Counter)
     image_modes: Counter = field(default_factory=Counter)
     mask_modes: Counter = field(default_factory=Counter)
-    converted: list = field(default_factory=list)  # images whose channels were converted
-    colour: list = field(default_factory=list)  # (path, coloured share, mean spread) RGB -> grey
+    channels: list = field(default_factory=list)  # (image path, its channels: 1 or 3)
+    converted: list = field(default_factory=list)  # images converted to in_channels (convert)
+    colour: list = field(default_factory=list)  # (path, coloured share, mean spread) of RGB
     grey_rgb: list = field(default_factory=list)  # RGB images with R = G = B
     outside_unit: list = field(default_factory=list)  # float images with values beyond [0, 1]
     oriented: list = field(default_factory=list)  # (image path, EXIF orientation 2..8)
@@ -42,31 +43,44 @@ class SplitScan:
     fingerprints: list = field(default_factory=list)  # (image, mask, image hash, mask hash)
     mismatches: list = field(default_factory=list)  # see mismatch_problems
     problems: list = field(default_factory=list)
-    pixel_sum: np.ndarray = 0.0  # per channel, float64 (streaming mean/std)
-    pixel_sq_sum: np.ndarray = 0.0
+    sums: dict = field(default_factory=dict)  # {1 or 3: [sum, sum of squares]} per channel
     pixel_count: int = 0
+    value_range: tuple = (np.inf, -np.inf)  # smallest and largest pixel value
 
-    def add_image(self, path, pixels, mode, converted, orientation=1):
-        """Record one image's size, mode, EXIF orientation and pixel statistics."""
+    def add_image(self, path, pixels, mode, orientation=1):
+        """Record one image (pixels [H,W,n] as read, n = 1 or 3): its size, mode, channels,
+        EXIF orientation, value range and pixel sums (as grey and as RGB: images.channel_sums)."""
         height, width = pixels.shape[:2]
         self.sizes[(height, width)] += 1
         self.image_modes[mode] += 1
-        if converted:
-            self.converted.append(path)
+        self.channels.append((path, pixels.shape[2]))
         if orientation in ORIENTATIONS:
             self.oriented.append((path, orientation))
-        if pixels.size and (pixels.min() < -1e-6 or pixels.max() > 1 + 1e-6):  # rounding
+        low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+        if low < -1e-6 or high > 1 + 1e-6:  # rounding
             self.outside_unit.append(path)
+        self.value_range = (min(self.value_range[0], low), max(self.value_range[1], high))
         if min(height, width) < MIN_SIZE:
             self.problems.append(f"{path} is {height}x{width}: SegNet needs at least "
                                  f"{MIN_SIZE} pixels per side; remove or enlarge it")
-        flat = pixels.reshape(-1, pixels.shape[2]).astype(np.float64)
-        self.pixel_sum = self.pixel_sum + flat.sum(axis=0)
-        self.pixel_sq_sum = self.pixel_sq_sum + np.square(flat).sum(axis=0)
-        self.pixel_count += flat.shape[0]
+        for channels, (total, squares) in channel_sums(pixels).items():
+            before = self.sums.get(channels, (0.0, 0.0))
+            self.sums[channels] = (before[0] + total, before[1] + squares)
+        self.pixel_count += height * width
+        if pixels.shape[2] == 3:
+            self.add_colour(path, pixels)
+
+    def convert(self, in_channels):
+        """Mark the images whose channels differ from in_channels as converted."""
+        self.converted = [path for path, channels in self.channels if channels != in_channels]
+
+    def colour_share(self):
+        """Share of the images that carry real colour (images.COLOUR_SPREAD)."""
+        coloured = sum(spread >= COLOUR_SPREAD for _, _, spread in self.colour)
+        return coloured / max(len(self.channels), 1)
 
     def add_colour(self, path, rgb):
-        """Record how much colour an RGB image converted to grey holds (rgb: [H,W,3] in [0,1])."""
+        """Record how much colour an RGB image holds (rgb: [H,W,3] in [0,1])."""
         spread = rgb.max(axis=2) - rgb.min(axis=2)
         if not spread.any():
             self.grey_rgb.append(path)
@@ -141,7 +155,8 @@ def _colour_warnings(scans, in_channels):
     if in_channels != 1:
         return [f"{len(converted)} image(s) converted grey -> RGB for in_channels="
                 f"{in_channels} (e.g. {converted[0]}); nothing lost"], []
-    colour = [entry for scan in scans.values() for entry in scan.colour]
+    colour = [entry for scan in scans.values() for entry in scan.colour
+              if entry[0] in set(scan.converted)]
     grey = [path for scan in scans.values() for path in scan.grey_rgb]
     warnings, notes = [], []
     if colour:
@@ -423,8 +438,12 @@ def report_lines(info):
                      f"{_modes_text(info['mask_modes'][split])}")
     lines.extend(_size_lines(info))
     if info["normalization"]:
-        lines.append(f"in_channels {info['in_channels']}; train mean "
+        lines.append(f"in_channels {info['in_channels']} (colour in "
+                     f"{info.get('colour_share', 0):.0%} of the train images); train mean "
                      f"{info['normalization']['mean']}, std {info['normalization']['std']}")
+    if info.get("holdout"):
+        lines.append(f"no val/ split: {len(info['holdout'])} train images held out for "
+                     f"validation (by a hash of the file name)")
     if info["mask_decoding"]:
         lines.append(_decoding_line(info))
         lines.extend(_class_lines(info))

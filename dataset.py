@@ -21,140 +21,80 @@ from checks import (SplitScan, add_findings, data_warnings, mismatch_problems, p
                     report_lines, size_summary, unused_paths)
 from classtable import CLASS_TABLE_NAME, class_names_colors, load_class_table
 from demo import make_demo
-from images import load_image, normalize, pil_pixels, pixel_digest, read_image, to_channels
+from images import (colour_channels, load_image, normalize, pil_pixels, pixel_digest,
+                    read_image)
 from images import IMAGE_CONVERSIONS, to_model_array  # noqa: F401  (re-exported: they were here)
+from labelstats import class_statistics, label_statistics
 from maskadvice import describe_decoding
-from masks import (check_class_count, check_masks, class_statistics, decode_mask,
-                   infer_mask_decoding, summarize_mask)
+from masks import check_class_count, check_masks, decode_mask, infer_mask_decoding, summarize_mask
+from pairs import (IMAGE_EXTENSIONS, MASK_EXTENSIONS, carve_holdout, is_hidden,  # noqa: F401
+                   list_pairs, split_pairs)
 from runtime import tune_cpu_allocator
-from utils import SPLITS, DataError, HelpFormatter, Problem, name_list
+from sampling import ClassPositions, class_members, pick_focus, pick_position, pick_sample
+from utils import SPLITS, DataError, HelpFormatter, channels_flag
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-# JPEG masks are read so that the check can explain their values (and --mask-threshold fix them).
-MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".gif", ".npy", ".jpg", ".jpeg")
-IGNORED_FILES = {"thumbs.db", "desktop.ini"}
-
-
-# ---------------------------------------------------------------------------------------------
-# Files
-
-
-def _is_hidden(path):
-    """Dotfiles and the files Windows/macOS leave behind (Thumbs.db, .DS_Store)."""
-    return path.name.startswith(".") or path.name.lower() in IGNORED_FILES
-
-
-def _files_by_stem(folder, extensions):
-    """{stem: path} of the data files in folder; DataError on unsupported or duplicate stems."""
-    files, unsupported, duplicates, broken = {}, [], [], []
-    for path in sorted(folder.iterdir()):
-        if _is_hidden(path):
-            continue
-        if path.is_symlink() and not path.exists():  # is_file() would skip it silently
-            broken.append(path)
-            continue
-        if not path.is_file():
-            continue
-        if path.suffix.lower() not in extensions:
-            unsupported.append(path)
-        elif path.stem in files:
-            duplicates.append((files[path.stem], path))
-        else:
-            files[path.stem] = path
-    if broken:
-        raise DataError(f"broken symbolic links in {folder}: {name_list(broken)} point to "
-                        f"missing files (or loop); fix the links or remove them")
-    if unsupported:
-        raise DataError(f"unsupported file type in {folder}: {name_list(unsupported)}; "
-                        f"supported: {' '.join(extensions)} (move other files elsewhere)")
-    if duplicates:
-        first, second = duplicates[0]
-        raise DataError(f"{first} and {second} have the same stem; images and masks are paired "
-                        f"by stem, so keep one file per stem ({len(duplicates)} such clashes)")
-    return files
-
-
-def _check_paired(images, masks, image_dir, mask_dir):
-    """DataError with the counts and the first unpaired names when images and masks differ."""
-    lonely_images = [images[stem].name for stem in sorted(set(images) - set(masks))]
-    lonely_masks = [masks[stem].name for stem in sorted(set(masks) - set(images))]
-    parts = []
-    if lonely_images:
-        parts.append(f"{len(lonely_images)} of {len(images)} images in {image_dir} have no mask "
-                     f"in {mask_dir} ({name_list(lonely_images)})")
-    if lonely_masks:
-        parts.append(f"{len(lonely_masks)} of {len(masks)} masks in {mask_dir} have no image "
-                     f"({name_list(lonely_masks)})")
-    if parts:
-        raise DataError(Problem(" and ".join(parts) + "; every image needs a mask with the same "
-                                "file stem (a.jpg <-> a.png): add the missing files or remove "
-                                "the extra ones", files=len(lonely_images) + len(lonely_masks)))
-
-
-def list_pairs(root, split):
-    """Sorted (stem, image_path, mask_path) of ROOT/split/{images,masks}, paired by file stem.
-
-    DataError when a folder is missing, the split is empty or a file has no partner.
-    """
-    image_dir, mask_dir = Path(root) / split / "images", Path(root) / split / "masks"
-    for folder in (image_dir, mask_dir):
-        if not folder.is_dir():
-            raise DataError(f"{folder} not found: the layout is ROOT/{split}/images and "
-                            f"ROOT/{split}/masks, with the same file stem for an image and its "
-                            f"mask")
-    images = _files_by_stem(image_dir, IMAGE_EXTENSIONS)
-    masks = _files_by_stem(mask_dir, MASK_EXTENSIONS)
-    if not images and not masks:
-        raise DataError(f"split {split!r} is empty: no images in {image_dir} "
-                        f"(supported: {' '.join(IMAGE_EXTENSIONS)}); add images or leave the "
-                        f"split out")
-    _check_paired(images, masks, image_dir, mask_dir)
-    return [(stem, images[stem], masks[stem]) for stem in sorted(images)]
 
 
 # ---------------------------------------------------------------------------------------------
 # Scanning a dataset
 
 
-def scan_split(root, split, in_channels, progress=False):
+def scan_split(root, split, progress=False, holdout=None):
     """Read every pair of one split once: image statistics and hashes, mask summaries and
-    problems (checks.SplitScan)."""
-    scan = SplitScan(list_pairs(root, split))
+    problems (checks.SplitScan). holdout: see split_pairs."""
+    scan = SplitScan(split_pairs(root, split, holdout))
     for _, image_path, mask_path in tqdm(scan.pairs, desc=f"checking {split}", leave=False,
                                          disable=not progress):
         try:
-            _scan_pair(scan, image_path, mask_path, in_channels)
+            _scan_pair(scan, image_path, mask_path)
         except DataError as error:  # collected: the check reports every problem at once
             scan.problems.extend(error.problems)
     scan.problems.extend(mismatch_problems(scan.mismatches))
     return scan
 
 
-def _scan_pair(scan, image_path, mask_path, in_channels):
+def _scan_pair(scan, image_path, mask_path):
     """Read one image and its mask, once each, into the scan."""
     pil, orientation, stored = read_image(image_path)
     shown, digest = pil_pixels(pil, image_path), pixel_digest(pil)
-    pixels, converted = to_channels(shown, in_channels, image_path)
-    scan.add_image(image_path, pixels, pil.mode, converted, orientation)
-    if converted and shown.shape[2] == 3:
-        scan.add_colour(image_path, shown)
+    scan.add_image(image_path, shown, pil.mode, orientation)
+    size = shown.shape[:2]
     del pil, shown  # before the mask is read: a lower peak
-    summary = summarize_mask(mask_path, pixels.shape[:2])
-    scan.add_mask(image_path, (digest, orientation, stored, pixels.shape[:2]), summary)
+    summary = summarize_mask(mask_path, size)
+    scan.add_mask(image_path, (digest, orientation, stored, size), summary)
 
 
-def _normalization(scan):
+def _normalization(scan, in_channels):
     """Per-channel mean and std of all pixels of a split (from streamed sums)."""
-    mean = scan.pixel_sum / scan.pixel_count
-    variance = np.maximum(scan.pixel_sq_sum / scan.pixel_count - np.square(mean), 0.0)
+    total, squares = scan.sums[in_channels]
+    mean = total / scan.pixel_count
+    variance = np.maximum(squares / scan.pixel_count - np.square(mean), 0.0)
     return {"mean": [round(float(m), 6) for m in mean],
             "std": [round(float(s), 6) for s in np.sqrt(variance)]}
 
 
+def _resolve_channels(scans, in_channels):
+    """(the model's channel count: in_channels, or for "auto" 1 or 3 from the share of train
+    images with real colour, images.colour_channels; problems for images that cannot be
+    converted to it). Marks the converted images of every scan."""
+    train = scans.get("train")
+    if in_channels == "auto":
+        in_channels = colour_channels(train.colour_share()) if train else 1
+    problems = []
+    for scan in scans.values():
+        scan.convert(in_channels)
+        problems += [f"{path} has {channels} channels but in_channels={in_channels}: pass "
+                     f"--in-channels {channels}, or convert the image"
+                     for path, channels in scan.channels
+                     if channels != in_channels and in_channels not in (1, 3)]
+    return in_channels, problems
+
+
 def _check_arguments(in_channels, num_classes, mask_threshold, class_table, splits):
     """DataError for option values that cannot work, whatever the data."""
-    if not isinstance(in_channels, int) or in_channels < 1:
-        raise DataError(f"--in-channels must be an integer >= 1, got {in_channels!r}")
+    if in_channels != "auto" and (not isinstance(in_channels, int) or in_channels < 1):
+        raise DataError(f"--in-channels must be 'auto' or an integer >= 1, got "
+                        f"{in_channels!r}")
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
         raise DataError(f"--num-classes must be an integer >= 2 (binary is 2), got "
                         f"{num_classes!r}")
@@ -178,14 +118,19 @@ def _class_table_path(root, class_table):
     return default if default.is_file() else None
 
 
-def _base_info(root, in_channels, ignore_index, table_path, scans):
+def _base_info(root, in_channels, ignore_index, table_path, scans, holdout=None):
     """The info fields known before the mask decoding is decided."""
     train = scans.get("train")
     return {
         "root": str(root), "in_channels": in_channels, "ignore_index": ignore_index,
+        "holdout": holdout,
         "class_table": str(table_path) if table_path else None,
         "num_classes": None, "class_names": [], "class_colors": [], "mask_decoding": None,
-        "normalization": _normalization(train) if train and train.pixel_count else None,
+        "normalization": (_normalization(train, in_channels) if train and train.pixel_count
+                          and in_channels in train.sums else None),
+        "colour_share": round(train.colour_share(), 4) if train else 0.0,
+        "intensity_range": ([round(value, 6) for value in train.value_range]
+                            if train and train.pixel_count else [0.0, 1.0]),
         "class_pixels": [], "class_image_pixels": [], "ignore_pixels": 0,
         "splits": {split: len(scan.pairs) for split, scan in scans.items()},
         "image_sizes": {split: size_summary(scan.sizes) for split, scan in scans.items()},
@@ -211,7 +156,7 @@ def _add_decoding(info, scans, table, table_path, num_classes, mask_threshold):
     pixels, image_pixels, ignored = class_statistics(train, decoding, ignore_index)
     info.update(num_classes=decoding["num_classes"], class_names=names, class_colors=colors,
                 mask_decoding=decoding, class_pixels=pixels, class_image_pixels=image_pixels,
-                ignore_pixels=ignored)
+                ignore_pixels=ignored, **label_statistics(train, decoding, ignore_index))
     if ignored > sum(pixels):
         problems.append(f"{ignored:,} of {ignored + sum(pixels):,} train mask pixels have the "
                         f"ignore value {ignore_index} ({describe_decoding(decoding)}): check "
@@ -224,7 +169,7 @@ def _add_decoding(info, scans, table, table_path, num_classes, mask_threshold):
 
 
 def inspect_dataset(root, in_channels=1, num_classes=None, class_table=None, mask_threshold=None,
-                    ignore_index=255, splits=("train", "val"), progress=False):
+                    ignore_index=255, splits=("train", "val"), progress=False, holdout=None):
     """scan_dataset that returns (info, problems) instead of raising on data problems.
 
     info holds whatever could be determined (None / empty where a problem prevented it).
@@ -235,25 +180,33 @@ def inspect_dataset(root, in_channels=1, num_classes=None, class_table=None, mas
     table_path = _class_table_path(root, class_table)
     table = load_class_table(table_path) if table_path else None
     scans, problems = {}, []
+    if "val" in splits and not (root / "val").is_dir() and (root / "train").is_dir():
+        try:
+            holdout = holdout or carve_holdout(root)
+        except DataError as error:
+            problems.extend(error.problems)
     for split in splits:
         try:
-            scans[split] = scan_split(root, split, in_channels, progress)
+            scans[split] = scan_split(root, split, progress, holdout)
         except DataError as error:  # collected: the check reports every problem at once
             problems.extend(error.problems)
             continue
         problems.extend(scans[split].problems)
-    info = _base_info(root, in_channels, ignore_index, table_path, scans)
+    in_channels, found = _resolve_channels(scans, in_channels)
+    problems += found
+    info = _base_info(root, in_channels, ignore_index, table_path, scans,
+                      holdout if "val" in scans else None)
     if info["normalization"] and min(info["normalization"]["std"]) == 0:
         problems.append(f"every train image in {root / 'train' / 'images'} is one flat colour: "
                         f"there is nothing to learn from")
     if "train" in scans and scans["train"].summaries:
         problems += _add_decoding(info, scans, table, table_path, num_classes, mask_threshold)
-    add_findings(info, scans, unused_paths(root, splits, table_path, _is_hidden))
+    add_findings(info, scans, unused_paths(root, splits, table_path, is_hidden))
     return info, problems
 
 
 def scan_dataset(root, in_channels=1, num_classes=None, class_table=None, mask_threshold=None,
-                 ignore_index=255, splits=("train", "val"), progress=False):
+                 ignore_index=255, splits=("train", "val"), progress=False, holdout=None):
     """Check a dataset before training and describe it; DataError listing every problem.
 
     Reads every image and mask of the splits once (the masks of duplicate images twice):
@@ -267,10 +220,14 @@ def scan_dataset(root, in_channels=1, num_classes=None, class_table=None, mask_t
     distinct, most_common, counts}}, image_modes, mask_modes, rgb_converted, warnings (shown as
     Python warnings here), and, for the check's report: notes, duplicates {same_mask,
     different_masks, across_splits}, exif_oriented (images with an orientation tag), unused
-    (paths under ROOT not read).
+    (paths under ROOT not read); for the plan: colour_share (train images with real colour),
+    intensity_range [lowest, highest] train pixel, class_images, class_widths and class_layout
+    (labelstats.label_statistics), and holdout: the train stems validated on when ROOT has no
+    val/ split (pairs.carve_holdout, or `holdout` as given: a resumed run's), else None.
+    in_channels "auto": 3 when enough train images carry colour (images.colour_channels).
     """
     info, problems = inspect_dataset(root, in_channels, num_classes, class_table,
-                                     mask_threshold, ignore_index, splits, progress)
+                                     mask_threshold, ignore_index, splits, progress, holdout)
     if problems:
         raise DataError(problems)
     for message in info["warnings"]:
@@ -311,19 +268,28 @@ class SegmentationDataset(Dataset):
     the normalisation. cache=True keeps decoded samples (before the transform) in memory, in a
     compact exact form (8-bit images as uint8, masks in the smallest integer type), up to
     cache_bytes (None: no limit; past it, samples are decoded every time); each DataLoader
-    worker holds its own cache, so use persistent_workers=True with it.
+    worker holds its own cache, so use persistent_workers=True with it. class_sampling: the
+    share of samples that show a class drawn uniformly among the train set's classes: an image
+    holding it (info["image_classes"]; else the sample's own image and a class among those in
+    it), the crop centred on one of its pixels (sampling.py; the transform must take
+    focus=(row, col)).
     """
 
-    def __init__(self, root, split, info=None, transform=None, cache=False, cache_bytes=None):
+    def __init__(self, root, split, info=None, transform=None, cache=False, cache_bytes=None,
+                 class_sampling=0.0):
         if info is None:  # grey images, decoding inferred from train: scan_dataset's defaults
             info = scan_dataset(root, splits=tuple(dict.fromkeys(("train", split))))
-        pairs = list_pairs(root, split)
+        pairs = split_pairs(root, split, info.get("holdout"))
         self.root, self.split, self.info, self.transform = Path(root), split, info, transform
         self.names = [stem for stem, _, _ in pairs]
         self.image_paths = [image_path for _, image_path, _ in pairs]
         self.mask_paths = [mask_path for _, _, mask_path in pairs]
         self._cache = {} if cache else None
         self.cache_bytes, self.cached_bytes = cache_bytes, 0
+        self.class_sampling = class_sampling
+        self.positions = ClassPositions(info["num_classes"]) if class_sampling else None
+        self.members = (class_members(info["image_classes"], self.names, info["num_classes"])
+                        if class_sampling and info.get("image_classes") else None)
 
     def __len__(self):
         return len(self.names)
@@ -354,8 +320,20 @@ class SegmentationDataset(Dataset):
         return self.cache_bytes is None or self.cached_bytes + size <= self.cache_bytes
 
     def __getitem__(self, index):
+        drawn = None
+        if self.transform is not None and self.members:
+            drawn = pick_sample(self.members, self.class_sampling)
+            index = drawn[0] if drawn else index
         image, mask = self.load_sample(index)
-        if self.transform is not None:
+        if self.transform is not None and self.positions is not None:
+            if self.members:
+                focus = drawn and pick_position(self.positions.get(index, mask), drawn[1],
+                                                mask.shape[1])
+            else:
+                focus = pick_focus(self.positions.get(index, mask), self.class_sampling,
+                                   mask.shape[1])
+            image, mask = self.transform(image, mask, focus=focus or None)
+        elif self.transform is not None:
             image, mask = self.transform(image, mask)
         return normalize(image, self.info["normalization"]), mask
 
@@ -454,8 +432,9 @@ def get_args_parser():
     check = commands.add_parser("check", formatter_class=formatter, help="report on a dataset; "
                                 "exit 1 if it has a problem (trains nothing)")
     check.add_argument("root", help="dataset folder: ROOT/{train,val,test}/{images,masks}")
-    check.add_argument("--in-channels", type=int, default=1,
-                       help="1: grey (RGB images converted), 3: RGB")
+    check.add_argument("--in-channels", type=channels_flag, default="auto",
+                       help="1: grey (RGB images converted), 3: RGB; auto: 3 when 10 percent "
+                            "of the train images carry colour (as train.py)")
     check.add_argument("--num-classes", type=int, default=None,
                        help="number of classes (None: inferred from the train masks)")
     check.add_argument("--class-table", default=None, help="JSON file naming each class and its "

@@ -32,6 +32,9 @@ HERE = Path(__file__).resolve().parent
 TEXT_KEYS = ("input", "outputs", "project_version", "torch_version")
 # What predict.py needs, as utils.checkpoint_info gives it for a checkpoint.
 INFO_KEYS = (*utils.DATA_KEYS, "train_image_size", "dropout")
+# ... and what files exported before them lack: the training scale, the flips (--tta) and the
+# train images held out for validation where the data has no val/ (evaluate.py --split val).
+OPTIONAL_INFO = {"train_scale": 1.0, "flips": ["h", "v"], "holdout": None}
 
 
 def missing_packages(names=EXPORT_PACKAGES):
@@ -91,13 +94,14 @@ def onnx_metadata(checkpoint, opset=OPSET):
 
     Plain text for TEXT_KEYS, JSON for the rest (numbers, lists, dicts, null). The checkpoint's
     data entry (class names and colours, in_channels, normalisation, mask decoding...), the
-    preprocessing (train_image_size: the square the model was trained at, null = native), its
+    preprocessing (train_image_size: the square the model was trained at, null = native;
+    train_scale: the factor images were resized by, 1 = native; flips: those training used), its
     epoch and best validation mIoU, the receptive-field radius and pooling grid for tiling, and
     the versions it came from.
     """
     info = utils.checkpoint_info(checkpoint)
     channels = info["in_channels"]
-    values = {key: info[key] for key in INFO_KEYS}
+    values = {key: info[key] for key in (*INFO_KEYS, *OPTIONAL_INFO)}
     values.update(
         epoch=checkpoint.get("epoch"), best_epoch=checkpoint.get("best_epoch"),
         best_val_miou=checkpoint.get("best_metric"), context_radius=context_radius(),
@@ -140,7 +144,8 @@ def inference_info(metadata, path):
         raise ValueError(f"{path} has no {', '.join(missing)} in its metadata: it was not "
                          f"exported by export.py; export the checkpoint with "
                          f"`python export.py --checkpoint best.pt`")
-    return {key: metadata[key] for key in INFO_KEYS}
+    return {**{key: metadata[key] for key in INFO_KEYS},
+            **{key: metadata.get(key, default) for key, default in OPTIONAL_INFO.items()}}
 
 
 # ---------------------------------------------------------------- export and its checks
@@ -209,10 +214,10 @@ def output_mismatch(expected_probs, probs, labels, atol=ATOL):
     probs must be within atol of PyTorch's at all but MAX_MOVED of the pixels: where two
     activations of a 2x2 max-pooling window tie to float rounding, the two runtimes may keep
     different positions, which moves the pixels downstream of it (seen on AVX2 CPUs: 0.13% of
-    the pixels of two 97x130 images, 5% of two 32x32 ones, by up to 2e-3, while the median
-    pixel agreed to 6e-8); a wrong graph moves nearly all. Labels must be the arg-max of PyTorch's probabilities at the other
-    pixels wherever its two largest differ by more than 2 * atol (closer ones may break either
-    way). NaN anywhere fails.
+    the pixels of two 97x130 images, 5% of two 32x32 ones, by up to 2e-3, while the median pixel
+    agreed to 6e-8); a wrong graph moves nearly all. Labels must be the arg-max of PyTorch's
+    probabilities at the other pixels wherever its two largest differ by more than 2 * atol
+    (closer ones may break either way). NaN anywhere fails.
     """
     if probs.shape != expected_probs.shape or labels.shape != (
             expected_probs.shape[:1] + expected_probs.shape[2:]) or labels.dtype != np.int64:

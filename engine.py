@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 import transforms
 from dataset import SegmentationDataset, normalize
-from inference import batch_probs, score_dataset
+from inference import batch_probs, model_size, score_dataset
 from plan import CALIBRATION_IMAGES, CALIBRATION_PIXELS
 from runtime import (all_reduce_sum, is_distributed, rng_states, seed_everything,
                      set_rng_states, unwrapped)
@@ -229,9 +229,9 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, runtime, sta
 
 # ---------------------------------------------------------------- validation
 
-def calibration_images(train_set, image_size=None, max_pixels=CALIBRATION_PIXELS):
-    """Normalised train images [1, C, H, W], whole and unaugmented (resized with
-    image_size, as training resizes), in a fixed shuffled order (neighbouring files are often
+def calibration_images(train_set, image_size=None, max_pixels=CALIBRATION_PIXELS, scale=1.0):
+    """Normalised train images [1, C, H, W], whole and unaugmented (resized with image_size
+    or by scale, as training resizes), in a fixed shuffled order (neighbouring files are often
     alike: consecutive slices, one acquisition session), up to max_pixels and
     CALIBRATION_IMAGES images."""
     dataset = train_set
@@ -240,8 +240,9 @@ def calibration_images(train_set, image_size=None, max_pixels=CALIBRATION_PIXELS
     pixels, images, generator = 0, 0, torch.Generator().manual_seed(0)
     for index in torch.randperm(len(dataset), generator=generator).tolist():
         image, mask = dataset.load_sample(index)
-        if image_size:
-            image, _ = transforms.resize_pair(image, mask, image_size)
+        size = model_size(image.shape[-2:], image_size, scale)
+        if size:
+            image, _ = transforms.resize_pair(image, mask, size)
         top, left = ((side - CALIBRATION_SIDE) // 2 if side > CALIBRATION_SIDE else 0
                      for side in image.shape[-2:])
         image = image[..., top:top + CALIBRATION_SIDE, left:left + CALIBRATION_SIDE]
@@ -283,7 +284,7 @@ def validation_indices(size, images=None):
 
 
 def validate(model, val_set, criterion, runtime, num_classes, ignore_index, image_size=None,
-             max_batches=None, rank=0, world_size=1, images=None):
+             max_batches=None, rank=0, world_size=1, images=None, scale=1.0):
     """(mean val loss, measures.ConfusionMatrix) of `model` in its inference form
     (Runtime.inference_form) on the val split (or `images` of it, validation_indices), scored
     by inference.score_dataset: the path evaluate.py takes, so a checkpoint scores the same
@@ -293,20 +294,20 @@ def validate(model, val_set, criterion, runtime, num_classes, ignore_index, imag
     indices = validation_indices(len(val_set), images)[rank::world_size]
     scores = score_dataset(model, val_set, num_classes, ignore_index, indices=indices,
                            dtype=runtime.dtype, image_size=image_size, criterion=criterion,
-                           max_batches=max_batches)
+                           max_batches=max_batches, scale=scale)
     totals = all_reduce_sum(torch.tensor([scores.loss_sum, scores.images],
                                                dtype=torch.float64, device=runtime.device))
     scores.confusion.all_reduce(runtime.device)
     return (totals[0] / totals[1].clamp(min=1)).item(), scores.confusion
 
 
-def sample_predictions(model, val_set, runtime, count=NUM_SAMPLE_IMAGES):
+def sample_predictions(model, val_set, runtime, count=NUM_SAMPLE_IMAGES, scale=1.0):
     """(image, mask, prediction) for a fixed handful of validation images; model in its
     inference form."""
     samples = []
     for index in range(min(count, len(val_set))):
         image, mask = val_set[index]
-        probs, _ = batch_probs(model, image[None], dtype=runtime.dtype)
+        probs, _ = batch_probs(model, image[None], dtype=runtime.dtype, scale=scale)
         samples.append((image.numpy(), mask.numpy(), probs[0].argmax(0).numpy()))
     return samples
 

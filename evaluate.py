@@ -11,11 +11,12 @@ from pathlib import Path
 from PIL import Image
 
 import inference
+import inferoptions
 import measures
 import plots
 import runtime
 import utils
-from dataset import DataError, list_pairs
+from dataset import DataError, split_pairs
 from images import IMAGE_CONVERSIONS, load_image
 from maskadvice import describe_decoding
 from masks import decode_mask
@@ -29,7 +30,7 @@ def get_args_parser():
     parser.add_argument("--split", default="test", help="the split to score")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the report (default: eval-SPLIT next to the checkpoint)")
-    inference.add_inference_args(
+    inferoptions.add_inference_args(
         parser, batch_note="",
         mc_output="score their mean, reporting the mean predictive entropy on correct and on "
                   "wrong pixels",
@@ -197,7 +198,9 @@ def write_report(path, metrics, confusion, ranking, worst_files, args, info, unc
               "confusion_matrix": confusion.tolist(),
               "checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
               "images": len(ranking), "tta": args.tta,
-              "image_size": inference.resolve_image_size(info, args.image_size),
+              "image_size": inferoptions.resolve_image_size(info, args.image_size),
+              "train_scale": inferoptions.resolve_scale(info, args.train_scale, args.image_size),
+              "tta_flips": list(inferoptions.tta_option(args.tta, info) or ()),
               "mask_decoding": info["mask_decoding"],
               "per_image": ranking, "worst_images": worst_files}
     with utils.atomic_write(path, encoding="utf-8") as handle:
@@ -208,7 +211,7 @@ def write_report(path, metrics, confusion, ranking, worst_files, args, info, unc
 
 def validate_args(args):
     problems = []
-    problems += inference.common_problems(args)
+    problems += inferoptions.common_problems(args)
     if args.worst < 0:
         problems.append(f"--worst must be >= 0, got {args.worst}")
     if not 0 <= args.bf_tolerance <= 1:
@@ -226,21 +229,22 @@ def main(args):
     args.data = args.data or utils.DEFAULT_DATA
     validate_args(args)
     try:
-        pairs = list_pairs(args.data, args.split)
-    except DataError as error:
-        raise SystemExit(f"error: {error}") from None
-    try:
         model, info, dtype = inference.load_for_inference(args.checkpoint, args.device, args.amp)
     except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
+    try:  # without ROOT/val, the val split is the hold-out training validated on
+        pairs = split_pairs(args.data, args.split, info.get("holdout"))
+    except DataError as error:
         raise SystemExit(f"error: {error}") from None
     if next(model.parameters()).device.type == "cpu":
         runtime.tune_cpu_allocator()
     warn_converted(converted_images([image for _, image, _ in pairs], info["in_channels"]),
                    info["in_channels"])
-    mc_samples, note = inference.mc_samples_to_run(args.mc_samples, info, args.checkpoint)
+    mc_samples, note = inferoptions.mc_samples_to_run(args.mc_samples, info, args.checkpoint)
     if note:
         print(f"warning: {note}", file=sys.stderr)
-    options = {"tta": args.tta, "dtype": dtype, "image_size": args.image_size,
+    options = {"tta": inferoptions.tta_option(args.tta, info), "dtype": dtype,
+               "image_size": args.image_size, "scale": args.train_scale,
                "mc_samples": mc_samples, "seed": args.seed}
     try:
         confusion, per_image, boundary, calibrations = measure(model, info, args, options)

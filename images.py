@@ -108,6 +108,36 @@ def to_model_array(image, in_channels):
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
+# Colour: an RGB image carries real colour when R, G and B differ by at least this much on
+# average (a share of the range; grey saved as RGB or JPEG's chroma rounding stay below 1%,
+# outdoor photos ~10%); the model takes 3 channels when at least COLOUR_IMAGES of the train
+# images do (--in-channels auto), so a few tinted images do not triple the first layer.
+COLOUR_SPREAD = 0.02
+COLOUR_IMAGES = 0.10
+
+
+def colour_spread(rgb):
+    """Mean of max(R, G, B) - min(R, G, B) over the pixels of rgb [H, W, 3] in [0, 1]."""
+    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
+
+
+def colour_channels(colour_share):
+    """The channel count --in-channels auto gives data whose train images carry real colour
+    (COLOUR_SPREAD) in this share: 3 from COLOUR_IMAGES on, else 1 (grey, colour dropped)."""
+    return 3 if colour_share >= COLOUR_IMAGES else 1
+
+
+def channel_sums(pixels):
+    """{1: (sum, sum of squares) [1], 3: (...) [3]} float64 of pixels [H, W, n] (n = 1 or 3)
+    read as grey (RGB -> luminance) and as RGB (grey repeated): the normalisation of either
+    channel count from one read."""
+    flat = pixels.reshape(-1, pixels.shape[2]).astype(np.float64)
+    grey = flat @ LUMA.astype(np.float64)[:, None] if flat.shape[1] == 3 else flat
+    rgb = flat if flat.shape[1] == 3 else np.repeat(flat, 3, axis=1)
+    return {channels: (values.sum(axis=0), np.square(values).sum(axis=0))
+            for channels, values in ((1, grey), (3, rgb))}
+
+
 def to_channels(pixels, in_channels, path):
     """[H,W,n] -> ([H,W,in_channels], converted): RGB -> luminance for 1, grey repeated for 3."""
     channels = pixels.shape[2]

@@ -5,7 +5,6 @@ scoring path for training's validation, evaluate.py and the notebook), and the n
 import itertools
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,6 +13,7 @@ import torch.nn.functional as F
 import utils
 from dataset import SegmentationDataset
 from images import load_image, normalize, to_model_array
+from inferoptions import BATCH_SIZE, resolve_image_size, resolve_scale
 from measures import ConfusionMatrix, entropy_map
 from model import MIN_SIZE, context_radius, inference_model
 from runtime import autocast, resolve_channels_last, resolve_device, resolve_precision, unwrapped
@@ -22,56 +22,6 @@ from utils import DataError, Progress
 TILE = 512     # a 512x512 tile needs ~0.4 GB of activations on a CPU (fp32)
 OVERLAP = 128  # >= 2 * context_radius() = 86: tiled == untiled, plus a 42-pixel blending ramp
 FLIPS = ((), (-1,), (-2,), (-2, -1))  # test-time augmentation: identity, h, v, h+v
-MAX_IMAGE_SIZE = 16384  # --image-size: a square this large already needs gigabytes
-BATCH_SIZE = 4  # images of one size predicted together (evaluate.py, predict.py, validation)
-
-
-# ----------------------------------------------------------- flags predict.py and evaluate.py share
-
-def add_inference_args(parser, batch_note, mc_output, seed_note, size_note,
-                       checkpoint_group=None):
-    """The model-side flags predict.py and evaluate.py share (common_problems checks them).
-    checkpoint_group: an argparse mutually exclusive group that --checkpoint joins (predict.py's,
-    with --onnx) instead of being required."""
-    add = parser.add_argument
-    (checkpoint_group or parser).add_argument(
-        "--checkpoint", type=Path, required=checkpoint_group is None,
-        help="checkpoint written by train.py (best.pt or last.pt)")
-    add("--batch-size", type=int, default=BATCH_SIZE,
-        help="images of one size predicted together" + batch_note)
-    add("--tta", action="store_true",
-        help="average the softmax over horizontal and vertical flips (4x slower)")
-    add("--mc-samples", type=int, default=0, metavar="N",
-        help="Bayesian SegNet: average the softmax over N passes with dropout on (N times "
-             f"slower; images go one at a time, the passes are batched) and {mc_output}; "
-             "0 = off. Needs a checkpoint trained with --dropout > 0")
-    add("--seed", type=int, default=0,
-        help="seed of the dropout masks of --mc-samples" + seed_note)
-    add("--image-size", type=int, default=None,
-        help="resize images to this square size for the model (default: training's "
-             f"--image-size, if it had one; 0 = native size); {size_note}")
-    utils.add_hardware_args(parser)
-
-
-def image_size_ok(image_size):
-    return image_size in (None, 0) or MIN_SIZE <= image_size <= MAX_IMAGE_SIZE
-
-
-def common_problems(args):
-    """Range checks shared by predict.py and evaluate.py."""
-    problems = []
-    if args.batch_size < 1:
-        problems.append(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.mc_samples < 0:
-        problems.append(f"--mc-samples must be >= 0 (0 = off), got {args.mc_samples}")
-    if not 0 <= args.seed < 2**32:
-        problems.append(f"--seed must be in 0..{2**32 - 1}, got {args.seed}")
-    if not image_size_ok(args.image_size):
-        problems.append(f"--image-size must be 0 (native) or {MIN_SIZE}..{MAX_IMAGE_SIZE}, "
-                        f"got {args.image_size}")
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        problems.append(f"--checkpoint {args.checkpoint} is not a file")
-    return problems
 
 
 # ---------------------------------------------------------------- loading a checkpoint
@@ -91,25 +41,6 @@ def load_for_inference(path, device="auto", amp="auto"):
     model = utils.build_model(checkpoint, path).to(device)
     model = inference_model(model, dtype, channels_last=resolve_channels_last(device))
     return model, utils.checkpoint_info(checkpoint), dtype
-
-
-def resolve_image_size(info, image_size=None):
-    """The square size the model sees: image_size when given (0 = native size), else the size
-    it was trained at (info["train_image_size"]; None = native)."""
-    if image_size is None:
-        return info.get("train_image_size")
-    return image_size or None
-
-
-def mc_samples_to_run(mc_samples, info, checkpoint):
-    """(number of Monte Carlo passes worth running, warning or None): 1 for a checkpoint
-    trained without dropout, whose passes would all be the same."""
-    if mc_samples and not info["dropout"]:
-        return 1, (f"{checkpoint} was trained with dropout 0 (plain SegNet), so all "
-                   f"{mc_samples} Monte Carlo samples would be identical: running one pass. The "
-                   f"entropy is then the plain softmax's, not Bayesian SegNet's model "
-                   f"uncertainty (train with --dropout 0.5 for that)")
-    return mc_samples, None
 
 
 # ---------------------------------------------------------------- tiling
@@ -168,6 +99,17 @@ def model_device(model):
     return device if device is not None else next(model.parameters()).device
 
 
+def tta_flips(tta):
+    """The flips test-time augmentation averages over: all of FLIPS for True, none (the
+    identity alone) for False or (), and for the names of a training's flips ("h", "v":
+    checkpoint_info's "flips") the identity, those, and both together when both were used."""
+    if tta is True:
+        return FLIPS
+    names = set(tta or ())
+    return tuple(dims for dims, needs in zip(FLIPS, (set(), {"h"}, {"v"}, {"h", "v"}))
+                 if needs <= names)
+
+
 @torch.inference_mode()
 def forward_probs(model, images, tta=False, dtype=None, mc_samples=0, max_pixels=TILE * TILE):
     """(probs float32 [N, K, H, W], variance float32 [N, H, W] or None) of normalised images
@@ -183,7 +125,7 @@ def forward_probs(model, images, tta=False, dtype=None, mc_samples=0, max_pixels
     pad_right, pad_bottom = max(MIN_SIZE - width, 0), max(MIN_SIZE - height, 0)
     if pad_right or pad_bottom:
         images = F.pad(images, (0, pad_right, 0, pad_bottom), mode="replicate")
-    flips = FLIPS if tta else FLIPS[:1]
+    flips = tta_flips(tta)
     probs = variance = 0
     for dims in flips:
         flipped = images.flip(dims)
@@ -262,34 +204,50 @@ def tiled_probs(model, image, tile=TILE, overlap=OVERLAP, tta=False, dtype=None,
 
 @torch.inference_mode()
 def batch_probs(model, images, tile=TILE, overlap=OVERLAP, tta=False, dtype=None,
-                image_size=None, mc_samples=0, seed=0, progress=False):
+                image_size=None, mc_samples=0, seed=0, progress=False, scale=1.0):
     """(probs float32 [N, K, H, W], variance float32 [N, H, W] or None) on the CPU of normalised
     images [N, C, H, W].
 
     Images up to `tile` a side go through the model together; larger ones tile by tile.
-    image_size: the model sees images resized to that square; the results come back resized.
+    image_size: the model sees images resized to that square; scale: resized by that factor
+    (the training scale); either way the results come back at the images' size. tta: see
+    tta_flips.
     mc_samples > 0: each image alone, under torch's RNG seeded with `seed` for it (in a fork of
     the RNG state, which is left as it was), so that its dropout masks, and its maps, depend
     only on the image and the seed.
     """
     if not mc_samples:
-        return resized_probs(model, images, tile, overlap, tta, dtype, image_size, 0, progress)
+        return resized_probs(model, images, tile, overlap, tta, dtype, model_size(
+            images.shape[-2:], image_size, scale), 0, progress)
     device = model_device(model)
     results = []
     for image in images:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             results.append(resized_probs(model, image[None], tile, overlap, tta, dtype,
-                                         image_size, mc_samples, progress))
+                                         model_size(images.shape[-2:], image_size, scale),
+                                         mc_samples, progress))
     return (torch.cat([probs for probs, _ in results]),
             torch.cat([variance for _, variance in results]))
 
 
-def resized_probs(model, images, tile, overlap, tta, dtype, image_size, mc_samples, progress):
-    """batch_probs without the per-image seeding: one batch, or tiles for large images."""
-    height, width = images.shape[-2:]
+def model_size(size, image_size=None, scale=1.0):
+    """(height, width) the model sees an image of `size` at: image_size x image_size, or the
+    size times `scale` (at least MIN_SIZE a side), or None for the image's own size."""
     if image_size:
-        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear",
+        return (image_size, image_size)
+    if scale and scale != 1:
+        return tuple(max(MIN_SIZE, round(side * scale)) for side in size)
+    return None
+
+
+def resized_probs(model, images, tile, overlap, tta, dtype, size, mc_samples, progress):
+    """batch_probs without the per-image seeding: one batch, or tiles for large images; size:
+    (height, width) to resize the images to first (model_size), the results resized back."""
+    height, width = images.shape[-2:]
+    image_size = size if size and tuple(size) != (height, width) else None
+    if image_size:
+        images = F.interpolate(images, size=image_size, mode="bilinear",
                                align_corners=False, antialias=True)  # as dataset.resize_pair
     if max(images.shape[-2:]) <= tile:
         device = model_device(model)
@@ -310,13 +268,15 @@ def resized_probs(model, images, tile, overlap, tta, dtype, image_size, mc_sampl
 
 
 def predict_probs(model, info, image, tile=TILE, overlap=OVERLAP, tta=False, dtype=None,
-                  image_size=None, mc_samples=0, seed=0):
+                  image_size=None, mc_samples=0, seed=0, scale=None):
     """Notebook API: probabilities float32 numpy [K, H, W] for an image float32 [C, H, W] in
     [0, 1] (dataset.load_image), normalised as in training; argmax(0) gives the labels.
-    image_size: see resolve_image_size; mc_samples, seed: see batch_probs."""
+    image_size: see resolve_image_size; scale: resolve_scale; mc_samples, seed: see
+    batch_probs."""
     normalised = torch.from_numpy(np.asarray(normalize(image, info["normalization"])))
     probs, _ = batch_probs(model, normalised[None], tile, overlap, tta, dtype,
-                           resolve_image_size(info, image_size), mc_samples, seed)
+                           resolve_image_size(info, image_size), mc_samples, seed,
+                           scale=resolve_scale(info, scale, image_size))
     return probs[0].numpy()
 
 
@@ -373,7 +333,8 @@ class Scores:
 @torch.inference_mode()
 def score_dataset(model, dataset, num_classes, ignore_index=255, indices=None,
                   batch_size=BATCH_SIZE, tta=False, dtype=None, image_size=None, mc_samples=0,
-                  seed=0, criterion=None, max_batches=None, progress=None, on_image=None):
+                  seed=0, criterion=None, max_batches=None, progress=None, on_image=None,
+                  scale=1.0):
     """Predict and score the samples of `dataset` ((normalised image, mask) pairs) at `indices`
     (default: all): the one scoring path of training's validation, evaluate.py and the
     notebook. The model is in its inference form (load_for_inference, model.inference_model).
@@ -392,7 +353,8 @@ def score_dataset(model, dataset, num_classes, ignore_index=255, indices=None,
             break
         keys, images = zip(*batch)
         probs, _ = batch_probs(model, torch.stack(images), tta=tta, dtype=dtype,
-                               image_size=image_size, mc_samples=mc_samples, seed=seed)
+                               image_size=image_size, mc_samples=mc_samples, seed=seed,
+                               scale=scale)
         masks = torch.stack([mask for _, mask in keys])
         if criterion is not None:  # image by image: a Dice term must not see the batching
             log_probs = probs.clamp(min=1e-12).log()
@@ -413,12 +375,14 @@ def score_dataset(model, dataset, num_classes, ignore_index=255, indices=None,
 
 
 def evaluate_split(model, info, root, split, batch_size=BATCH_SIZE, tta=False, dtype=None,
-                   image_size=None, mc_samples=0, seed=0, progress=False, on_image=None):
+                   image_size=None, mc_samples=0, seed=0, progress=False, on_image=None,
+                   scale=None):
     """(confusion int64 [K, K] over the split, per-image list of {name, image_path, mask_path,
     confusion} and, with mc_samples, entropy_correct / entropy_wrong: sums of the predictive
     entropy in nats over the labelled pixels predicted right / wrong). Rows are true classes,
     columns predictions; ignored pixels are left out. image_size: see resolve_image_size
-    (None = as in training); mc_samples, seed: see batch_probs. Scored by score_dataset
+    (None = as in training); scale: resolve_scale; mc_samples, seed: see batch_probs. Scored
+    by score_dataset
     (on_image: see there).
 
     DataError (naming the file) for pairs the checkpoint's decoding cannot read.
@@ -428,7 +392,8 @@ def evaluate_split(model, info, root, split, batch_size=BATCH_SIZE, tta=False, d
     scores = score_dataset(model, dataset, info["num_classes"], info["ignore_index"],
                            batch_size=batch_size, tta=tta, dtype=dtype,
                            image_size=resolve_image_size(info, image_size),
-                           mc_samples=mc_samples, seed=seed, progress=bar, on_image=on_image)
+                           mc_samples=mc_samples, seed=seed, progress=bar, on_image=on_image,
+                           scale=resolve_scale(info, scale, image_size))
     bar.close()
     for entry in scores.per_image:
         index = entry.pop("index")

@@ -104,12 +104,9 @@ def build_datasets(config, root, info, workers=0, processes=1):
     on that very batch, unaugmented."""
     limit = cache_bytes(workers, processes)
     augment = config.augment and not config.overfit_batch  # overfit: one fixed batch
-    train_transform = transforms.train_transform(
-        crop_size=config.crop_size, scale=config.scale, flip=config.flip, rotate=config.rotate,
-        jitter=config.jitter, noise=config.noise, ignore_index=config.ignore_index,
-        image_size=config.image_size, augment=augment)
-    train_set = SegmentationDataset(root, "train", info, transform=train_transform,
-                                    cache=config.cache, cache_bytes=limit)
+    train_set = SegmentationDataset(root, "train", info, transform=train_transform(
+        config, info, augment), cache=config.cache, cache_bytes=limit,
+        class_sampling=config.class_sampling if augment else 0.0)
     val_set = SegmentationDataset(root, "val", info, cache=config.cache, cache_bytes=limit)
     train_set = EpochSeeded(train_set, config.seed)
     if config.overfit_batch or config.dry_run:
@@ -119,6 +116,17 @@ def build_datasets(config, root, info, workers=0, processes=1):
     if config.overfit_batch:
         val_set = train_set  # validate on the very batch being memorised
     return train_set, val_set
+
+
+def train_transform(config, info, augment=True):
+    """The plan's training transform: crop, training scale, flips, rotation, augmentation
+    relative to the images' value range (info["intensity_range"])."""
+    return transforms.train_transform(
+        crop_size=config.crop_size, scale=config.scale, hflip=config.hflip and config.flip,
+        vflip=config.vflip and config.flip, rotate=config.rotate, jitter=config.jitter,
+        noise=config.noise, ignore_index=config.ignore_index, image_size=config.image_size,
+        augment=augment, base_scale=config.train_scale,
+        value_range=info.get("intensity_range") or (0.0, 1.0))
 
 
 def quiet_worker(worker_id):

@@ -12,7 +12,8 @@ def class_weights(data_info, mode):
 
     median-freq (SegNet paper, after Eigen & Fergus): f_c = pixels of class c / pixels of the
     images in which c appears; w_c = median(f) / f_c. inverse: w_c proportional to 1 / (share of
-    class c), scaled so the weights average 1. A class with no training pixels gets weight 0.
+    class c), sqrt-inverse to its square root, scaled so the weights average 1. A class with no
+    training pixels gets weight 0.
     """
     if mode == "none":
         return None
@@ -23,9 +24,11 @@ def class_weights(data_info, mode):
         freq = pixels / image_pixels.clamp(min=1)
         median = freq[present].quantile(0.5)  # the mean of the middle two for an even count
         weights = torch.where(present, median / freq.clamp(min=1e-12), 0.0)
-    elif mode == "inverse":
+    elif mode in ("inverse", "sqrt-inverse"):
         share = pixels / pixels.sum()
         weights = torch.where(present, 1 / share.clamp(min=1e-12), 0.0)
+        if mode == "sqrt-inverse":  # milder: rare classes up, common ones kept (docs/plan.md)
+            weights = weights.sqrt()
         weights = weights * present.sum() / weights.sum()
     else:
         raise ValueError(f"unknown class weighting {mode!r}")

@@ -171,6 +171,8 @@ class MaskSummary:
     digest: str = None  # hash of the stored values: equal for identical masks
     alpha_values: np.ndarray = None  # distinct alpha values when only alpha varies
     orientation: int = 1  # EXIF orientation tag of the file (1: none); masks are read as stored
+    halves: np.ndarray = None  # [4, len(values)]: pixels in the top, bottom, left, right halves
+    edges: np.ndarray = None  # [len(values)]: 4-neighbour edges to a pixel of another value
 
 
 def summarize_mask(path, image_size):
@@ -186,10 +188,29 @@ def summarize_mask(path, image_size):
     alpha_values = None
     if stored.alpha is not None and kind == "single" and len(values) == 1:
         alpha_values = np.unique(stored.alpha)  # colour channels flat: labels may be in alpha
+    halves, edges = mask_geometry(data, values)
     return MaskSummary(path, kind, tuple(data.shape[:2]), stored.mode, values, counts,
                        stored.palette, layout, channels, _digest(stored.array),
                        alpha_values if alpha_values is not None and len(alpha_values) > 1
-                       else None, stored.orientation)
+                       else None, stored.orientation, halves, edges)
+
+
+def mask_geometry(data, values):
+    """Where each distinct value of a label array [H, W] lies, for the plan (labelstats.py):
+    (halves int64 [4, len(values)]: its pixels in the top, bottom, left and right halves (a
+    middle row or column left out), edges int64 [len(values)]: 4-neighbour pairs it shares
+    with another value, the length of its boundaries)."""
+    index = np.searchsorted(values, data)
+    height, width, count = index.shape[0], index.shape[1], len(values)
+    parts = (index[:height // 2], index[height - height // 2:], index[:, :width // 2],
+             index[:, width - width // 2:])
+    halves = np.stack([np.bincount(part.ravel(), minlength=count) for part in parts])
+    edges = np.zeros(count, dtype=np.int64)
+    for first, second in ((index[:, 1:], index[:, :-1]), (index[1:], index[:-1])):
+        differ = first != second
+        edges += np.bincount(first[differ], minlength=count)
+        edges += np.bincount(second[differ], minlength=count)
+    return halves, edges
 
 
 def _pack(color):
@@ -222,7 +243,7 @@ def _color_classes(packed, decoding, ignore_index):
     return np.array([classes.get(int(value), UNKNOWN) for value in packed], dtype=np.int64)
 
 
-def _value_classes(values, kind, decoding, ignore_index):
+def value_classes(values, kind, decoding, ignore_index):
     """Class id of each distinct value of a mask of this kind (UNKNOWN: fits no class)."""
     if kind != _expected_kind(decoding):
         return np.full(len(values), UNKNOWN, dtype=np.int64)
@@ -282,7 +303,7 @@ def _kind_mismatch(path, kind, decoding):
 
 def _unknown_parts(summary, decoding, ignore_index, shares=None):
     """(what the mask holds that fits no class, cause and fix), or None when every value fits."""
-    classes = _value_classes(summary.values, summary.kind, decoding, ignore_index)
+    classes = value_classes(summary.values, summary.kind, decoding, ignore_index)
     if not (classes == UNKNOWN).any():
         return None
     unknown = summary.values[classes == UNKNOWN]
@@ -427,22 +448,6 @@ def check_class_count(decoding, num_classes, table, table_path, ignore_index):
     if 0 <= ignore_index < found:
         raise DataError(f"--ignore-index {ignore_index} is a class id (0..{found - 1}): choose "
                         f"a value outside, e.g. 255 or -100")
-
-
-def class_statistics(summaries, decoding, ignore_index):
-    """(pixels of each class, total pixels of the images containing each class, ignored)."""
-    count = decoding["num_classes"]
-    class_pixels = np.zeros(count, dtype=np.int64)
-    image_pixels = np.zeros(count, dtype=np.int64)
-    ignored = 0
-    for summary in summaries:
-        classes = _value_classes(summary.values, summary.kind, decoding, ignore_index)
-        known = (classes >= 0) & (classes < count)
-        per_class = np.bincount(classes[known], weights=summary.counts[known], minlength=count)
-        class_pixels += per_class.astype(np.int64)
-        image_pixels[per_class > 0] += summary.size[0] * summary.size[1]
-        ignored += int(summary.counts[classes == ignore_index].sum())
-    return class_pixels.tolist(), image_pixels.tolist(), ignored
 
 
 def _value_shares(summaries):

@@ -6,6 +6,9 @@ Image Segmentation", IEEE TPAMI 39(12), 2017. Dropout follows Kendall, Badrinara
 "Bayesian SegNet", arXiv:1511.02680, 2015 (the "central" variant).
 """
 import copy
+import os
+from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
@@ -224,6 +227,33 @@ def load_vgg16_bn_encoder(model, state_dict):
                 _copy_checked(getattr(norm, name), value, f"features.{index + 1}.{name}",
                               state_dict)
     return model
+
+
+# torchvision's ImageNet VGG16-BN; the 8 hex digits in the name start the file's SHA-256.
+IMAGENET_VGG16_BN = "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"
+IMAGENET = "imagenet"  # --encoder-weights imagenet
+
+
+def imagenet_weights_file(url=None):
+    """Where torch.hub keeps the ImageNet VGG16-BN file ($TORCH_HOME/hub/checkpoints/...); it
+    may not be there yet."""
+    name = os.path.basename(urlparse(url or IMAGENET_VGG16_BN).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def load_imagenet_weights(url=None, progress=True):
+    """The ImageNet VGG16-BN state dict: downloaded once through torch.hub, its SHA-256 checked
+    against the prefix in the file name, and cached (imagenet_weights_file). ValueError naming
+    the address and the file to place by hand when the download or the check fails."""
+    url = url or IMAGENET_VGG16_BN
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=progress,
+                                                  check_hash=True, weights_only=True)
+    except (OSError, RuntimeError, ValueError) as error:  # URLError is an OSError
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
+        raise ValueError(f"could not get the ImageNet VGG16-BN weights from {url} ({reason}); "
+                         f"download the file to {imagenet_weights_file(url)} by hand, or pass "
+                         f"--encoder-weights FILE") from None
 
 
 def _vgg_tensor(source, key, origin):

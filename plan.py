@@ -11,13 +11,15 @@ import math
 from dataclasses import dataclass, field
 
 import loaders
-from model import MIN_SIZE, context_radius
+from fingerprint import SMALL_IMAGES, Fingerprint, fingerprint, size_counts  # noqa: F401
+from dataplan import plan_data
+from model import IMAGENET, MIN_SIZE, context_radius
+from plantable import table_lines  # noqa: F401  (printed with the plan: plan.table_lines)
 
 # ---------------------------------------------------------------- the rules' constants
 # Crop: square, a multiple of the pooling grid, no larger than the typical image, and at most
 # this large (about 3x SegNet's 87-pixel receptive field on a CPU, where every pixel costs).
 CROP_CAP = {"cuda": 512, "cpu": 256, "mps": 256}
-SMALL_IMAGES = 0.10  # the crop fits the short side of all but the smallest 10% of images
 # Images per (global) step when the budget allows: on a CPU, where a larger batch buys no
 # parallelism, more and smaller steps learn more from the same compute.
 TARGET_BATCH = {"cuda": 8, "cpu": 4, "mps": 4}
@@ -48,14 +50,32 @@ WARMUP_SHARE = 0.03
 # mIoU) and a 22% one alike (membrane, 0.787 -> 0.792, ahead at every check after the first
 # 40% of the run), while class weights lost (membrane 0.745).
 PLANNED_LOSS = "ce+dice"
+# Training scale: under a budget that buys fewer than SCALE_PASSES passes over the train
+# pixels (as budget_passes estimates them from the timed steps: about 2/3 of what a run then
+# makes), train (and predict) on images resized by the largest factor of SCALES that buys them,
+# keeping the thinnest class MIN_WIDTH pixels wide and the short side MIN_SCALED_SIDE pixels.
+# Measured on Stanford Background in 10 CPU minutes (docs/plan.md): scale 0.5 -> 1.8 passes
+# made, test mIoU 0.41; 0.3 -> 5.5 passes, 0.45.
+SCALES = (1.0, 0.75, 0.5, 0.4, 0.3, 0.25)
+SCALE_PASSES = 3.0
+MIN_WIDTH = 4.0
+MIN_SCALED_SIDE = 48
+# Augmentation: full, or light when the run makes fewer than LIGHT_PASSES passes over the
+# train pixels (too short to overfit: Stanford Background 0.446 -> 0.493 test mIoU).
+AUGMENTATION = {"full": {"scale": (0.75, 1.25), "jitter": 0.2, "noise": 0.02},
+                "light": {"scale": (0.9, 1.1), "jitter": 0.1, "noise": 0.0}}
+LIGHT_PASSES = 20
 DEFAULT_BUDGET_MINUTES = {"cpu": 10.0, "mps": 10.0, "cuda": None}  # CUDA: the steps needed
 PLANNED = ("crop_size", "batch_size", "steps", "val_every", "val_images", "lr", "warmup_steps",
-           "loss", "class_weights", "time_budget")  # the Plan's planned values
+           "loss", "class_weights", "time_budget", "in_channels", "train_scale",
+           "class_sampling", "hflip", "vflip", "rotate", "augmentation", "scale", "jitter",
+           "noise", "encoder_weights")  # the Plan's planned values
 # The flags (argparse names) whose values make_plan reads as they are, for the planned values
 # they are not named after: --time-budget is in minutes (trainer.planned_flags converts it on
 # its own), and val_images has no flag. PLANNED_FLAGS: every such flag, in PLANNED's order.
 FLAGS_OF = {"steps": ("steps", "epochs"), "val_every": ("val_every", "eval_every"),
-            "val_images": (), "warmup_steps": ("warmup_epochs",), "time_budget": ()}
+            "val_images": (), "warmup_steps": ("warmup_epochs",), "time_budget": (),
+            "augmentation": ()}
 PLANNED_FLAGS = tuple(flag for name in PLANNED for flag in FLAGS_OF.get(name, (name,)))
 # The final validation(s) and saves are reserved out of the budget, with this margin.
 BUDGET_MARGIN = 0.03
@@ -78,13 +98,21 @@ class Plan:
     loss: str = "ce"
     class_weights: str = "none"
     time_budget: float | None = None  # seconds for the whole run; None: no budget
-    # augmentation and data
-    image_size: int | None = None
-    scale: tuple = (0.75, 1.25)
-    flip: bool = True
+    # planned from the labels, the images and the budget (see PLANNED)
+    in_channels: int = 1  # 3: the images carry colour
+    train_scale: float = 1.0  # images resized by this for training and prediction
+    class_sampling: float = 0.0  # share of crops centred on a pixel of a drawn class
+    hflip: bool = True
+    vflip: bool = True
     rotate: float = 15.0
+    augmentation: str = "full"  # "full" or "light" (AUGMENTATION): scale, jitter, noise
+    scale: tuple = (0.75, 1.25)
     jitter: float = 0.2
     noise: float = 0.02
+    encoder_weights: str | None = None  # "imagenet" or a file: VGG16-BN encoder initialisation
+    # augmentation and data
+    image_size: int | None = None
+    flip: bool = True  # False: --no-flip, no flips at all
     augment: bool = True
     cache: bool = True
     workers: int | None = None  # None: 0 on CPU, 4 on GPU
@@ -127,79 +155,28 @@ class Plan:
         return cls(**values)
 
 
-# ---------------------------------------------------------------- the dataset's fingerprint
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What the plan needs to know of a dataset (from dataset.scan_dataset's info)."""
-
-    train_images: int
-    val_images: int
-    sizes: tuple  # ((height, width, count), ...) of the train images as the model sees them
-    val_pixels: int
-    val_size: tuple  # (height, width) of the most common val image
-    class_shares: tuple  # of each class among the labelled train pixels
-    void_share: float  # of the train pixels with the ignore value
-
-    @property
-    def train_pixels(self):
-        return sum(height * width * count for height, width, count in self.sizes)
-
-    @property
-    def short_side(self):
-        """The short side that all but the smallest SMALL_IMAGES of the images reach."""
-        sides = sorted((min(height, width), count) for height, width, count in self.sizes)
-        skip, seen = SMALL_IMAGES * self.train_images, 0
-        for side, count in sides:
-            seen += count
-            if seen > skip:
-                return side
-        return sides[-1][0]
-
-
-def size_counts(sizes, images):
-    """((height, width, count), ...) of a split from scan_dataset's image_sizes entry: its
-    per-size counts when the scan lists them; else a stand-in, the most common size for all
-    images but one each at the smallest and the largest size."""
-    listed = sizes.get("counts")
-    if listed:
-        return tuple((int(height), int(width), int(count)) for height, width, count in listed)
-    most_common = tuple(sizes["most_common"])
-    others = sorted({tuple(sizes["min"]), tuple(sizes["max"])} - {most_common})
-    return ((*most_common, max(images - len(others), 1)), *((h, w, 1) for h, w in others))
-
-
-def fingerprint(info, image_size=None):
-    """The Fingerprint of a scanned dataset; with image_size, every image is that square."""
-    splits, image_sizes = info["splits"], info["image_sizes"]
-    train_images, val_images = splits["train"], splits.get("val", 0)
-    sizes = size_counts(image_sizes["train"], train_images)
-    val_sizes = size_counts(image_sizes["val"], val_images) if image_sizes.get("val") else ()
-    val_pixels = sum(h * w * count for h, w, count in val_sizes)
-    val_size = tuple(image_sizes["val"]["most_common"]) if val_sizes else sizes[0][:2]
-    if image_size:
-        sizes = ((image_size, image_size, train_images),)
-        val_pixels, val_size = val_images * image_size * image_size, (image_size, image_size)
-    labelled = sum(info["class_pixels"])
-    ignored = info.get("ignore_pixels", 0)
-    return Fingerprint(train_images=train_images, val_images=val_images, sizes=sizes,
-                       val_pixels=val_pixels, val_size=val_size,
-                       class_shares=tuple(p / max(labelled, 1) for p in info["class_pixels"]),
-                       void_share=ignored / max(labelled + ignored, 1))
-
-
 # ---------------------------------------------------------------- the machine's speed
 
 @dataclass(frozen=True)
 class Speed:
-    """Measured seconds per training step at a few (crop, batch) pairs, and inference pixels
-    per second; step_seconds() interpolates linearly in the pixels of a step."""
+    """Measured seconds per training step at a few (crop, batch) pairs, inference pixels per
+    second and seconds to read a sample; step_seconds() interpolates linearly in the pixels
+    of a step."""
 
     device: str  # "cpu", "cuda" or "mps"
     steps: tuple = ()  # ((crop, batch, seconds per step), ...)
     infer_pixels_per_second: float = 0.0
+    load_seconds: float = 0.0  # reading one train sample (decoding, transform)
+    load_workers: int = 0  # loader processes: 0 = samples are read between steps
 
     def step_seconds(self, crop, batch):
+        """A training step's seconds: its compute, plus the reading of its samples where no
+        loader worker reads them meanwhile (or the part the workers cannot hide)."""
+        compute = self.compute_seconds(crop, batch)
+        reading = batch * self.load_seconds / max(self.load_workers, 1)
+        return compute + reading if not self.load_workers else max(compute, reading)
+
+    def compute_seconds(self, crop, batch):
         pixels = batch * crop * crop
         points = sorted((b * c * c, seconds) for c, b, seconds in self.steps)
         if len(points) == 1:
@@ -224,13 +201,15 @@ class Speed:
 
 
 def speed_candidates(fp, flags, device_type, world_size=1):
-    """The (crop, batch) pairs worth timing: the planned crop at the target batch and at the
-    smallest one; a line through both prices every batch and crop in between."""
+    """The (crop, batch) pairs worth timing: the planned crop at full size and a small one
+    (what a reduced training scale or the crop ladder may pick), at the smallest batch (or
+    --batch-size): a line through both prices every crop and batch in between, its intercept
+    the fixed cost of a step. Small, so that timing costs the budget little."""
     crop = flags.get("crop_size")
     side = (plan_crop(fp, device_type) if crop is None else crop) or fp.short_side
-    batches = {flags["batch_size"]} if flags.get("batch_size") else {
-        target_batch(fp, side, world_size, device_type), MIN_BATCH}
-    return [(side, batch) for batch in sorted(batches)]
+    batch = flags.get("batch_size") or MIN_BATCH
+    small = floor_to_grid(max(MIN_SCALED_SIDE, side // 3))
+    return [(side, batch)] + ([(small, batch)] if small < side and crop is None else [])
 
 
 # ---------------------------------------------------------------- the rules
@@ -281,21 +260,91 @@ def plan_validation(fp, steps, step_seconds, val_seconds):
     return val_every, max(1, int(fp.val_images * allowed / val_seconds))
 
 
+def scale_floor(fp):
+    """The smallest training scale that keeps the thinnest class MIN_WIDTH pixels wide and the
+    short side MIN_SCALED_SIDE pixels; 1 when no class width is known."""
+    if not fp.thinnest:
+        return 1.0
+    return min(1.0, max(MIN_WIDTH / fp.thinnest, MIN_SCALED_SIDE / fp.short_side))
+
+
+def plan_scale(fp, flags, speed, seconds, device, world_size):
+    """The training scale: 1, or under a budget that buys fewer than SCALE_PASSES passes at
+    full size the largest of SCALES (not below scale_floor) that buys them, else the
+    smallest allowed."""
+    if flags.get("train_scale"):
+        return flags["train_scale"]
+    if speed is None or not seconds or flags.get("crop_size") is not None:
+        return 1.0
+    allowed = [factor for factor in SCALES if factor >= scale_floor(fp) - 1e-9] or [1.0]
+    for factor in allowed:
+        if budget_passes(fp.scaled(factor), speed, seconds, device, world_size) >= SCALE_PASSES:
+            return factor
+    return allowed[-1]
+
+
+def budget_passes(fp, speed, seconds, device, world_size=1):
+    """Passes over the train pixels that `seconds` of run buy at the planned crop."""
+    crop = plan_crop(fp, device)
+    batch = target_batch(fp, crop, world_size, device)
+    steps = usable_seconds(fp, speed, seconds) / max(speed.step_seconds(crop, batch), 1e-9)
+    return steps * batch * world_size * crop * crop / max(fp.train_pixels, 1)
+
+
+def plan_augmentation(fp, flags, crop, batch, steps, world_size):
+    """{augmentation, scale, jitter, noise}: light for a run of fewer than LIGHT_PASSES passes
+    over the train pixels; explicit flags win. Also returns the passes."""
+    side = crop or fp.short_side
+    passes = steps * batch * world_size * side * side / max(fp.train_pixels, 1)
+    kind = "light" if passes < LIGHT_PASSES else "full"
+    values = dict(AUGMENTATION[kind], augmentation=kind)
+    return {name: flags[name] if flags.get(name) is not None else value
+            for name, value in values.items()}, round(passes, 1)
+
+
+def plan_encoder(flags, in_channels, imagenet_cached, plan):
+    """The encoder's initialisation: the flag's, else ImageNet VGG16-BN for colour data when
+    torch.hub's cache holds it (a note when it does not), else None (random)."""
+    if flags.get("encoder_weights"):
+        return flags["encoder_weights"]
+    if in_channels == 3 and imagenet_cached:
+        return IMAGENET
+    if in_channels == 3:
+        plan.notes.append("encoder: random; --encoder-weights imagenet downloads ImageNet "
+                          "VGG16-BN once (528 MB), and later colour runs use it")
+    return None
+
+
+class BudgetError(ValueError):
+    """The time budget left cannot buy a useful run (MIN_BUDGET_STEPS at the smallest crop)."""
+
+
 # ---------------------------------------------------------------- make_plan
 
 def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_size=1,
-              elapsed=0.0, base=None):
+              elapsed=0.0, base=None, imagenet_cached=False):
     """The Plan for a dataset: a pure function of the fingerprint, the explicit flags ({name:
     value}; None or absent = plan it), the device type, the measured Speed (needed when a
     budget applies), the default budget in seconds, the process count, the seconds already
-    spent, and `base` (a Plan holding the flags that are not planned).
+    spent, `base` (a Plan holding the flags that are not planned) and whether torch.hub's cache
+    holds the ImageNet VGG16-BN weights (used for colour data when it does).
 
     Explicit flags always win. The length is what the data needs; with a time budget it is
     capped by what the budget allows, the batch shrinking first (down to MIN_BATCH), then the
     crop. --epochs or --steps set the length and switch the budget off."""
     plan = dataclasses.replace(base or Plan(), sources={}, measured={}, notes=[])
+    data = plan_data(fp, flags, plan)
+    budget = None if (flags.get("steps") or flags.get("epochs") or plan.dry_run) else (
+        flags.get("time_budget") or default_budget)
+    scale = plan_scale(fp, flags, speed, budget and budget - elapsed, device, world_size)
+    fp = fp.scaled(scale)
+    if scale != 1 and not flags.get("train_scale"):
+        plan.notes.append(f"scale {scale:g}: the budget buys fewer than {SCALE_PASSES} passes "
+                          f"at full size (thinnest class {fp.thinnest:.1f} px wide at this scale)")
+    encoder = plan_encoder(flags, data["in_channels"], imagenet_cached, plan)
     crop, batch, steps, budget = plan_length(fp, flags, plan, device, speed, default_budget,
                                              world_size, elapsed)
+    augmentation, passes = plan_augmentation(fp, flags, crop, batch, steps, world_size)
     epoch = steps_per_epoch(fp, plan, batch, world_size)
     side = crop or fp.short_side  # crop 0 (whole images) is priced at the typical side
     step_seconds = speed.step_seconds(side, batch) if speed else 0.0
@@ -312,12 +361,16 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
         "lr": flags.get("lr") or plan_lr(plan.optimizer, batch * world_size),
         "warmup_steps": (round(warmup * epoch) if warmup is not None
                          else max(1, min(500, round(WARMUP_SHARE * steps)))),
-        "loss": flags.get("loss") or PLANNED_LOSS,
-        "class_weights": flags.get("class_weights") or "none", "time_budget": budget}
+        "loss": flags.get("loss") or PLANNED_LOSS, "time_budget": budget,
+        "train_scale": scale, **data,
+        "encoder_weights": encoder,
+        **augmentation}
     length = bool(flags.get("steps") or flags.get("epochs"))  # which also turns the budget off
     explicit = {"steps": length, "time_budget": length or bool(flags.get("time_budget")),
                 "val_every": bool(flags.get("val_every") or flags.get("eval_every")),
-                "warmup_steps": warmup is not None}
+                "warmup_steps": warmup is not None,
+                "augmentation": all(flags.get(name) is not None
+                                    for name in ("scale", "jitter", "noise"))}
     for name, value in planned.items():
         setattr(plan, name, value)
         plan.sources[name] = "flag" if explicit.get(name, flags.get(name) is not None) else "auto"
@@ -327,6 +380,7 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
                          "steps_needed": needed_steps(fp, side, batch, world_size),
                          "steps_timed": [list(step) for step in speed.steps],
                          "infer_pixels_per_second": speed.infer_pixels_per_second}
+    plan.measured["passes"] = passes
     return plan
 
 
@@ -360,11 +414,7 @@ def fit_budget(fp, flags, speed, seconds, crop, batch, world_size, notes):
     """(crop, batch, steps) for `seconds` of run: the steps the data needs at the largest
     batch, then crop, that affords them; else the combination that affords the most steps
     (at least MIN_BUDGET_STEPS if a smaller crop gets there). Explicit crop or batch stay."""
-    # The final full validation and the best checkpoint's re-scoring come out of the budget,
-    # then the intermediate checks (at most VAL_SHARE of the training time).
-    check = speed.check_seconds(fp)
-    available = max(seconds * (1 - BUDGET_MARGIN) - 2 * check, 0.0)
-    usable = available - min(VALIDATIONS * check, VAL_SHARE * available / (1 + VAL_SHARE))
+    usable = usable_seconds(fp, speed, seconds)
     crops = [crop] if flags.get("crop_size") is not None else crop_ladder(crop)
     batches = [batch] if flags.get("batch_size") else list(range(batch, MIN_BATCH - 1, -1))
     most = None
@@ -381,10 +431,32 @@ def fit_budget(fp, flags, speed, seconds, crop, batch, world_size, notes):
                 most = (trial_crop, trial_batch, max(afford, 1))
         if most[2] >= MIN_BUDGET_STEPS:
             break
+    if most[2] < MIN_BUDGET_STEPS:
+        raise BudgetError(hopeless_text(fp, speed, seconds, most, usable))
     notes.append(f"{most[2]} steps: all the budget affords (the data needs "
                  f"{needed_steps(fp, most[0] or fp.short_side, most[1], world_size)}); a "
                  f"longer --time-budget trains longer")
     return most
+
+
+def usable_seconds(fp, speed, seconds):
+    """Training seconds in `seconds` of run: the final full validation and the best
+    checkpoint's re-scoring come out first, then the intermediate checks (at most VAL_SHARE
+    of the training time)."""
+    check = speed.check_seconds(fp)
+    available = max(seconds * (1 - BUDGET_MARGIN) - 2 * check, 0.0)
+    return available - min(VALIDATIONS * check, VAL_SHARE * available / (1 + VAL_SHARE))
+
+
+def hopeless_text(fp, speed, seconds, most, usable):
+    """The one-line reason a budget cannot buy a useful run, with the budget that would."""
+    crop, batch, afford = most
+    training = MIN_BUDGET_STEPS * speed.step_seconds(crop or fp.short_side, batch)
+    needed = (seconds - usable) + training * (1 + VAL_SHARE)  # checks, margin, training
+    minutes = math.ceil(needed / 60 * 10) / 10
+    return (f"the time budget left ({max(seconds, 0) / 60:.1f} min) buys {afford} training "
+            f"steps at the smallest crop ({crop} px, batch {batch}); a useful run needs "
+            f"{MIN_BUDGET_STEPS}: pass --time-budget {minutes:g} or more, or --steps")
 
 
 def replan_steps(plan, done, seconds_left, step_seconds, val_seconds):
@@ -407,36 +479,6 @@ def crop_ladder(crop):
     while ladder[-1] > floor:
         ladder.append(max(floor, floor_to_grid(ladder[-1] * 3 // 4)))
     return ladder
-
-
-# ---------------------------------------------------------------- the printed table
-
-def table_lines(plan, world_size=1):
-    """The plan as printed at start: one row per value, marked auto or flag."""
-    budget = plan.time_budget
-    rows = [("crop size", "whole images" if plan.crop_size == 0 else f"{plan.crop_size} px",
-             "crop_size"),
-            ("batch size", f"{plan.batch_size}" + (f" per process, {plan.batch_size * world_size}"
-                                                   f" global" if world_size > 1 else ""),
-             "batch_size"),
-            ("steps", f"{plan.steps}", "steps"),
-            ("validate every", f"{plan.val_every} steps" + (
-                f" on {plan.val_images} val images (final: all)" if plan.val_images else ""),
-             "val_every"),
-            ("learning rate", f"{plan.lr:.2e} ({plan.optimizer}, {plan.scheduler})", "lr"),
-            ("warm-up", f"{plan.warmup_steps} steps", "warmup_steps"),
-            ("loss", plan.loss, "loss"),
-            ("class weights", plan.class_weights, "class_weights"),
-            ("time budget", f"{budget / 60:.1f} min" if budget else "none", "time_budget")]
-    width = max(len(name) for name, _, _ in rows)
-    column = max(34, *(len(value) + 1 for _, value, _ in rows))
-    lines = ["plan:"] + [f"  {name:<{width}}  {value:<{column}} {plan.sources.get(key, 'flag')}"
-                         for name, value, key in rows]
-    if plan.measured:
-        lines.append(f"  measured: {plan.measured['step_seconds']:.3f} s a training step, "
-                     f"{plan.measured['val_seconds']:.1f} s a full validation")
-    lines += [f"  {note}" for note in plan.notes]
-    return lines
 
 
 def default_budget_seconds(device_type):

@@ -15,6 +15,7 @@ from PIL import Image
 
 import deploy
 import inference
+import inferoptions
 import measures
 import plots
 import runtime
@@ -51,7 +52,7 @@ def get_args_parser():
                         help="instead of --checkpoint: a model exported by export.py, run with "
                              "ONNX Runtime (fp32, CPU; needs requirements-export.txt); class "
                              "colours and channels come from its metadata")
-    inference.add_inference_args(
+    inferoptions.add_inference_args(
         parser, batch_note=" (images up to --tile)",
         mc_output="write <stem>_entropy.png (16-bit), <stem>_entropy_color.png and "
                   "<stem>_variance.npy",
@@ -171,7 +172,8 @@ def predict_files(model, info, paths, args, dtype, mc_samples=0):
     """Predict and write every input (and, with --review, review.csv for those read); returns
     [(path, message)] of those that could not be read."""
     failures, reviews = [], []
-    image_size = inference.resolve_image_size(info, args.image_size)
+    image_size = inferoptions.resolve_image_size(info, args.image_size)
+    scale = inferoptions.resolve_scale(info, args.train_scale, args.image_size)
     bar = utils.Progress(len(paths), "predict", "image")
     images = inference.read_images(paths, info, failures, args.strict, bar)
     for batch in inference.batches(images, args.batch_size, args.tile):
@@ -179,8 +181,9 @@ def predict_files(model, info, paths, args, dtype, mc_samples=0):
         normalised = torch.from_numpy(normalize(pixels, info["normalization"]))
         del pixels
         probs, variance = inference.batch_probs(model, normalised, args.tile, args.overlap,
-                                                args.tta, dtype, image_size, mc_samples,
-                                                args.seed, progress=True)
+                                                inferoptions.tta_option(args.tta, info), dtype,
+                                                image_size, mc_samples, args.seed,
+                                                progress=True, scale=scale)
         for index, (path, image) in enumerate(batch):
             write_outputs(path, image, probs[index],
                           None if variance is None else variance[index], info, args)
@@ -199,7 +202,7 @@ def validate_args(args):
         inference.check_tiling(args.tile, args.overlap)
     except ValueError as error:
         problems.append(str(error))
-    problems += inference.common_problems(args) + onnx_problems(args)
+    problems += inferoptions.common_problems(args) + onnx_problems(args)
     if args.output.exists() and not args.output.is_dir():
         problems.append(f"--output {args.output} is a file, not a folder")
     if problems:
@@ -244,7 +247,7 @@ def main(args):
     if info["num_classes"] > 256:
         raise SystemExit(f"error: {args.checkpoint or args.onnx} has {info['num_classes']} "
                          f"classes; a PNG mask holds at most 256")
-    mc_samples, note = inference.mc_samples_to_run(args.mc_samples, info, args.checkpoint)
+    mc_samples, note = inferoptions.mc_samples_to_run(args.mc_samples, info, args.checkpoint)
     if note:
         print(f"warning: {note}", file=sys.stderr)
     args.output.mkdir(parents=True, exist_ok=True)

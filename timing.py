@@ -10,12 +10,15 @@ import time
 
 import torch
 
+import loaders
+from dataset import SegmentationDataset
 from engine import build_optimizer, build_scheduler, train_step
 from inference import TILE, batch_probs
 from losses import build_criterion
 from plan import Speed
 
 WARMUP_STEPS = 2
+LOAD_SAMPLES = 4  # train samples read to time the loader
 
 
 # ---------------------------------------------------------------- the plan's Speed
@@ -67,11 +70,28 @@ def time_inference(model, runtime, size):
     return time.perf_counter() - start
 
 
-def measure_speed(model, plan, runtime, candidates, val_size, info, repeats=3):
+def time_loading(root, info, plan, count=LOAD_SAMPLES):
+    """Seconds to read one training sample as the loader does: decoded from its file (no
+    cache: the first pass, the slowest) and through the training transform at the plan's crop;
+    the median over `count` samples spread over the train split."""
+    dataset = SegmentationDataset(root, "train", info, transform=loaders.train_transform(
+        plan, info), class_sampling=plan.class_sampling)
+    indices = sorted({round(i * len(dataset) / count) for i in range(count)} - {len(dataset)})
+    seconds = []
+    for index in indices:
+        start = time.perf_counter()
+        dataset[index]
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def measure_speed(model, plan, runtime, candidates, val_size, info, repeats=3, root=None):
     """Speed from real training steps (time_training_steps: a synthetic batch, the run's
     precision, layout, optimizer and loss) of a copy of `model` at each (crop, batch)
-    candidate, and one inference pass of a val-sized image (at most a tile: larger images are
-    tiled, at the same speed per pixel). The model's weights and the RNG streams are kept."""
+    candidate, one inference pass of a val-sized image (at most a tile: larger images are
+    tiled, at the same speed per pixel) and, with the data's `root`, the reading of real
+    samples through the loader's dataset and transform (time_loading), which a step adds to
+    its compute (Speed.step_seconds). The model's weights and the RNG streams are kept."""
     steps = []
     with torch.random.fork_rng(devices=[runtime.device] if runtime.device.type == "cuda"
                                else []):
@@ -82,9 +102,15 @@ def measure_speed(model, plan, runtime, candidates, val_size, info, repeats=3):
             steps.append((crop, batch, seconds))
         size = tuple(min(side, TILE) for side in val_size)
         infer_seconds = time_inference(model, runtime, size)
+        load_seconds = 0.0
+        if root is not None:
+            load_seconds = time_loading(root, info, dataclasses.replace(
+                plan, crop_size=candidates[0][0]))
     pixels = size[0] * size[1]
     return Speed(device=runtime.device.type, steps=tuple(steps),
-                 infer_pixels_per_second=pixels / max(infer_seconds, 1e-9))
+                 infer_pixels_per_second=pixels / max(infer_seconds, 1e-9),
+                 load_seconds=load_seconds,
+                 load_workers=loaders.loader_workers(plan, runtime.device))
 
 
 # ---------------------------------------------------------------- a call, for bench.py

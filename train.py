@@ -17,13 +17,14 @@ import engine
 import plan as planning
 import trainer
 import utils
-from dataset import DataError, scan_dataset
+from dataset import DataError
 from demo import make_demo
 from masks import MAX_MASK_VALUE
-from model import MIN_SIZE, SegNet, load_vgg16_bn_encoder
+from model import IMAGENET, MIN_SIZE, SegNet, load_imagenet_weights, load_vgg16_bn_encoder
 from runfiles import Logger, remove_temp_files, write_config
 from runtime import (Runtime, barrier, init_distributed, is_distributed, is_main,
                      resolve_device, resolve_precision, seed_everything, tune_cpu_allocator)
+from scancache import cached_scan
 
 AUTO_RESUME = Path("auto")  # --resume auto
 # What a run writes before its first checkpoint: --resume auto may start afresh over these.
@@ -42,8 +43,9 @@ def get_args_parser():
                             "where the demo set is generated if it has no train split")
     group.add_argument("--num-classes", type=int, default=None,
                        help="number of classes (default: inferred from the training masks)")
-    group.add_argument("--in-channels", type=int, default=1, choices=[1, 3],
-                       help="1 = grayscale (RGB files converted), 3 = RGB")
+    group.add_argument("--in-channels", type=utils.channels_flag, default="auto",
+                       help="1 = grey (RGB converted), 3 = RGB (grey repeated); auto: 3 when "
+                            "10 percent of the train images carry colour")
     group.add_argument("--class-table", type=Path, default=None,
                        help="JSON class table (names, colours, void) for RGB colour masks")
     group.add_argument("--mask-threshold", type=int, default=None,
@@ -55,15 +57,29 @@ def get_args_parser():
     group.add_argument("--image-size", type=int, default=None,
                        help="resize images (and masks, nearest) to this square size for "
                             "training and validation; default: native size")
-    group.add_argument("--scale", type=float, nargs=2, default=DEFAULTS.scale,
-                       metavar=("MIN", "MAX"), help="random scale range before cropping")
+    group.add_argument("--train-scale", type=float, default=None, metavar="FACTOR",
+                       help="resize images by this factor for training and prediction "
+                            "(predictions at full size) {AUTO}".format(AUTO=AUTO))
+    group.add_argument("--class-sampling", type=float, default=None, metavar="SHARE",
+                       help="share of crops centred on a pixel of a class drawn among those in "
+                            f"the image (rare-class sampling); 0 = off {AUTO}")
+    group.add_argument("--scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                       help=f"random scale range before cropping {AUTO}")
     group.add_argument("--no-flip", action="store_true", help="disable random h/v flips")
-    group.add_argument("--rotate", type=float, default=DEFAULTS.rotate,
-                       help="random rotation range in degrees (+-); 0 disables")
-    group.add_argument("--jitter", type=float, default=DEFAULTS.jitter,
-                       help="brightness/contrast/gamma jitter strength; 0 disables")
-    group.add_argument("--noise", type=float, default=DEFAULTS.noise,
-                       help="std of added gaussian noise (images in [0,1]); 0 disables")
+    group.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                       help="random horizontal flips (default: on unless the classes keep to "
+                            "one side)")
+    group.add_argument("--vflip", action=argparse.BooleanOptionalAction, default=None,
+                       help="random vertical flips (default: on unless the classes keep to the "
+                            "top or bottom, as sky and road)")
+    group.add_argument("--rotate", type=float, default=None,
+                       help="random rotation range in degrees (+-); 0 disables (default: 15 "
+                            "with both flips, else 0)")
+    group.add_argument("--jitter", type=float, default=None,
+                       help=f"brightness/contrast/gamma jitter, relative to the images' range; "
+                            f"0 disables {AUTO}")
+    group.add_argument("--noise", type=float, default=None,
+                       help=f"std of gaussian noise, relative to the images' range {AUTO}")
     group.add_argument("--no-augment", action="store_true",
                        help="disable all augmentation except cropping")
     group.add_argument("--cache", action=argparse.BooleanOptionalAction, default=DEFAULTS.cache,
@@ -78,9 +94,9 @@ def get_args_parser():
     group.add_argument("--dropout", type=float, default=0.0,
                        help="Bayesian SegNet dropout on the two deepest encoder/decoder stages "
                             "(the paper uses 0.5); 0 = plain SegNet")
-    group.add_argument("--encoder-weights", type=Path, default=None,
-                       help="VGG16-BN state dict (torchvision key format) to initialise the "
-                            "encoder from; see README")
+    group.add_argument("--encoder-weights", default=None,
+                       help="VGG16-BN encoder: 'imagenet' (torch.hub, hash-checked, cached; "
+                            "the default for colour data once cached) or a file; docs/model.md")
 
     group = parser.add_argument_group("optimisation")
     group.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
@@ -116,8 +132,9 @@ def get_args_parser():
     group.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default=None,
                        help="cross-entropy, soft Dice over the batch, or their sum "
                             "(default: ce+dice, as nnU-Net; Dice weighs every class equally)")
-    group.add_argument("--class-weights", choices=["none", "median-freq", "inverse"],
-                       default=None, help="class weighting of the cross-entropy (default: none)")
+    group.add_argument("--class-weights", choices=["none", "median-freq", "inverse",
+                                                   "sqrt-inverse"],
+                       default=None, help=f"class weighting of the cross-entropy {AUTO}")
     group.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip,
                        help="clip the gradient norm to this value; 0 disables")
 
@@ -203,14 +220,24 @@ def number_problems(args):
         problems.append(f"--momentum must be in [0, 1), got {args.momentum}")
     if not 0 < args.gamma <= 1:
         problems.append(f"--gamma must be in (0, 1], got {args.gamma}")
-    if not 0 < args.scale[0] <= args.scale[1] < math.inf:
+    if args.scale is not None and not 0 < args.scale[0] <= args.scale[1] < math.inf:
         problems.append(f"--scale must be 0 < MIN <= MAX (finite), got {args.scale}")
     problems += [f"--{name} must be a finite number, got {value}" for name, value in
                  non_negative.items() if not math.isfinite(value)]  # NaN passes `< 0`
-    if not args.rotate <= 180:
+    if args.rotate is not None and not args.rotate <= 180:
         problems.append(f"--rotate must be in [0, 180] degrees, got {args.rotate}")
-    if not args.jitter < 1:
+    if args.jitter is not None and not args.jitter < 1:
         problems.append(f"--jitter must be in [0, 1), got {args.jitter}")
+    if args.class_sampling is not None and not 0 <= args.class_sampling <= 1:
+        problems.append(f"--class-sampling must be a share in [0, 1], got "
+                        f"{args.class_sampling}")
+    if args.train_scale is not None and not 0.05 <= args.train_scale <= 1:
+        problems.append(f"--train-scale must be in [0.05, 1], got {args.train_scale}")
+    if args.train_scale not in (None, 1) and args.image_size:
+        problems.append("pass --train-scale or --image-size, not both (each resizes the "
+                        "images)")
+    if args.no_flip and (args.hflip or args.vflip):
+        problems.append("--no-flip turns every flip off: drop it, or --hflip / --vflip")
     if not 0 <= args.seed < 2**32:
         problems.append(f"--seed must be in 0..{2**32 - 1}, got {args.seed}")
     if args.num_classes is not None and not 2 <= args.num_classes <= MAX_MASK_VALUE:
@@ -233,7 +260,7 @@ def number_problems(args):
 def place_problems(args):
     """Files and folders the flags name, and the device, checked before the run folder exists."""
     problems = []
-    if args.encoder_weights is not None and not args.encoder_weights.is_file():
+    if args.encoder_weights not in (None, IMAGENET) and not Path(args.encoder_weights).is_file():
         problems.append(f"--encoder-weights {args.encoder_weights} does not exist")
     if args.class_table is not None and not args.class_table.is_file():
         problems.append(f"--class-table {args.class_table} does not exist")
@@ -367,14 +394,6 @@ def setup(args):
     allow_leftovers = resolve_auto_resume(args)
     run_dir = choose_run_folder(args, allow_leftovers) if is_main() else None
     root = resolve_data_root(args, Logger())
-    try:
-        info = scan_dataset(root, in_channels=args.in_channels, num_classes=args.num_classes,
-                            class_table=args.class_table, mask_threshold=args.mask_threshold,
-                            ignore_index=args.ignore_index)
-    except DataError as error:
-        raise SystemExit(f"error: {error}\n(run `python dataset.py check {root}` for a full "
-                         f"report)") from None
-    check_crop_fits(args, info)
     checkpoint = None
     if args.resume is not None:
         resume_path = resolve_resume_path(args.resume)
@@ -382,22 +401,35 @@ def setup(args):
             checkpoint = utils.load_checkpoint(resume_path)
         except (ValueError, FileNotFoundError) as error:
             raise SystemExit(f"error: {error}") from None
+    holdout = checkpoint["data"].get("holdout") if checkpoint else None
+    try:
+        info, reused = cached_scan(root, in_channels=args.in_channels,
+                                   num_classes=args.num_classes, class_table=args.class_table,
+                                   mask_threshold=args.mask_threshold,
+                                   ignore_index=args.ignore_index, holdout=holdout)
+    except DataError as error:
+        raise SystemExit(f"error: {error}\n(run `python dataset.py check {root}` for a full "
+                         f"report)") from None
+    info["scan_reused"] = reused
+    check_crop_fits(args, info)
+    if checkpoint is not None:
         check_resume_compatible(checkpoint, info, args, resume_path)
-    model = build_model(args, info, checkpoint)
+    # The same initial weights on every rank, whether the scan ran (and drew) or was reused.
+    seed_everything(args.seed)
+    model = SegNet(in_channels=info["in_channels"], num_classes=info["num_classes"],
+                   dropout=checkpoint["model_args"]["dropout"] if checkpoint else args.dropout)
     return run_dir, root, info, checkpoint, model
 
 
-def build_model(args, info, checkpoint):
-    """SegNet for the data; the encoder from VGG16-BN weights when asked (not on resume)."""
-    dropout = checkpoint["model_args"]["dropout"] if checkpoint else args.dropout
-    model = SegNet(in_channels=info["in_channels"], num_classes=info["num_classes"],
-                   dropout=dropout)
-    if args.encoder_weights is not None and checkpoint is None:
+def init_encoder(model, weights, log):
+    """The encoder from VGG16-BN weights when the plan says so."""
+    if weights:
         try:
-            load_vgg16_bn_encoder(model, args.encoder_weights)
+            load_vgg16_bn_encoder(model, load_imagenet_weights() if weights == IMAGENET
+                                  else weights)
         except (ValueError, RuntimeError) as error:
-            raise SystemExit(f"error: --encoder-weights {args.encoder_weights}: {error}") from None
-    return model
+            raise SystemExit(f"error: --encoder-weights {weights}: {error}") from None
+        log(f"encoder initialised from VGG16-BN ({weights})")
 
 
 def main(args):
@@ -413,12 +445,16 @@ def main(args):
 
 
 def train(args, rank, world_size, local_rank, started):
-    seed_everything(args.seed)  # the same initial weights on every rank
     run_dir, root, info, checkpoint, model = setup(args)
     runtime = Runtime(trainer.base_plan(args), local_rank)
     if runtime.device.type == "cpu":
         tune_cpu_allocator()
-    plan = trainer.resolve_plan(args, info, model, runtime, world_size, started, checkpoint)
+    try:
+        plan = trainer.resolve_plan(args, info, model, runtime, world_size, started, checkpoint,
+                                    root)
+    except planning.BudgetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.plan_only:
         print("\n".join(planning.table_lines(plan, world_size)))
         return 0
@@ -427,6 +463,8 @@ def train(args, rank, world_size, local_rank, started):
     log = Logger(run_dir / "train.log") if is_main() else Logger(quiet=True)
     if is_main():
         remove_temp_files(run_dir, log)
+    if checkpoint is None and is_main():  # DDP gives every rank rank 0's weights
+        init_encoder(model, plan.encoder_weights, log)
     seed_everything(args.seed + rank)  # dropout differs per rank; augmentation does not
     if args.deterministic:
         torch.use_deterministic_algorithms(True)

@@ -20,13 +20,17 @@ import losses
 import plan as planning
 import plots
 import utils
-from measures import health_warnings
+from measures import HEALTH_MIN_IOU, health_warnings
 from runfiles import Logger, metric_columns, plain_args, read_metrics, write_metrics
 from runtime import (Runtime, all_reduce_sum, broadcast_object, global_batchnorm,
                      is_distributed, is_main, precision_name, unwrapped)
+from dataplan import CLASS_SAMPLING
+from pairs import HOLDOUT_SHARE
+from model import IMAGENET, imagenet_weights_file
 from timing import measure_speed
 
 BUDGET_CHECKS = 4  # under a time budget, the end of the run is re-planned this often a round
+FEW_IMAGES = 20  # a weak class in fewer train images than this: advise labelling more
 
 
 # ---------------------------------------------------------------- the run's plan
@@ -35,23 +39,27 @@ def base_plan(args):
     """A Plan holding the flags that are not planned (augmentation, optimiser, hardware...)."""
     fields = {field.name for field in dataclasses.fields(planning.Plan)}
     values = {name: value for name, value in vars(args).items()
-              if name in fields and value is not None}
-    return planning.Plan(**dict(values, scale=tuple(args.scale), flip=not args.no_flip,
-                                augment=not args.no_augment))
+              if name in fields and value is not None and value != "auto"}
+    if args.scale is not None:
+        values["scale"] = tuple(args.scale)
+    return planning.Plan(**dict(values, flip=not args.no_flip, augment=not args.no_augment))
 
 
 def planned_flags(args):
     """The planned values the command line sets explicitly ({name: value}); time in seconds."""
     flags = {name: getattr(args, name) for name in planning.PLANNED_FLAGS
-             if getattr(args, name) is not None}
+             if getattr(args, name, None) not in (None, "auto")}
+    if "scale" in flags:
+        flags["scale"] = tuple(flags["scale"])
     if args.time_budget is not None:
         flags["time_budget"] = 60 * args.time_budget
     return flags
 
 
-def resolve_plan(args, info, model, runtime, world_size, started, checkpoint=None):
+def resolve_plan(args, info, model, runtime, world_size, started, checkpoint=None, root=None):
     """The run's Plan: the checkpoint's when resuming, else made once by rank 0 (which times
-    a few steps when a budget applies) and sent to every rank."""
+    a few steps, and reading samples from `root`, when a budget applies) and sent to every
+    rank. planning.BudgetError on every rank when the budget cannot buy a useful run."""
     if checkpoint is not None and checkpoint.get("plan"):
         return resumed_plan(checkpoint["plan"], args, info, world_size)
     if checkpoint is not None:  # written before plans: its flags were the whole recipe
@@ -68,11 +76,17 @@ def resolve_plan(args, info, model, runtime, world_size, started, checkpoint=Non
         if budgeted and (flags.get("time_budget") or default_budget):
             candidates = planning.speed_candidates(fp, flags, runtime.device.type, world_size)
             speed = measure_speed(model, base_plan(args), runtime, candidates, fp.val_size,
-                                  info)
-        made = planning.make_plan(fp, flags, runtime.device.type, speed, default_budget,
-                                  world_size, time.monotonic() - started,
-                                  base_plan(args)).to_dict()
-    return planning.Plan.from_dict(broadcast_object(made))
+                                  info, root=root)
+        try:
+            made = planning.make_plan(fp, flags, runtime.device.type, speed, default_budget,
+                                      world_size, time.monotonic() - started, base_plan(args),
+                                      imagenet_weights_file().is_file()).to_dict()
+        except planning.BudgetError as error:
+            made = {"error": str(error)}
+    made = broadcast_object(made)
+    if "error" in made:  # every rank stops alike
+        raise planning.BudgetError(made["error"])
+    return planning.Plan.from_dict(made)
 
 
 def resumed_plan(saved, args, info, world_size):
@@ -120,6 +134,7 @@ class Run:
     started: float  # time.monotonic() at the start; a resumed run moves it back by its past
     best_weights: dict | None = None  # kept while intermediate checks score part of val
     health: list = dataclasses.field(default_factory=list)  # the last validation's health warnings
+    weak_classes: list = dataclasses.field(default_factory=list)  # their classes' indices
     step_seconds: float = 0.0  # measured seconds a step and a validation (the time budget)
     val_seconds: float = 0.0
 
@@ -180,6 +195,14 @@ def log_start(run, root, train_images, val_images):
         f"threads {torch.get_num_threads()}"
         + (f" | {run.world_size} processes, global batch {run.plan.batch_size * run.world_size}"
            if run.world_size > 1 else ""))
+    if info.get("scan_reused"):
+        log("data: the scan of an unchanged dataset was reused (scancache.py)")
+    if info.get("holdout"):
+        held = info["holdout"]
+        log(f"no val/ split in {root}: validating on {len(held)} of {train_images + len(held)}"
+            f" train images held out (about {HOLDOUT_SHARE:.0%}, chosen by a hash of the file "
+            f"name; config.json lists them under 'holdout'): {', '.join(held[:5])}"
+            + (f" and {len(held) - 5} more" if len(held) > 5 else ""))
     for line in planning.table_lines(run.plan, run.world_size):
         log(line)
     if run.weights is not None:
@@ -214,6 +237,7 @@ def fit(run, state):
             metrics = validate(run, state, final=last)
             row.update(metric_row(metrics, run.info["class_names"]))
             improved, run.health = record_best(run, state, metrics["miou"]), metrics["health"]
+            run.weak_classes = weak_classes(metrics)
             run.val_seconds = time.monotonic() - start - train_seconds
             summary(run, row, metrics, state, run.val_seconds)
             replan(run, state)
@@ -322,23 +346,30 @@ def validate(run, state, final=False):
     statistics on whole train images; the plateau scheduler's step, the samples picture and
     the health warnings."""
     engine.recalibrate_batchnorm(run.model, engine.calibration_images(
-        run.loader.dataset, run.plan.image_size), run.runtime)
+        run.loader.dataset, run.plan.image_size, scale=run.plan.train_scale), run.runtime)
     model = run.runtime.inference_form(run.model)
     val_loss, confusion = engine.validate(
         model, run.val_set, run.val_criterion, run.runtime, run.info["num_classes"],
         run.plan.ignore_index, image_size=run.plan.image_size,
         max_batches=1 if run.plan.dry_run else None, rank=run.rank, world_size=run.world_size,
-        images=None if final else run.plan.val_images)
+        images=None if final else run.plan.val_images, scale=run.plan.train_scale)
     metrics = confusion.compute(run.info["class_names"])
     metrics["val_loss"] = val_loss
     metrics["health"] = health_warnings(confusion.matrix, run.info["class_names"])
     if run.schedulers[1] is not None:
         run.schedulers[1].step(metrics["miou"])
     if is_main():
-        samples = engine.sample_predictions(model, run.val_set, run.runtime)
+        samples = engine.sample_predictions(model, run.val_set, run.runtime,
+                                            scale=run.plan.train_scale)
         plots.save_samples_figure(run.run_dir / samples_name(run, state), samples,
                                   run.info["class_colors"])
     return metrics
+
+
+def weak_classes(metrics):
+    """Indices of the classes present in val with IoU under measures.HEALTH_MIN_IOU."""
+    return [index for index, entry in enumerate(metrics["per_class"])
+            if entry["support"] and not entry["iou"] >= HEALTH_MIN_IOU]
 
 
 def samples_name(run, state):
@@ -376,7 +407,7 @@ def settle_best(run, state, last_metrics):
     _, confusion = engine.validate(
         run.runtime.inference_form(best_model), run.val_set, run.val_criterion, run.runtime,
         run.info["num_classes"], run.plan.ignore_index, image_size=run.plan.image_size,
-        rank=run.rank, world_size=run.world_size)
+        rank=run.rank, world_size=run.world_size, scale=run.plan.train_scale)
     best_miou = confusion.compute()["miou"]
     run.log(f"whole val split: best checkpoint (step {state['best_step']}) mIoU {best_miou:.4f}, "
             f"last mIoU {last_metrics['miou']:.4f}")
@@ -426,9 +457,31 @@ def finish(run, state):
             f"folder {run.run_dir}")
     if run.health:
         run.log("the model is not useful yet: " + "; ".join(run.health))
-        tries = ["a longer --time-budget (or more --steps)"]
-        if run.plan.loss != "ce+dice":
-            tries.append("--loss ce+dice")
-        if run.plan.class_weights == "none":
-            tries.append("--class-weights median-freq")
-        run.log("try: " + ", or ".join(tries))
+        run.log("try: " + ", or ".join(advice(run.plan, run.info, run.weak_classes)))
+
+
+def advice(plan, info, weak):
+    """What may help a weak model, leaving out what the run already did and what measured
+    worse (median-frequency weights: docs/plan.md): more training when the budget cut it
+    short, the run's unused levers, and labels for weak classes in few train images."""
+    tries = []
+    needed = plan.measured.get("steps_needed", plan.steps)
+    if plan.time_budget and plan.steps < needed:
+        tries.append(f"a longer --time-budget (the data needs {needed} steps, the budget "
+                     f"bought {plan.steps})")
+    elif plan.sources.get("steps") == "flag":
+        tries.append("more --steps")
+    if plan.loss != "ce+dice":
+        tries.append("--loss ce+dice")
+    if weak and not plan.class_sampling:
+        tries.append(f"--class-sampling {CLASS_SAMPLING}")
+    if plan.in_channels == 1 and info.get("colour_share", 0) > 0:
+        tries.append("--in-channels 3 (some images have colour)")
+    if plan.in_channels == 3 and not plan.encoder_weights:
+        tries.append(f"--encoder-weights {IMAGENET}")
+    images = info.get("class_images") or []
+    for index in weak:
+        if index < len(images) and images[index] < FEW_IMAGES:
+            tries.append(f"labelling more images of '{info['class_names'][index]}' (it is in "
+                         f"{images[index]} train images)")
+    return tries or ["checking the labels of the weak classes (python dataset.py check)"]

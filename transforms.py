@@ -57,30 +57,37 @@ def _sample(image, mask, rows, cols, ignore_index):
     return image, torch.where(inside, picked, torch.full_like(picked, ignore_index))
 
 
-def _jitter(image, strength):
-    """Random gamma (exp(+-s)), contrast (1 +- s) and brightness (+- s/2) on [0,1] images."""
+def _jitter(image, strength, value_range=(0.0, 1.0)):
+    """Random gamma (exp(+-s)), contrast (1 +- s) and brightness (+- s/2) relative to the
+    images' value range (low, high): [0,1] for 8-bit images, e.g. [0, 0.0625] for 12-bit data
+    stored in 16 bits, where an absolute brightness step would wash the image out."""
+    low, high = value_range
+    span = max(high - low, 1e-12)
     gamma = math.exp(_uniform(-strength, strength))
     contrast = _uniform(1 - strength, 1 + strength)
     brightness = _uniform(-strength, strength) / 2
-    image = image.clamp(0, 1).pow(gamma)
+    image = ((image - low) / span).clamp(0, 1).pow(gamma)
     mean = image.mean(dim=(-2, -1), keepdim=True)
-    return ((image - mean) * contrast + mean + brightness).clamp(0, 1)
+    return ((image - mean) * contrast + mean + brightness).clamp(0, 1) * span + low
 
 
 class TrainTransform:
     """Random joint augmentation for training.
 
-    Geometry (one resampling): scale by a factor in `scale`, rotate within +-`rotate` degrees,
-    crop `crop_size` (padding where the image is smaller), then horizontal / vertical flips.
-    The image is interpolated bilinearly; the mask only by exact index look-up, padding with
-    ignore_index. Then, on the image only: gamma/contrast/brightness `jitter` and gaussian
-    `noise` (sigma up to that value). Each is off with 0, None or False. Jitter assumes images
-    in [0,1] (all integer formats). Output size: crop_size, else the scaled image size.
+    Geometry (one resampling): scale by `base_scale` times a factor in `scale`, rotate within
+    +-`rotate` degrees, crop `crop_size` (padding where the image is smaller; centred on
+    `focus`, a (row, col) of the image, when given: rare-class sampling), then horizontal /
+    vertical flips. The image is interpolated bilinearly; the mask only by exact index look-up,
+    padding with ignore_index. Then, on the image only: gamma/contrast/brightness `jitter` and
+    gaussian `noise` (sigma up to that value), both relative to `value_range`, the images'
+    (lowest, highest) value. Each is off with 0, None or False. image_size: first resize
+    (as EvalTransform) to that square. Output size: crop_size, else the scaled image size.
     Randomness comes from torch's global RNG (DataLoader seeds each worker).
     """
 
     def __init__(self, crop_size=None, scale=(0.75, 1.25), hflip=True, vflip=True, rotate=15.0,
-                 jitter=0.2, noise=0.02, ignore_index=255):
+                 jitter=0.2, noise=0.02, ignore_index=255, base_scale=1.0, value_range=(0.0, 1.0),
+                 image_size=None):
         self.crop_size = _as_size(crop_size) if crop_size else None
         self.scale = tuple(float(s) for s in scale) if scale else None
         if self.scale and not 0 < self.scale[0] <= self.scale[1]:
@@ -88,36 +95,57 @@ class TrainTransform:
         if (rotate or 0) < 0 or (noise or 0) < 0 or not 0 <= (jitter or 0) < 1:
             raise ValueError(f"need rotate >= 0, noise >= 0 and 0 <= jitter < 1, got "
                              f"rotate={rotate}, noise={noise}, jitter={jitter}")
+        if not base_scale > 0:
+            raise ValueError(f"base_scale must be > 0, got {base_scale}")
         self.hflip, self.vflip = bool(hflip), bool(vflip)
         self.rotate, self.jitter, self.noise = float(rotate or 0), float(jitter or 0), float(
             noise or 0)
-        self.ignore_index = ignore_index
+        self.ignore_index, self.base_scale = ignore_index, float(base_scale)
+        self.value_range = tuple(float(v) for v in value_range)
+        self.resize = EvalTransform(image_size) if image_size else None
 
-    def __call__(self, image, mask):
-        image, mask = self.resample(image, mask)
+    def __call__(self, image, mask, focus=None):
+        if self.resize is not None:
+            focus = self.resize.map_point(focus, mask.shape)
+            image, mask = self.resize(image, mask)
+        image, mask = self.resample(image, mask, focus)
         if self.hflip and torch.rand(()) < 0.5:
             image, mask = image.flip(-1), mask.flip(-1)
         if self.vflip and torch.rand(()) < 0.5:
             image, mask = image.flip(-2), mask.flip(-2)
         if self.jitter:
-            image = _jitter(image, self.jitter)
+            image = _jitter(image, self.jitter, self.value_range)
         if self.noise:
-            image = image + torch.randn_like(image) * (self.noise * torch.rand(()).item())
+            span = self.value_range[1] - self.value_range[0]
+            image = image + torch.randn_like(image) * (self.noise * span * torch.rand(()).item())
         return image, mask
 
-    def resample(self, image, mask):
-        """Random scale, rotation and crop as one resampling of image and mask."""
-        if not (self.scale or self.rotate or self.crop_size):
+    def resample(self, image, mask, focus=None):
+        """Random scale, rotation and crop as one resampling of image and mask; the crop
+        centred on focus (row, col), kept inside the image where it fits."""
+        if not (self.scale or self.rotate or self.crop_size or self.base_scale != 1):
             return image, mask
         height, width = mask.shape
-        factor = _uniform(*self.scale) if self.scale else 1.0
+        factor = (_uniform(*self.scale) if self.scale else 1.0) * self.base_scale
         angle = math.radians(_uniform(-self.rotate, self.rotate)) if self.rotate else 0.0
         out_size = self.crop_size or (max(1, round(height * factor)), max(1, round(width * factor)))
         top = _window_start(height * factor, out_size[0])
         left = _window_start(width * factor, out_size[1])
+        if focus is not None and self.crop_size:
+            top = _centred_start(focus[0], height * factor, out_size[0], factor)
+            left = _centred_start(focus[1], width * factor, out_size[1], factor)
         center = ((top + out_size[0] / 2) / factor, (left + out_size[1] / 2) / factor)
         rows, cols = _source_coordinates(out_size, center, factor, angle)
         return _sample(image, mask, rows, cols, self.ignore_index)
+
+
+def _centred_start(position, scaled_length, out_length, factor):
+    """Offset of an output window centred on pixel `position` of the unscaled side, moved back
+    inside the scaled image when the window fits in it."""
+    start = (position + 0.5) * factor - out_length / 2
+    if scaled_length >= out_length:
+        start = min(max(start, 0.0), scaled_length - out_length)
+    return start
 
 
 def _nearest_index(in_length, out_length):
@@ -147,6 +175,13 @@ class EvalTransform:
             return image, mask
         return resize_pair(image, mask, self.image_size)
 
+    def map_point(self, point, shape):
+        """(row, col) of an image of `shape` (H, W) -> the same point after the resize."""
+        if point is None or self.image_size is None:
+            return point
+        return (int(point[0] * self.image_size[0] / shape[0]),
+                int(point[1] * self.image_size[1] / shape[1]))
+
 
 def pad_collate(batch, ignore_index=255):
     """Stack (image [C,H,W], mask [H,W]) pairs of different sizes into ([N,C,H,W], [N,H,W]):
@@ -163,28 +198,17 @@ def pad_collate(batch, ignore_index=255):
     return image_batch, mask_batch
 
 
-class Compose:
-    """Transforms applied one after the other."""
-
-    def __init__(self, *transforms):
-        self.transforms = transforms
-
-    def __call__(self, image, mask):
-        for transform in self.transforms:
-            image, mask = transform(image, mask)
-        return image, mask
-
-
 def train_transform(crop_size=0, scale=(0.75, 1.25), flip=True, rotate=15.0, jitter=0.2,
-                    noise=0.02, ignore_index=255, image_size=None, augment=True):
-    """The training pipeline: (resize to image_size x image_size,) random scale then crop
-    (crop_size 0: whole images), flips, rotation, brightness/contrast/gamma jitter, noise.
-    augment=False keeps the crop alone."""
-    flip = augment and flip
-    transform = TrainTransform(crop_size=crop_size or None,
-                               scale=tuple(scale) if augment else None, hflip=flip, vflip=flip,
-                               rotate=rotate if augment else 0, jitter=jitter if augment else 0,
-                               noise=noise if augment else 0, ignore_index=ignore_index)
-    if image_size:
-        transform = Compose(EvalTransform(image_size), transform)
-    return transform
+                    noise=0.02, ignore_index=255, image_size=None, augment=True, hflip=None,
+                    vflip=None, base_scale=1.0, value_range=(0.0, 1.0)):
+    """The training pipeline: (resize to image_size x image_size,) random scale (times
+    base_scale) then crop (crop_size 0: whole images), flips (hflip, vflip; None: `flip`),
+    rotation, brightness/contrast/gamma jitter and noise relative to value_range.
+    augment=False keeps the crop (and base_scale) alone."""
+    hflip = augment and (flip if hflip is None else hflip)
+    vflip = augment and (flip if vflip is None else vflip)
+    return TrainTransform(crop_size=crop_size or None,
+                          scale=tuple(scale) if augment else None, hflip=hflip, vflip=vflip,
+                          rotate=rotate if augment else 0, jitter=jitter if augment else 0,
+                          noise=noise if augment else 0, ignore_index=ignore_index,
+                          base_scale=base_scale, value_range=value_range, image_size=image_size)

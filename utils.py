@@ -43,6 +43,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def channels_flag(text):
+    """argparse type of --in-channels: 'auto', 1 or 3."""
+    if text not in ("auto", "1", "3"):
+        raise argparse.ArgumentTypeError(f"expected auto, 1 or 3, got {text!r}")
+    return text if text == "auto" else int(text)
+
+
 DEFAULT_DATA = Path(__file__).resolve().parent / "data"  # train.py's --data default (demo set)
 SPLITS = ("train", "val", "test")
 
@@ -203,8 +210,9 @@ DATA_KEYS = ("in_channels", "ignore_index", "num_classes", "class_names", "class
 
 
 def data_metadata(info):
-    """The checkpoint's "data" entry from a dataset description (dataset.scan_dataset's info)."""
-    return {key: info[key] for key in DATA_KEYS}
+    """The checkpoint's "data" entry from a dataset description (dataset.scan_dataset's info),
+    with the hold-out validated on when the data has no val/ split (None otherwise)."""
+    return dict({key: info[key] for key in DATA_KEYS}, holdout=info.get("holdout"))
 
 
 def build_checkpoint(model, info, training=None, args=None):
@@ -220,10 +228,22 @@ def build_checkpoint(model, info, training=None, args=None):
 
 def checkpoint_info(checkpoint):
     """What inference needs from a loaded checkpoint: its "data" entry plus train_image_size
-    (training's --image-size, or None) and dropout (the model's)."""
+    (training's --image-size, or None), dropout (the model's), train_scale (the factor images
+    were resized by in training; 1 = native) and flips (those training used, "h" and/or "v":
+    test-time augmentation uses the same)."""
     train_image_size = (checkpoint.get("args") or {}).get("image_size")
+    plan = checkpoint.get("plan") or {}
     return dict(checkpoint["data"], train_image_size=train_image_size,
-                dropout=checkpoint["model_args"].get("dropout", 0.0))
+                dropout=checkpoint["model_args"].get("dropout", 0.0),
+                train_scale=plan.get("train_scale") or 1.0, flips=list(training_flips(plan)))
+
+
+def training_flips(plan):
+    """("h", "v"), ("h",), ... : the flips of a plan (a dict); plans before per-axis flips
+    had one switch, "flip"; a checkpoint without a plan trained with both."""
+    if "hflip" in plan:
+        return tuple(name for name, key in (("h", "hflip"), ("v", "vflip")) if plan[key])
+    return ("h", "v") if plan.get("flip", True) and plan.get("augment", True) else ()
 
 
 def build_model(checkpoint, path="checkpoint"):

@@ -121,17 +121,17 @@ def test_a_budget_caps_the_steps_by_shrinking_the_batch_first():
 
 def test_a_tight_budget_trains_all_it_affords_with_a_smaller_crop():
     fp = fingerprint(22, (512, 512))
-    plan = make_plan(fp, {"time_budget": 60}, "cpu", cpu_speed())
+    plan = make_plan(fp, {"time_budget": 90}, "cpu", cpu_speed())
     assert plan.batch_size == planning.MIN_BATCH and plan.crop_size < 256
     assert plan.steps < planning.MIN_STEPS
-    assert plan.steps * cpu_speed().step_seconds(plan.crop_size, 2) < 60
+    assert plan.steps * cpu_speed().step_seconds(plan.crop_size, 2) < 90
     assert plan.sources["time_budget"] == "flag" and "all the budget affords" in plan.notes[-1]
 
 
 def test_time_already_spent_comes_out_of_the_budget():
     fp = fingerprint(22, (512, 512))
-    fresh = make_plan(fp, {"time_budget": 120}, "cpu", cpu_speed())
-    late = make_plan(fp, {"time_budget": 120}, "cpu", cpu_speed(), elapsed=60)
+    fresh = make_plan(fp, {"time_budget": 240}, "cpu", cpu_speed())
+    late = make_plan(fp, {"time_budget": 240}, "cpu", cpu_speed(), elapsed=60)
     assert late.steps < fresh.steps
 
 
@@ -210,7 +210,7 @@ def run_args(data, out, *extra):
 
 def test_plan_only_prints_the_plan_and_writes_nothing(tiny, tmp_path, capsys):
     out = tmp_path / "run"
-    assert train.main(run_args(tiny, out, "--plan-only", "--time-budget", "0.5",
+    assert train.main(run_args(tiny, out, "--plan-only", "--time-budget", "2",
                                "--batch-size", "2")) == 0
     printed = capsys.readouterr().out
     assert "plan:" in printed and "crop size       24 px" in printed
@@ -221,11 +221,12 @@ def test_plan_only_prints_the_plan_and_writes_nothing(tiny, tmp_path, capsys):
 def test_a_short_budgeted_run_ends_in_time_and_keeps_its_plan_on_resume(tiny, tmp_path):
     out = tmp_path / "run"
     start = time.monotonic()
-    assert train.main(run_args(tiny, out, "--time-budget", "0.25", "--amp", "off")) == 0
-    assert time.monotonic() - start < 15 + 30  # generous: the mechanism, not the speed
+    # 36 s: enough for the 300 steps a useful run needs at the smallest crop on a busy 2-core CPU
+    assert train.main(run_args(tiny, out, "--time-budget", "0.6", "--amp", "off")) == 0
+    assert time.monotonic() - start < 36 + 30  # generous: the mechanism, not the speed
     config = json.loads((out / "config.json").read_text())
     checkpoint = torch.load(out / "last.pt", weights_only=True)
-    assert config["plan"]["time_budget"] == 15 and config["plan"]["sources"]["steps"] == "auto"
+    assert config["plan"]["time_budget"] == 36 and config["plan"]["sources"]["steps"] == "auto"
     assert checkpoint["global_step"] == checkpoint["plan"]["steps"]
     rows = (out / "metrics.csv").read_text().splitlines()[1:]
     assert len(rows) == -(-checkpoint["global_step"] // checkpoint["plan"]["val_every"])
@@ -281,4 +282,7 @@ def test_health_warnings_for_a_model_that_predicts_one_class(tiny, tmp_path, mon
     assert "warning: class 'class_1'" in log and "is never predicted" in log
     assert "predicts 'class_0' for 100.0% of the pixels" in log
     assert "the model is not useful yet" in log
-    assert "try: a longer --time-budget (or more --steps), or --class-weights median-freq" in log
+    # Advice that holds: more of what the run set by hand, labels for classes in few images,
+    # never median-frequency weights (measured worse, docs/plan.md).
+    assert "try: more --steps" in log and "median-freq" not in log
+    assert "labelling more images of 'class_1' (it is in 6 train images)" in log
