@@ -32,6 +32,10 @@ MIN_STEPS = 1000
 MIN_PASSES = 10
 MAX_STEPS = 200_000
 MIN_BUDGET_STEPS = 300  # below this, a smaller crop buys more steps
+# Below this at the smallest crop a run is not worth starting: stop (exit 2) and say what budget
+# would buy MIN_BUDGET_STEPS. Between the two the run trains what it can (the membrane set buys
+# 223 steps of 168 px in 10 minutes on a 2-core AVX2 CPU, and learns well in them).
+MIN_USEFUL_STEPS = 100
 # Validation: this many checks in a run, taking at most this share of its time.
 VALIDATIONS = 10
 VAL_SHARE = 0.15
@@ -316,7 +320,7 @@ def plan_encoder(flags, in_channels, imagenet_cached, plan):
 
 
 class BudgetError(ValueError):
-    """The time budget left cannot buy a useful run (MIN_BUDGET_STEPS at the smallest crop)."""
+    """The time budget left cannot buy a useful run (MIN_USEFUL_STEPS at the smallest crop)."""
 
 
 # ---------------------------------------------------------------- make_plan
@@ -431,7 +435,7 @@ def fit_budget(fp, flags, speed, seconds, crop, batch, world_size, notes):
                 most = (trial_crop, trial_batch, max(afford, 1))
         if most[2] >= MIN_BUDGET_STEPS:
             break
-    if most[2] < MIN_BUDGET_STEPS:
+    if most[2] < MIN_USEFUL_STEPS:
         raise BudgetError(hopeless_text(fp, speed, seconds, most, usable))
     notes.append(f"{most[2]} steps: all the budget affords (the data needs "
                  f"{needed_steps(fp, most[0] or fp.short_side, most[1], world_size)}); a "
@@ -449,14 +453,16 @@ def usable_seconds(fp, speed, seconds):
 
 
 def hopeless_text(fp, speed, seconds, most, usable):
-    """The one-line reason a budget cannot buy a useful run, with the budget that would."""
+    """The one-line reason a budget cannot buy a useful run, with the budget that would buy
+    MIN_BUDGET_STEPS (what the crop ladder aims at)."""
     crop, batch, afford = most
     training = MIN_BUDGET_STEPS * speed.step_seconds(crop or fp.short_side, batch)
     needed = (seconds - usable) + training * (1 + VAL_SHARE)  # checks, margin, training
     minutes = math.ceil(needed / 60 * 10) / 10
     return (f"the time budget left ({max(seconds, 0) / 60:.1f} min) buys {afford} training "
             f"steps at the smallest crop ({crop} px, batch {batch}); a useful run needs "
-            f"{MIN_BUDGET_STEPS}: pass --time-budget {minutes:g} or more, or --steps")
+            f"{MIN_USEFUL_STEPS}, a good one {MIN_BUDGET_STEPS}: pass --time-budget "
+            f"{minutes:g} or more, or --steps")
 
 
 def replan_steps(plan, done, seconds_left, step_seconds, val_seconds):

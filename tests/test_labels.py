@@ -324,7 +324,7 @@ def test_a_hopeless_budget_stops_with_exit_code_2_and_no_run_folder(tmp_path, ca
     assert train.main(run_args(root, out, "--time-budget", "0.01")) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error: the time budget left")
-    assert "--time-budget" in error[0] and "a useful run needs 300" in error[0]
+    assert "--time-budget" in error[0] and "a useful run needs 100, a good one 300" in error[0]
     assert not out.exists()
 
 

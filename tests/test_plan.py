@@ -221,7 +221,7 @@ def test_plan_only_prints_the_plan_and_writes_nothing(tiny, tmp_path, capsys):
 def test_a_short_budgeted_run_ends_in_time_and_keeps_its_plan_on_resume(tiny, tmp_path):
     out = tmp_path / "run"
     start = time.monotonic()
-    # 36 s: enough for the 300 steps a useful run needs at the smallest crop on a busy 2-core CPU
+    # 36 s: enough for the 100 steps a useful run needs at the smallest crop on a busy 2-core CPU
     assert train.main(run_args(tiny, out, "--time-budget", "0.6", "--amp", "off")) == 0
     assert time.monotonic() - start < 36 + 30  # generous: the mechanism, not the speed
     config = json.loads((out / "config.json").read_text())
