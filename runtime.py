@@ -153,9 +153,55 @@ def init_distributed(device_name="auto", timeout_s=600):
     use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
     if use_cuda:
         torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if use_cuda else "gloo",
-                            timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout,
+                            **_attempt_store(world_size, timeout))
     return dist.get_rank(), world_size, local_rank
+
+
+def _attempt_store(world_size, timeout):
+    """{store, rank, world_size} for init_process_group under a torchrun that restarts its
+    workers (--max-restarts), else {} (env:// as usual). torchrun keeps one key-value store for
+    the whole job, so a restarted worker could read the addresses the dead attempt's workers
+    left in it and connect to nobody (gloo: "connectFullMesh failed ... Connection refused",
+    then a hang). Each attempt gets its own key prefix, TORCHELASTIC_RESTART_COUNT."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None or "MASTER_ADDR" not in os.environ:
+        return {}
+    rank = int(os.environ["RANK"])
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=not agent_store and rank == 0, timeout=timeout,
+                          multi_tenant=not agent_store)
+    return {"store": dist.PrefixStore(f"segnet/attempt_{attempt}", store), "rank": rank,
+            "world_size": world_size}
+
+
+# What the backends say when a peer process is gone (gloo; NCCL raises DistBackendError).
+LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "connectFullMesh failed",
+             "Broken pipe")
+
+
+class PeerLost(RuntimeError):
+    """A collective failed because another process of the job died (peer_failures)."""
+
+
+@contextlib.contextmanager
+def peer_failures(rank):
+    """Turn a collective that failed because another process of the job died into PeerLost,
+    whose one line train.py prints before exiting with code 1 (which makes torchrun
+    --max-restarts restart the job, and --resume auto continue it); other errors pass."""
+    try:
+        yield
+    except RuntimeError as error:
+        backend = getattr(dist, "DistBackendError", ())
+        if not is_distributed() or not (isinstance(error, backend) or any(
+                text in str(error) for text in LOST_PEER)):
+            raise
+        first = str(error).strip().splitlines()[0][:200]
+        raise PeerLost(f"rank {rank}: a collective failed ({first}): another process of this "
+                       f"job failed; torchrun --max-restarts N restarts the job and --resume "
+                       f"auto continues it from the newest checkpoint") from None
 
 
 def physical_memory():

@@ -22,8 +22,9 @@ from demo import make_demo
 from masks import MAX_MASK_VALUE
 from model import IMAGENET, MIN_SIZE, SegNet, load_imagenet_weights, load_vgg16_bn_encoder
 from runfiles import Logger, remove_temp_files, write_config
-from runtime import (Runtime, barrier, init_distributed, is_distributed, is_main,
-                     resolve_device, resolve_precision, seed_everything, tune_cpu_allocator)
+from runtime import (PeerLost, Runtime, barrier, init_distributed, is_distributed, is_main,
+                     peer_failures, resolve_device, resolve_precision, seed_everything,
+                     tune_cpu_allocator)
 from scancache import cached_scan
 
 AUTO_RESUME = Path("auto")  # --resume auto
@@ -414,8 +415,7 @@ def setup(args):
     check_crop_fits(args, info)
     if checkpoint is not None:
         check_resume_compatible(checkpoint, info, args, resume_path)
-    # The same initial weights on every rank, whether the scan ran (and drew) or was reused.
-    seed_everything(args.seed)
+    seed_everything(args.seed)  # the same first weights on every rank, scan reused or not
     model = SegNet(in_channels=info["in_channels"], num_classes=info["num_classes"],
                    dropout=checkpoint["model_args"]["dropout"] if checkpoint else args.dropout)
     return run_dir, root, info, checkpoint, model
@@ -433,12 +433,14 @@ def init_encoder(model, weights, log):
 
 
 def main(args):
-    """Train; returns 0, or 130 after SIGINT/SIGTERM (checkpoint saved). Under torchrun each
-    process runs this with its own rank; only rank 0 writes the run folder."""
+    """Train; 0, or 130 after SIGINT/SIGTERM (checkpoint saved). One call per torchrun rank."""
     started = time.monotonic()  # the time budget counts from here
     rank, world_size, local_rank = init_distributed(args.device, args.dist_timeout)
     try:
-        return train(args, rank, world_size, local_rank, started)
+        with peer_failures(rank):
+            return train(args, rank, world_size, local_rank, started)
+    except PeerLost as error:  # one line and exit code 1: torchrun restarts the job
+        raise SystemExit(f"error: {error}") from None
     finally:
         if is_distributed():
             dist.destroy_process_group()
