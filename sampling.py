@@ -35,20 +35,27 @@ def class_positions(mask, num_classes, seed=0, limit=MAX_POSITIONS):
     return positions
 
 
-def pick_focus(positions, share, width):
-    """(row, col) for a crop to centre on, or None for a uniform window. With probability
-    `share`, a class drawn uniformly among those in `positions` (class_positions), then one of
-    its positions. Draws from torch's global RNG (seeded per sample by the loader); share 0
-    draws nothing, so the crops are exactly those of a run without sampling."""
-    if share <= 0 or not positions:
+def _draw(groups, share):
+    """(class, item) or None: with probability `share`, a class drawn uniformly among the keys
+    of `groups` ({class: items}), then one of its items. Draws from torch's global RNG (seeded
+    per sample by the loader); share 0 draws nothing, so the crops are exactly those of a run
+    without sampling."""
+    if share <= 0 or not groups:
         return None
     if torch.rand(()).item() >= share:
         return None
-    classes = sorted(positions)
+    classes = sorted(groups)
     label = classes[int(torch.randint(len(classes), ()).item())]
-    found = positions[label]
-    index = int(found[int(torch.randint(len(found), ()).item())])
-    return divmod(index, width)
+    items = groups[label]
+    return label, items[int(torch.randint(len(items), ()).item())]
+
+
+def pick_focus(positions, share, width):
+    """(row, col) for a crop to centre on, or None for a uniform window: with probability
+    `share`, a class drawn uniformly among those in `positions` (class_positions), then one of
+    its positions."""
+    drawn = _draw(positions, share)
+    return divmod(int(drawn[1]), width) if drawn else None
 
 
 def class_members(image_classes, names, num_classes):
@@ -64,17 +71,10 @@ def class_members(image_classes, names, num_classes):
 
 def pick_sample(members, share):
     """(image index, class) for a class-centred sample, or None for the sample's own image and
-    a uniform window. With probability `share`, a class drawn uniformly among those in
-    `members` (class_members), then one of its images. Draws from torch's global RNG, as
-    pick_focus; share 0 draws nothing."""
-    if share <= 0 or not members:
-        return None
-    if torch.rand(()).item() >= share:
-        return None
-    classes = sorted(members)
-    label = classes[int(torch.randint(len(classes), ()).item())]
-    images = members[label]
-    return images[int(torch.randint(len(images), ()).item())], label
+    a uniform window: with probability `share`, a class drawn uniformly among those in
+    `members` (class_members), then one of its images."""
+    drawn = _draw(members, share)
+    return (drawn[1], drawn[0]) if drawn else None
 
 
 def pick_position(positions, label, width):
