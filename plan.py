@@ -15,6 +15,7 @@ from fingerprint import SMALL_IMAGES, Fingerprint, fingerprint, size_counts  # n
 from dataplan import plan_data
 from model import IMAGENET, MIN_SIZE, context_radius
 from plantable import table_lines  # noqa: F401  (printed with the plan: plan.table_lines)
+from saves import plan_save_steps
 
 # ---------------------------------------------------------------- the rules' constants
 # Crop: square, a multiple of the pooling grid, no larger than the typical image, and at most
@@ -73,7 +74,7 @@ DEFAULT_BUDGET_MINUTES = {"cpu": 10.0, "mps": 10.0, "cuda": None}  # CUDA: the s
 PLANNED = ("crop_size", "batch_size", "steps", "val_every", "val_images", "lr", "warmup_steps",
            "loss", "class_weights", "time_budget", "in_channels", "train_scale",
            "class_sampling", "hflip", "vflip", "rotate", "augmentation", "scale", "jitter",
-           "noise", "encoder_weights")  # the Plan's planned values
+           "noise", "encoder_weights", "save_steps")  # the Plan's planned values
 # The flags (argparse names) whose values make_plan reads as they are, for the planned values
 # they are not named after: --time-budget is in minutes (trainer.planned_flags converts it on
 # its own), and val_images has no flag. PLANNED_FLAGS: every such flag, in PLANNED's order.
@@ -137,6 +138,7 @@ class Plan:
     seed: int = 0
     log_every: int = 20
     save_every: int | None = None  # epochs between saves of last.pt; None: at validations
+    save_steps: int | None = None  # steps between saves between validations (saves.py)
     early_stop: int = 0  # validations without a better mIoU before stopping; 0: never
     dry_run: bool = False
     overfit_batch: bool = False
@@ -346,6 +348,7 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
         plan.notes.append(f"scale {scale:g}: the budget buys fewer than {SCALE_PASSES} passes "
                           f"at full size (thinnest class {fp.thinnest:.1f} px wide at this scale)")
     encoder = plan_encoder(flags, data["in_channels"], imagenet_cached, plan)
+    chosen_saves = flags.get("save_steps") or plan.save_every  # before --epochs sets it
     crop, batch, steps, budget = plan_length(fp, flags, plan, device, speed, default_budget,
                                              world_size, elapsed)
     augmentation, passes = plan_augmentation(fp, flags, crop, batch, steps, world_size)
@@ -367,12 +370,13 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
                          else max(1, min(500, round(WARMUP_SHARE * steps)))),
         "loss": flags.get("loss") or PLANNED_LOSS, "time_budget": budget,
         "train_scale": scale, **data,
-        "encoder_weights": encoder,
+        "encoder_weights": encoder, "save_steps": flags.get("save_steps") or (
+            None if chosen_saves else plan_save_steps(min(val_every, steps), step_seconds)),
         **augmentation}
     length = bool(flags.get("steps") or flags.get("epochs"))  # which also turns the budget off
     explicit = {"steps": length, "time_budget": length or bool(flags.get("time_budget")),
                 "val_every": bool(flags.get("val_every") or flags.get("eval_every")),
-                "warmup_steps": warmup is not None,
+                "warmup_steps": warmup is not None, "save_steps": bool(chosen_saves),
                 "augmentation": all(flags.get(name) is not None
                                     for name in ("scale", "jitter", "noise"))}
     for name, value in planned.items():

@@ -1,6 +1,7 @@
 """The training plan as printed at the start of a run and by `train.py --plan-only`: one row per
 planned value, its value and whether a flag set it ("flag") or the plan did ("auto"), then the
 measured speed and the reasons."""
+import saves
 
 
 def table_lines(plan, world_size=1):
@@ -15,6 +16,7 @@ def table_lines(plan, world_size=1):
             ("validate every", f"{plan.val_every} steps" + (
                 f" on {plan.val_images} val images (final: all)" if plan.val_images else ""),
              "val_every"),
+            ("save last.pt", saves.describe(plan), "save_steps"),
             ("learning rate", f"{plan.lr:.2e} ({plan.optimizer}, {plan.scheduler})", "lr"),
             ("warm-up", f"{plan.warmup_steps} steps", "warmup_steps"),
             ("loss", plan.loss, "loss"),

@@ -19,6 +19,7 @@ import loaders
 import losses
 import plan as planning
 import plots
+import saves
 import utils
 from measures import HEALTH_MIN_IOU, health_warnings
 from runfiles import Logger, metric_columns, plain_args, read_metrics, write_metrics
@@ -137,6 +138,7 @@ class Run:
     weak_classes: list = dataclasses.field(default_factory=list)  # their classes' indices
     step_seconds: float = 0.0  # measured seconds a step and a validation (the time budget)
     val_seconds: float = 0.0
+    save_timer: saves.StepTimer = dataclasses.field(default_factory=saves.StepTimer)
 
     def save(self, name, state):
         """Rank 0 writes; the model saved is the plain SegNet, never the DDP wrapper.
@@ -253,7 +255,8 @@ def fit(run, state):
         if improved:
             run.save("best.pt", state)
         stopping = engine.stop_requested(run.stop)  # every rank decides alike, once, here
-        if metrics is not None or save_due(run, state) or last or stopping:
+        if (metrics is not None or last or stopping
+                or saves.epoch_save_due(run.plan, state["global_step"], run.steps_per_epoch)):
             run.save("last.pt", state)
         if stopping and not last:
             raise engine.Interrupted(f"stopped by {run.stop.signal}")
@@ -265,41 +268,44 @@ def fit(run, state):
     finish(run, state)
 
 
-def round_end(run, state):
-    """The step the current round trains to: the next validation, save or the last step."""
-    plan, step = run.plan, state["global_step"]
-    ends = [plan.steps, (step // plan.val_every + 1) * plan.val_every]
-    if run.plan.save_every:
-        every = run.plan.save_every * run.steps_per_epoch
-        ends.append((step // every + 1) * every)
-    return min(ends)
-
-
-def save_due(run, state):
-    every = (run.plan.save_every or 0) * run.steps_per_epoch
-    return bool(every) and state["global_step"] % every == 0
-
-
 def train_round(run, state):
     """Train from the current (epoch, batch) to the round's end, across epoch ends; under a
     time budget in BUDGET_CHECKS chunks a validation interval, re-planning the run's end after
-    each, so a machine that slows down mid-round is noticed. Returns (mean loss of the round,
-    img/s). Saves last.pt and raises engine.Interrupted after SIGINT/SIGTERM."""
-    seconds, end = 0.0, round_end(run, state)
+    each, so a machine that slows down mid-round is noticed; last.pt at the plan's save points
+    between validations (saves.py). Returns (mean loss of the round, img/s). Saves last.pt and
+    raises engine.Interrupted after SIGINT/SIGTERM."""
+    plan = run.plan
+    seconds, end = 0.0, saves.round_end(plan, state["global_step"], run.steps_per_epoch)
     while True:
-        until = end
-        if run.plan.time_budget:
-            until = min(end, state["global_step"] + max(1, run.plan.val_every // BUDGET_CHECKS))
+        until = min(end, saves.next_save(plan, state["global_step"]))
+        if plan.time_budget:
+            until = min(until, state["global_step"] + max(1, plan.val_every // BUDGET_CHECKS))
+        probe = saves.probing(plan) and run.save_timer.chunk(state["global_step"])
+        if probe:
+            until = min(until, state["global_step"] + probe)
         start, first_step = time.monotonic(), state["global_step"]
         loss = train_to(run, state, until)
         seconds += time.monotonic() - start
-        if run.plan.time_budget:  # an average over chunks: one noisy chunk moves little
-            latest = (time.monotonic() - start) / max(state["global_step"] - first_step, 1)
+        latest = (time.monotonic() - start) / max(state["global_step"] - first_step, 1)
+        if probe and run.save_timer.timed:
+            plan_saves(run, latest)
+        if plan.time_budget:  # an average over chunks: one noisy chunk moves little
             run.step_seconds = (run.step_seconds + latest) / 2 if run.step_seconds else latest
             replan(run, state)
-            end = min(end, run.plan.steps)
-        if state["global_step"] >= end or run.plan.dry_run:
+            end = min(end, plan.steps)
+        if state["global_step"] >= end or plan.dry_run:
             return loss, state["images"] / max(seconds, 1e-9)
+        if saves.step_save_due(plan, state["global_step"]):
+            run.save("last.pt", state)
+
+
+def plan_saves(run, step_seconds):
+    """The save interval from the run's own step time (rank 0's, so every rank saves alike)."""
+    plan = run.plan
+    step_seconds = broadcast_object(step_seconds)
+    plan.measured["save_step_seconds"] = round(step_seconds, 4)
+    plan.save_steps = saves.plan_save_steps(plan.val_every, step_seconds)
+    run.log(f"save last.pt: {saves.describe(plan)} ({step_seconds:.3f} s a step)")
 
 
 def train_to(run, state, until_step):

@@ -1,6 +1,7 @@
 """Elastic torchrun (gloo, 2 processes, --max-restarts): a rank killed with SIGKILL after the
 first checkpoint makes torchrun restart both; --resume auto continues from the newest complete
-checkpoint and the job ends with exit code 0 and the metrics of an uninterrupted run."""
+checkpoint (a save between validations, mid-epoch) and the job ends with exit code 0 and the
+metrics of an uninterrupted run."""
 import csv
 import os
 import subprocess
@@ -14,16 +15,19 @@ from helpers import write_tiny_dataset
 
 pytestmark = pytest.mark.slow  # three torchrun jobs: ~40 s together
 ROOT = Path(__file__).resolve().parent.parent
-COMMON = ["--epochs", "4", "--batch-size", "2", "--crop-size", "16", "--workers", "0",
+# 8 train images, 2 processes of batch 2: 2 steps an epoch; validations at steps 4 and 8, saves
+# of last.pt between them at steps 3 and 7 (mid-epoch).
+COMMON = ["--steps", "8", "--val-every", "4", "--save-steps", "3", "--batch-size", "2", "--crop-size", "16", "--workers", "0",
           "--deterministic", "--amp", "off", "--log-every", "1",
           "--resume", "auto"]
 
 # Rank 1 kills itself (SIGKILL: no handler, no clean-up, as a machine failure) once, at the
 # first validation after the first checkpoint, while rank 0 waits for it in a collective; the
-# marker file outlives the restart. Before each attempt had its own store prefix
+# marker file, which outlives the restart, holds the step of the checkpoint there was. Before each attempt had its own store prefix
 # (runtime._attempt_store), the restarted workers then hung.
 KILLED_RANK = """
 import os, signal, sys
+import torch
 import engine, train
 args = train.get_args_parser().parse_args()
 marker = args.out.parent / "killed_once"
@@ -31,7 +35,8 @@ original = engine.validate
 def dying(*positional, **keywords):
     import torch.distributed as dist
     if dist.get_rank() == 1 and (args.out / "last.pt").is_file() and not marker.exists():
-        marker.write_text(str(os.getpid()))
+        saved = torch.load(args.out / "last.pt", weights_only=False)
+        marker.write_text(f"{saved['global_step']} {saved['batch']}")
         os.kill(os.getpid(), signal.SIGKILL)
     return original(*positional, **keywords)
 engine.validate = dying
@@ -61,7 +66,9 @@ def test_a_killed_rank_restarts_the_job_which_resumes_and_ends_as_if_uninterrupt
     killed = elastic(script, tmp_path / "killed" / "run", data)
     seconds = time.monotonic() - start
     assert killed.returncode == 0, killed.stderr[-3000:]
-    assert (tmp_path / "killed" / "killed_once").is_file()  # the kill did happen
+    # The kill did happen, in the validation at step 4, after the save at step 3 (epoch 2's
+    # first batch): the restart resumed mid-epoch.
+    assert (tmp_path / "killed" / "killed_once").read_text() == "3 1"
     assert seconds < 120
     reference = elastic(ROOT / "train.py", tmp_path / "reference", data)
     assert reference.returncode == 0, reference.stderr[-3000:]
@@ -70,7 +77,7 @@ def test_a_killed_rank_restarts_the_job_which_resumes_and_ends_as_if_uninterrupt
     assert header == expected_header
     assert all(len(row) == len(header) for row in body), "torn row"
     epochs = [row[header.index("epoch")] for row in body]
-    assert len(epochs) == len(set(epochs)) == 4, "a row duplicated or missing"
+    assert epochs == ["2", "4"], "a row duplicated, missing or added"
     miou = header.index("miou")
     assert float(body[-1][miou]) == pytest.approx(float(expected[-1][miou]), abs=1e-4)
     log = (tmp_path / "killed" / "run" / "train.log").read_text()
