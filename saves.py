@@ -12,7 +12,7 @@ SAVE_SECONDS = 120.0  # a restart repeats at most about this much work
 # first WARM_STEPS steps warm up (allocations, autotuning, compilation), the next PROBE_STEPS
 # are timed, then save_steps is set.
 WARM_STEPS = 3
-PROBE_STEPS = 20
+PROBE_STEPS = 5
 
 
 def plan_save_steps(val_every, step_seconds):
