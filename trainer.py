@@ -104,6 +104,8 @@ def resumed_plan(saved, args, info, world_size):
             fp, plan, plan.batch_size, world_size)
         plan.sources.update(steps="flag", time_budget="flag")
         plan.time_budget = None
+    if args.save_steps:  # when to save never changes the training: this launch's flag wins
+        plan.save_steps, plan.sources["save_steps"] = args.save_steps, "flag"
     return plan
 
 

@@ -114,3 +114,14 @@ def test_a_run_without_a_measured_speed_times_its_steps_for_the_interval(tiny_da
     assert last == [5, 6, 7, 8, 9, 10]
     plan = torch.load(out / "last.pt", weights_only=True)["plan"]
     assert plan["save_steps"] == 1 and plan["measured"]["save_step_seconds"] > 0
+
+
+def test_save_steps_given_on_resume_applies_from_there(tiny_data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert train.main(run_args(tiny_data, out, "--steps", "4", "--val-every", "4")) == 0
+    saved = recorded_saves(monkeypatch)
+    assert train.main(run_args(tiny_data, out, "--steps", "12", "--save-steps", "2",
+                               "--resume", str(out))) == 0
+    assert [step for name, step in saved if name == "last.pt"] == [6, 8, 10, 12]
+    plan = torch.load(out / "last.pt", weights_only=True)["plan"]
+    assert (plan["save_steps"], plan["sources"]["save_steps"]) == (2, "flag")
