@@ -13,7 +13,7 @@ from labelstats import layout_asymmetry
 RARE_SHARE = 0.05
 RARE_WEIGHTS = "sqrt-inverse"
 # Rare-class sampling: this share of the crops is centred on a pixel of a class drawn among
-# those in the image (sampling.py) when a class is under SAMPLING_SHARE of the pixels.
+# the train set's classes (sampling.py) when a class is under SAMPLING_SHARE of the pixels.
 CLASS_SAMPLING = 0.5
 SAMPLING_SHARE = 0.10
 # Flips: none along an axis where the classes keep to one half of the image by more than this

@@ -116,11 +116,6 @@ COLOUR_SPREAD = 0.02
 COLOUR_IMAGES = 0.10
 
 
-def colour_spread(rgb):
-    """Mean of max(R, G, B) - min(R, G, B) over the pixels of rgb [H, W, 3] in [0, 1]."""
-    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
-
-
 def colour_channels(colour_share):
     """The channel count --in-channels auto gives data whose train images carry real colour
     (COLOUR_SPREAD) in this share: 3 from COLOUR_IMAGES on, else 1 (grey, colour dropped)."""

@@ -42,14 +42,15 @@ def label_statistics(summaries, decoding, ignore_index):
         known = (classes >= 0) & (classes < count)
         if summary.halves is None or not known.any():
             continue
-        per_class = lambda values: np.bincount(classes[known], weights=values[known],  # noqa: E731
-                                               minlength=count)
-        present = per_class(summary.counts) > 0
+        labels = classes[known]
+        counts, boundary, *halves = (np.bincount(labels, weights=values[known], minlength=count)
+                                     for values in (summary.counts, summary.edges,
+                                                    *summary.halves))
+        present = counts > 0
         images += present
         image_classes[summary.path.stem] = np.flatnonzero(present).tolist()
-        pixels += per_class(summary.counts).astype(np.int64)
-        edges += per_class(summary.edges).astype(np.int64)
-        halves = [per_class(half) for half in summary.halves]
+        pixels += counts.astype(np.int64)
+        edges += boundary.astype(np.int64)
         for axis, (first, second) in (("rows", halves[:2]), ("cols", halves[2:])):
             both = first + second
             held = present & (both > 0)
