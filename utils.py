@@ -239,11 +239,14 @@ def checkpoint_info(checkpoint):
 
 
 def training_flips(plan):
-    """("h", "v"), ("h",), ... : the flips of a plan (a dict); plans before per-axis flips
-    had one switch, "flip"; a checkpoint without a plan trained with both."""
+    """("h", "v"), ("h",), ... : the flips training used, from its plan (a dict): none with
+    --no-flip, --no-augment or --overfit-batch; plans before per-axis flips had one switch,
+    "flip"; a checkpoint without a plan trained with both."""
+    if not (plan.get("flip", True) and plan.get("augment", True)) or plan.get("overfit_batch"):
+        return ()
     if "hflip" in plan:
         return tuple(name for name, key in (("h", "hflip"), ("v", "vflip")) if plan[key])
-    return ("h", "v") if plan.get("flip", True) and plan.get("augment", True) else ()
+    return ("h", "v")
 
 
 def build_model(checkpoint, path="checkpoint"):

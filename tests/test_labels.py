@@ -18,6 +18,7 @@ import sampling
 import scancache
 import train
 import transforms
+import utils
 from dataset import SegmentationDataset, scan_dataset
 from helpers import write_tiny_dataset
 from model import SegNet
@@ -345,6 +346,14 @@ def test_tta_uses_the_flips_training_used():
     assert inference.tta_flips(("h",)) == ((), (-1,))
     assert inference.tta_flips(("h", "v")) == inference.FLIPS
     assert inference.tta_flips(True) == inference.FLIPS and inference.tta_flips(False) == ((),)
+
+
+def test_tta_leaves_out_flips_a_run_without_augmentation_never_saw():
+    planned = {"hflip": True, "vflip": False, "flip": True, "augment": True}
+    assert utils.training_flips(planned) == ("h",)
+    assert utils.training_flips(dict(planned, augment=False)) == ()  # --no-augment
+    assert utils.training_flips(dict(planned, overfit_batch=True)) == ()
+    assert utils.training_flips({}) == ("h", "v")  # a checkpoint from before plans
 
 
 # ---------------------------------------------------------------- ImageNet encoder weights
