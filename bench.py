@@ -19,19 +19,16 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-import deploy
-import engine
-import inference
-import loaders
-import losses
-import plots
-import utils
-from dataset import scan_dataset
 from model import SegNet
-from plan import Plan
-from runtime import Runtime, resolve_device, tune_cpu_allocator
-from speedreport import allocator_summary, summarise, table_lines
-from timing import measure, peak_memory_mb, reset_peak_memory, timed
+from segnet import utils
+from segnet.bench.speedreport import allocator_summary, summarise, table_lines
+from segnet.data import loaders
+from segnet.data.dataset import scan_dataset
+from segnet.inference import deploy, inference, plots
+from segnet.plan.plan import Plan
+from segnet.runtime import Runtime, resolve_device, tune_cpu_allocator
+from segnet.training import engine, losses
+from segnet.training.timing import measure, peak_memory_mb, reset_peak_memory, timed
 
 HERE = Path(__file__).resolve().parent
 WORKERS = ("baseline", "project", "compile", "onnx", "loader", "peak", "allocator-on",

@@ -10,16 +10,12 @@ from pathlib import Path
 
 from PIL import Image
 
-import inference
-import inferoptions
-import measures
-import plots
-import runtime
-import utils
-from dataset import DataError, split_pairs
-from images import IMAGE_CONVERSIONS, load_image
-from maskadvice import describe_decoding
-from masks import decode_mask
+from segnet import runtime, utils
+from segnet.data.dataset import DataError, split_pairs
+from segnet.data.images import IMAGE_CONVERSIONS, load_image
+from segnet.data.maskadvice import describe_decoding
+from segnet.data.masks import decode_mask
+from segnet.inference import inference, inferoptions, measures, plots
 
 
 def get_args_parser():

@@ -7,9 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import deploy
-import utils
 from model import MIN_SIZE
+from segnet import utils
+from segnet.inference import deploy
 
 
 def get_args_parser():

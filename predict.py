@@ -13,16 +13,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-import deploy
-import inference
-import inferoptions
-import measures
-import plots
-import runtime
-import utils
-from dataset import IMAGE_EXTENSIONS
-from images import normalize
 from model import MIN_SIZE, context_radius
+from segnet import runtime, utils
+from segnet.data.dataset import IMAGE_EXTENSIONS
+from segnet.data.images import normalize
+from segnet.inference import deploy, inference, inferoptions, measures, plots
 
 
 def get_args_parser():

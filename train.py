@@ -12,18 +12,18 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-import engine
-import plan as planning
-import trainer
-import utils
-from dataset import DataError
-from demo import make_demo
 from model import IMAGENET, SegNet, load_imagenet_weights, load_vgg16_bn_encoder
-from runfiles import Logger, remove_temp_files, write_config
-from runtime import (PeerLost, Runtime, barrier, init_distributed, is_distributed, is_main,
-                     peer_failures, seed_everything, tune_cpu_allocator)
-from scancache import cached_scan
-from trainflags import AUTO_RESUME, exclusive_flag_problems, number_problems, place_problems
+from segnet import utils
+from segnet.data.dataset import DataError
+from segnet.data.demo import make_demo
+from segnet.data.scancache import cached_scan
+from segnet.plan import plan as planning
+from segnet.plan.trainflags import (AUTO_RESUME, exclusive_flag_problems, number_problems,
+                                    place_problems)
+from segnet.runtime import (PeerLost, Runtime, barrier, init_distributed, is_distributed, is_main,
+                            peer_failures, seed_everything, tune_cpu_allocator)
+from segnet.training import engine, trainer
+from segnet.training.runfiles import Logger, remove_temp_files, write_config
 
 # What a run writes before its first checkpoint: --resume auto may start afresh over these.
 RUN_LEFTOVERS = ("config.json", "train.log", "metrics.csv", "curves.png",

@@ -4,9 +4,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-import plots
-import utils
 from model import SegNet
+from segnet import utils
+from segnet.inference import plots
 
 
 def write_tiny_dataset(root, counts=(("train", 6), ("val", 2)), size=24, seed=0):

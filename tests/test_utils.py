@@ -8,13 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import inference
-import losses
-import measures
-import plots
-import runtime
-import utils
 from model import SegNet
+from segnet import runtime, utils
+from segnet.inference import inference, measures, plots
+from segnet.training import losses
 
 
 def test_confusion_matrix_and_metrics_by_hand():

@@ -1,0 +1,2 @@
+"""Files -> samples: pairing, reading and decoding, the scan and its checks, transforms and the
+train loader. Imports: segnet.runtime, segnet.utils (and model.py)."""

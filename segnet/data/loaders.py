@@ -1,0 +1,156 @@
+"""Training data: samples seeded per (epoch, index) so augmentation never depends on the worker
+count or a resume, the epoch sampler (this rank's shard, a start offset), the train and val
+sets with their memory cache, and the train loader. `config` is a plan.Plan."""
+import functools
+import math
+import random
+import signal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from segnet.data import transforms
+from segnet.data.dataset import SegmentationDataset
+from segnet.runtime import physical_memory, seed_everything
+
+CACHE_MEMORY_SHARE = 0.25  # of the machine's memory, for all the decoded-sample caches together
+
+
+class EpochSeeded(Dataset):
+    """Seeds every RNG from (seed, epoch, index) before each sample's augmentation, so the
+    augmented data is the same whatever the worker count or where a run was resumed.
+
+    The key is (epoch, index), as EpochSampler yields it: persistent DataLoader workers keep
+    the dataset copy of their start, so an epoch stored on the dataset would never reach them.
+    The process's own RNG states (dropout, ...) are put back after each sample.
+    """
+
+    def __init__(self, dataset, seed, fixed=False):
+        self.dataset, self.seed, self.fixed = dataset, seed, fixed  # fixed: epoch 0 always
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        epoch = 0 if self.fixed else epoch
+        states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        seed_everything((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+
+
+class EpochSampler(Sampler):
+    """Shuffled order from (seed, epoch) alone, this process's shard of it, and a start offset
+    so a run resumed mid-epoch continues with exactly the batches it had not seen.
+
+    With world_size > 1 (torchrun) the order is padded by repetition to a multiple of
+    world_size, as DistributedSampler does; evaluation uses its own exact sharding.
+    """
+
+    def __init__(self, size, seed, shuffle=True, rank=0, world_size=1):
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch, start=0):
+        self.epoch, self.start = epoch, start
+
+    def full_order(self):
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        per_rank = math.ceil(self.size / self.world_size)
+        order += order[:per_rank * self.world_size - self.size]
+        return order[self.rank::self.world_size]
+
+    def __iter__(self):
+        """(epoch, index) keys for EpochSeeded."""
+        return iter([(self.epoch, index) for index in self.full_order()[self.start:]])
+
+    def __len__(self):
+        return len(self.full_order()) - self.start
+
+
+def loader_workers(config, device):
+    """DataLoader worker processes: config.workers, else 0 on a CPU (the cores train) and 4."""
+    if config.workers is not None:
+        return config.workers
+    return 0 if device.type == "cpu" else 4
+
+
+def cache_bytes(workers, processes=1):
+    """What one dataset copy may cache: CACHE_MEMORY_SHARE of the machine's memory over every
+    copy on it (the train set in each loader worker or in the process, the val set, in each of
+    `processes` local processes). None where the memory size is unknown: no limit."""
+    memory = physical_memory()
+    if memory is None:
+        return None
+    return int(CACHE_MEMORY_SHARE * memory / ((max(workers, 1) + 1) * max(processes, 1)))
+
+
+def build_datasets(config, root, info, workers=0, processes=1):
+    """(train set: augmented, seeded per (epoch, index); val set: whole images, read as
+    evaluate.py reads them). With config.cache, each keeps decoded samples in memory up to
+    cache_bytes(workers, processes): a large dataset is partly cached, never a memory error.
+    With --overfit-batch or --dry-run, train is its first batch, and --overfit-batch validates
+    on that very batch, unaugmented."""
+    limit = cache_bytes(workers, processes)
+    augment = config.augment and not config.overfit_batch  # overfit: one fixed batch
+    train_set = SegmentationDataset(root, "train", info, transform=train_transform(
+        config, info, augment), cache=config.cache, cache_bytes=limit,
+        class_sampling=config.class_sampling if augment else 0.0)
+    val_set = SegmentationDataset(root, "val", info, cache=config.cache, cache_bytes=limit)
+    train_set = EpochSeeded(train_set, config.seed)
+    if config.overfit_batch or config.dry_run:
+        first = Subset(train_set.dataset, range(min(config.batch_size, len(train_set))))
+        train_set = EpochSeeded(first, config.seed, fixed=config.overfit_batch)
+        val_set = Subset(val_set, range(min(config.batch_size, len(val_set))))
+    if config.overfit_batch:
+        val_set = train_set  # validate on the very batch being memorised
+    return train_set, val_set
+
+
+def train_transform(config, info, augment=True):
+    """The plan's training transform: crop, training scale, flips, rotation, augmentation
+    relative to the images' value range (info["intensity_range"])."""
+    return transforms.train_transform(
+        crop_size=config.crop_size, scale=config.scale, hflip=config.hflip and config.flip,
+        vflip=config.vflip and config.flip, rotate=config.rotate, jitter=config.jitter,
+        noise=config.noise, ignore_index=config.ignore_index, image_size=config.image_size,
+        augment=augment, base_scale=config.train_scale,
+        value_range=info.get("intensity_range") or (0.0, 1.0))
+
+
+def quiet_worker(worker_id):
+    """Ctrl-C is handled by the main process (which saves a checkpoint), not by workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def steps_per_epoch(train_images, batch_size, world_size=1):
+    """Optimiser steps of one pass over the train images, as build_loader batches them."""
+    per_rank = math.ceil(train_images / world_size)
+    if train_images // world_size > batch_size:  # whole batches only (drop_last)
+        return per_rank // batch_size
+    return math.ceil(per_rank / batch_size)
+
+
+def build_loader(config, train_set, device, rank=0, world_size=1):
+    """The train loader: EpochSampler order (this rank's shard), whole batches."""
+    workers = loader_workers(config, device)
+    collate = functools.partial(transforms.pad_collate, ignore_index=config.ignore_index)
+    # Drop a last partial batch: a batch of one breaks BatchNorm statistics.
+    drop_last = len(train_set) // world_size > config.batch_size
+    sampler = EpochSampler(len(train_set), config.seed, shuffle=not config.overfit_batch,
+                           rank=rank, world_size=world_size)
+    return DataLoader(train_set, batch_size=config.batch_size, sampler=sampler,
+                      drop_last=drop_last, num_workers=workers, collate_fn=collate,
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                      worker_init_fn=quiet_worker)
