@@ -26,7 +26,8 @@ from segnet.data import loaders
 from segnet.data.dataset import scan_dataset
 from segnet.inference import deploy, inference, plots
 from segnet.plan.plan import Plan
-from segnet.runtime import Runtime, resolve_device, tune_cpu_allocator
+from segnet.runtime import (Runtime, autocast, resolve_channels_last, resolve_device,
+                            tune_cpu_allocator)
 from segnet.training import engine, losses
 from segnet.training.timing import measure, peak_memory_mb, reset_peak_memory, timed
 
@@ -168,7 +169,9 @@ def write_inference_checkpoint(path, model, args):
 
 def project_inference(args, device, compiled=False):
     """predict.py's path: inference.load_for_inference (its device, precision and layout
-    choices), then inference.batch_probs on a CPU batch, as predict.py calls it."""
+    choices), then inference.batch_probs on a CPU batch with the arg-max on the device and uint8
+    labels back, as predict.py calls it; and the bare model (the same folded model on a batch
+    already on the device, arg-max there, nothing back) that the path is held against."""
     torch.manual_seed(args.seed)
     model = SegNet(in_channels=args.in_channels, num_classes=args.num_classes)
     images, _ = synthetic_batch(args)
@@ -180,10 +183,20 @@ def project_inference(args, device, compiled=False):
         model = torch.compile(model)
 
     def infer():
-        return inference.batch_probs(model, images, dtype=dtype)
+        probs, _ = inference.batch_probs(model, images, dtype=dtype, on_device=True)
+        return probs.argmax(1).to(torch.uint8).cpu()
 
-    return dict(measure(infer, device, args, args.batch_size),
+    layout = torch.channels_last if resolve_channels_last(device) else torch.contiguous_format
+    ready = images.to(device).contiguous(memory_format=layout)
+
+    @torch.inference_mode()
+    def bare():
+        with autocast(device, dtype):
+            return model(ready).argmax(1)
+
+    path = dict(measure(infer, device, args, args.batch_size),
                 peak_memory_mb=peak_memory_mb(device))
+    return dict(path, bare_img_s=measure(bare, device, args, args.batch_size)["img_s"])
 
 
 def project_training(args, compiled=False):
@@ -293,18 +306,31 @@ def write_synthetic_dataset(root, count, size, in_channels, num_classes):
     return root
 
 
-def loader_rate(loader, batches, batch_size):
-    """img/s of a loader over `batches` batches, after one untimed epoch (worker start-up,
-    image decoding into the cache)."""
+def loader_rate(loader, batches, batch_size, device):
+    """img/s of a loader over `batches` batches, each copied to `device` as training copies it
+    (files -> workers -> pinned batch -> device), after one untimed epoch (worker start-up,
+    image decoding into the cache); epoch ends inside the timed batches count, as in a run."""
     for _ in loader:
         pass
     seen, start = 0, time.perf_counter()
     while seen < batches:
-        for _ in loader:
+        for images, masks in loader:
+            images = images.to(device, non_blocking=True)
+            masks = masks.to(device, non_blocking=True)
             seen += 1
             if seen == batches:
                 break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return batches * batch_size / (time.perf_counter() - start)
+
+
+def loader_images(args):
+    """Train images for the loader measurement: an epoch of at least two batches a worker (as
+    a real dataset gives them), so that no worker waits for the epoch's end. With 2 images a
+    batch size, as before, 15 workers had 2 batches an epoch to share: they measured no faster
+    than 4."""
+    return args.batch_size * max(2, 2 * max([*args.loader_workers, loaders.default_workers()]))
 
 
 def run_loader(args, device):
@@ -313,7 +339,7 @@ def run_loader(args, device):
     default count."""
     rates, default_workers = {}, None
     with tempfile.TemporaryDirectory() as folder:
-        root = write_synthetic_dataset(Path(folder), 2 * args.batch_size, args.size,
+        root = write_synthetic_dataset(Path(folder), loader_images(args), args.size,
                                        args.in_channels, args.num_classes)
         info = scan_dataset(root, in_channels=args.in_channels)
         for workers in [None, *args.loader_workers]:
@@ -324,7 +350,7 @@ def run_loader(args, device):
                 default_workers = loader.num_workers
             if loader.num_workers not in rates:
                 rates[loader.num_workers] = loader_rate(loader, args.loader_batches,
-                                                        args.batch_size)
+                                                        args.batch_size, device)
             del loader  # stops persistent workers before the next count starts its own
     return {"img_s": {str(w): rate for w, rate in sorted(rates.items())},
             "default_workers": default_workers}
@@ -341,10 +367,20 @@ def matmul_peak(dtype, device, size, repeats=5):
 
 
 def run_peak(args, device, precisions):
+    """Each precision's matmul peak; on CUDA also TF32's, which cuDNN's fp32 convolutions run
+    in by default (torch.backends.cudnn.allow_tf32): held against plain fp32 they read over
+    100% of the peak."""
     size = args.peak_size or (8192 if device.type == "cuda" else 2048)
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    return {"size": size, "gflops": {name: matmul_peak(dtypes[name], device, size)
-                                     for name in precisions}}
+    gflops = {name: matmul_peak(dtypes[name], device, size) for name in precisions}
+    if device.type == "cuda" and "fp32" in precisions and torch.backends.cudnn.allow_tf32:
+        before = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high")  # fp32 matmuls in TF32, as cuDNN's convs
+        try:
+            gflops["tf32"] = matmul_peak(torch.float32, device, size)
+        finally:
+            torch.set_float32_matmul_precision(before)
+    return {"size": size, "gflops": gflops}
 
 
 def count_flops(args):

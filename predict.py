@@ -142,14 +142,14 @@ def save_uncertainty(paths, probs, variance):
     np.save(paths["variance"], variance.numpy().astype(np.float32))
 
 
-def write_outputs(path, image, probs, variance, info, args):
+def write_outputs(path, image, labels, probs, variance, info, args):
     """The mask (and, if asked, overlay, probabilities and uncertainty maps) of one input.
 
-    image: float32 [C, H, W] in [0, 1]; probs: float32 tensor [K, H, W]; variance: float32
+    image: float32 [C, H, W] in [0, 1]; labels: uint8 [H, W]; probs: float32 tensor [K, H, W]
+    on the CPU, only when --probs or --mc-samples asks for them (else None); variance: float32
     tensor [H, W] with --mc-samples, else None.
     """
     outputs = output_paths(path, args.output)
-    labels = probs.argmax(0).to(torch.uint8).numpy()
     save_mask(outputs["mask"], labels, info)
     if args.overlay:
         picture = plots.overlay(plots.to_display(image), labels, plots.class_colors(info))
@@ -178,12 +178,17 @@ def predict_files(model, info, paths, args, dtype, mc_samples=0):
         probs, variance = inference.batch_probs(model, normalised, args.tile, args.overlap,
                                                 inferoptions.tta_option(args.tta, info), dtype,
                                                 image_size, mc_samples, args.seed,
-                                                progress=True, scale=scale)
+                                                progress=True, scale=scale, on_device=True)
+        # The arg-max and the review's statistics run where the model ran: only uint8 labels
+        # cross to the host, and the probabilities only when an output is made of them.
+        labels = probs.argmax(1).to(torch.uint8).cpu().numpy()
+        if args.review:
+            reviews += [measures.review_row(path, probs[index], info["class_names"])
+                        for index, (path, _) in enumerate(batch)]
+        host = probs.cpu() if args.probs or variance is not None else None
         for index, (path, image) in enumerate(batch):
-            write_outputs(path, image, probs[index],
-                          None if variance is None else variance[index], info, args)
-            if args.review:
-                reviews.append(measures.review_row(path, probs[index], info["class_names"]))
+            write_outputs(path, image, labels[index], None if host is None else host[index],
+                          None if variance is None else variance[index].cpu(), info, args)
         bar.update(len(batch))
     bar.close()
     if args.review:

@@ -45,7 +45,8 @@ def channels_flag(text):
     return text if text == "auto" else int(text)
 
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data"  # train.py's --data default (demo set)
+# train.py's --data default (the demo set): the data/ folder beside the commands
+DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data"
 SPLITS = ("train", "val", "test")
 
 

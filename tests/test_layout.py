@@ -31,7 +31,8 @@ def python_files():
 
 
 def module_name(path):
-    """segnet/data/masks.py -> segnet.data.masks, segnet/__init__.py -> segnet, train.py -> train."""
+    """segnet/data/masks.py -> segnet.data.masks, segnet/__init__.py -> segnet, train.py ->
+    train."""
     parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -99,14 +100,16 @@ def test_the_root_holds_the_commands_the_design_card_and_the_shims_only():
 
 
 def test_every_part_of_the_package_is_a_layer():
-    parts = {path.name for path in PACKAGE.iterdir() if path.is_dir() and path.name != "__pycache__"}
+    parts = {path.name for path in PACKAGE.iterdir()
+             if path.is_dir() and path.name != "__pycache__"}
     modules = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"}
     assert parts | modules == set(LAYERS)
 
 
 def test_each_part_says_its_job_and_what_it_may_import():
     for name, allowed in LAYERS.items():
-        path = PACKAGE / name / "__init__.py" if (PACKAGE / name).is_dir() else PACKAGE / f"{name}.py"
+        folder = PACKAGE / name
+        path = folder / "__init__.py" if folder.is_dir() else PACKAGE / f"{name}.py"
         docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
         assert docstring, f"{path.relative_to(ROOT)} has no docstring"
         if path.name == "__init__.py":

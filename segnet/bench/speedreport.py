@@ -20,6 +20,12 @@ def ratios(pairs, numerator, denominator, phase):
             for pair in pairs]
 
 
+def peak_key(precision, peak):
+    """The peak a precision's convolutions are held against: TF32's for fp32 where bench
+    measured it (CUDA, where cuDNN runs fp32 convolutions in TF32), else the precision's own."""
+    return "tf32" if precision == "fp32" and "tf32" in peak["gflops"] else precision
+
+
 def config_summary(pairs, kind, flops, peak):
     """Median img/s, GFLOP/s, fraction of the dtype's peak and memory of one configuration."""
     precision = pairs[0][kind].get("precision", "fp32")
@@ -29,7 +35,7 @@ def config_summary(pairs, kind, flops, peak):
         gflops = rate * flops[f"{phase}_per_image"] / 1e9
         summary[phase] = {
             "img_s": rate, "img_s_per_pair": [pair[kind][phase]["img_s"] for pair in pairs],
-            "gflops": gflops, "peak_fraction": gflops / peak["gflops"][precision],
+            "gflops": gflops, "peak_fraction": gflops / peak["gflops"][peak_key(precision, peak)],
             "peak_memory_mb": statistics.median(pair[kind][phase]["peak_memory_mb"]
                                                 for pair in pairs),
             "page_faults_per_call": statistics.median(pair[kind][phase]["page_faults_per_call"]
@@ -79,6 +85,9 @@ def summarise(args, device, flops, pairs, loader, peak, allocator, onnx_skipped=
         "infer_speedup": statistics.median(infer_ratios),
         "train_peak_fraction": project["train"]["peak_fraction"],
         "loader_ratio": default_rate / project["train"]["img_s"],
+        "infer_path_share": statistics.median(pair["project"]["infer"]["img_s"]
+                                              / pair["project"]["infer"]["bare_img_s"]
+                                              for pair in pairs),
         "train_speedup_per_pair": train_ratios, "infer_speedup_per_pair": infer_ratios,
         "settings": {"device": str(device), "size": args.size, "batch_size": args.batch_size,
                      "pairs": args.pairs, "warmup": args.warmup, "repeats": args.repeats,
@@ -135,6 +144,8 @@ def table_lines(result):
         f"{workers} workers {rate:.0f}" for workers, rate in loader["img_s"].items())
         + f"; training consumes {loader['train_consumption_img_s']:.2f} img/s; loader ratio "
           f"{result['loader_ratio']:.1f}x at the default {loader['default_workers']} workers")
+    lines.append(f"predict.py's path: {result['infer_path_share']:.0%} of the bare model's img/s "
+                 f"(the folded model on a batch already on the device, arg-max there)")
     lines += onnx_lines(result.get("onnx"), proj["precision"])
     lines += allocator_lines(result["allocator"]) + compile_lines(result.get("compile"))
     return lines

@@ -18,9 +18,9 @@ from tqdm import tqdm
 from segnet.data.checks import (SplitScan, add_findings, data_warnings, mismatch_problems,
                                 size_summary, unused_paths)
 from segnet.data.classtable import CLASS_TABLE_NAME, class_names_colors, load_class_table
-from segnet.data.images import IMAGE_CONVERSIONS, to_model_array  # noqa: F401  (re-exported)
-from segnet.data.images import (colour_channels, load_image, normalize, pil_pixels, pixel_digest,
-                                read_image)
+from segnet.data.images import (IMAGE_CONVERSIONS, colour_channels,  # noqa: F401  (re-exported)
+                                load_image, normalize, pil_pixels, pixel_digest, read_image,
+                                to_model_array)
 from segnet.data.labelstats import class_statistics, label_statistics
 from segnet.data.maskadvice import describe_decoding
 from segnet.data.masks import (check_class_count, check_masks, decode_mask, infer_mask_decoding,

@@ -15,7 +15,7 @@ from segnet import utils
 from segnet.data.dataset import SegmentationDataset
 from segnet.data.images import load_image, normalize, to_model_array
 from segnet.inference.inferoptions import BATCH_SIZE, resolve_image_size, resolve_scale
-from segnet.inference.measures import ConfusionMatrix, entropy_map
+from segnet.inference.measures import ConfusionMatrix, entropy_map, image_confusions
 from segnet.runtime import (autocast, resolve_channels_last, resolve_device, resolve_precision,
                             unwrapped)
 from segnet.utils import DataError, Progress
@@ -205,9 +205,12 @@ def tiled_probs(model, image, tile=TILE, overlap=OVERLAP, tta=False, dtype=None,
 
 @torch.inference_mode()
 def batch_probs(model, images, tile=TILE, overlap=OVERLAP, tta=False, dtype=None,
-                image_size=None, mc_samples=0, seed=0, progress=False, scale=1.0):
+                image_size=None, mc_samples=0, seed=0, progress=False, scale=1.0,
+                on_device=False):
     """(probs float32 [N, K, H, W], variance float32 [N, H, W] or None) on the CPU of normalised
-    images [N, C, H, W].
+    images [N, C, H, W]; with on_device, where the model ran (tiled images excepted: their
+    results are put together on the CPU), so that the arg-max and the scores run there and only
+    what a caller writes crosses to the host.
 
     Images up to `tile` a side go through the model together; larger ones tile by tile.
     image_size: the model sees images resized to that square; scale: resized by that factor
@@ -219,7 +222,7 @@ def batch_probs(model, images, tile=TILE, overlap=OVERLAP, tta=False, dtype=None
     """
     if not mc_samples:
         return resized_probs(model, images, tile, overlap, tta, dtype, model_size(
-            images.shape[-2:], image_size, scale), 0, progress)
+            images.shape[-2:], image_size, scale), 0, progress, on_device)
     device = model_device(model)
     results = []
     for image in images:
@@ -227,7 +230,7 @@ def batch_probs(model, images, tile=TILE, overlap=OVERLAP, tta=False, dtype=None
             torch.manual_seed(seed)
             results.append(resized_probs(model, image[None], tile, overlap, tta, dtype,
                                          model_size(images.shape[-2:], image_size, scale),
-                                         mc_samples, progress))
+                                         mc_samples, progress, on_device))
     return (torch.cat([probs for probs, _ in results]),
             torch.cat([variance for _, variance in results]))
 
@@ -242,7 +245,8 @@ def model_size(size, image_size=None, scale=1.0):
     return None
 
 
-def resized_probs(model, images, tile, overlap, tta, dtype, size, mc_samples, progress):
+def resized_probs(model, images, tile, overlap, tta, dtype, size, mc_samples, progress,
+                  on_device=False):
     """batch_probs without the per-image seeding: one batch, or tiles for large images; size:
     (height, width) to resize the images to first (model_size), the results resized back."""
     height, width = images.shape[-2:]
@@ -254,7 +258,8 @@ def resized_probs(model, images, tile, overlap, tta, dtype, size, mc_samples, pr
         device = model_device(model)
         probs, variance = forward_probs(model, images.to(device), tta, dtype, mc_samples,
                                         tile * tile)
-        probs, variance = probs.cpu(), variance.cpu() if mc_samples else None
+        if not on_device:
+            probs, variance = probs.cpu(), variance.cpu() if mc_samples else None
     else:
         results = [tiled_probs(model, image, tile, overlap, tta, dtype, mc_samples, progress)
                    for image in images]
@@ -346,6 +351,9 @@ def score_dataset(model, dataset, num_classes, ignore_index=255, indices=None,
     to sum, fed log-probabilities (whose softmax is the probabilities). progress: a Progress.
     on_image(index, probs float32 [K, H, W], preds [H, W], mask [H, W]), all on the CPU: called
     per image, for measures gathered while scoring; a dict it returns joins the image's entry.
+
+    The arg-max, the confusion counts and the loss are computed where the model runs; the
+    probabilities cross to the host only for on_image and Monte Carlo entropy.
     """
     scores = Scores(ConfusionMatrix(num_classes, ignore_index))
     indices = range(len(dataset)) if indices is None else indices
@@ -355,20 +363,26 @@ def score_dataset(model, dataset, num_classes, ignore_index=255, indices=None,
         keys, images = zip(*batch)
         probs, _ = batch_probs(model, torch.stack(images), tta=tta, dtype=dtype,
                                image_size=image_size, mc_samples=mc_samples, seed=seed,
-                               scale=scale)
-        masks = torch.stack([mask for _, mask in keys])
+                               scale=scale, on_device=True)
+        masks = torch.stack([mask for _, mask in keys]).to(probs.device, non_blocking=True)
+        preds = probs.argmax(1)
         if criterion is not None:  # image by image: a Dice term must not see the batching
             log_probs = probs.clamp(min=1e-12).log()
-            scores.loss_sum += sum(float(criterion(log_probs[i:i + 1], masks[i:i + 1]))
-                                   for i in range(len(batch)))
+            scores.loss_sum += float(torch.stack([
+                criterion(log_probs[i:i + 1], masks[i:i + 1]) for i in range(len(batch))
+            ]).double().sum())
         scores.images += len(batch)
-        for (index, mask), image_probs in zip(keys, probs):
-            preds = image_probs.argmax(0)
-            entry = {"index": index, "confusion": scores.confusion.update(preds, mask)}
+        counts = image_confusions(preds, masks, num_classes, ignore_index).cpu()
+        scores.confusion.matrix += counts.sum(0).to(scores.confusion.matrix.device)
+        if mc_samples or on_image is not None:
+            probs, preds = probs.cpu(), preds.cpu()
+        for number, (index, mask) in enumerate(keys):
+            entry = {"index": index, "confusion": counts[number]}
             if mc_samples:
-                entry.update(entropy_sums(image_probs, preds, mask, num_classes, ignore_index))
+                entry.update(entropy_sums(probs[number], preds[number], mask, num_classes,
+                                          ignore_index))
             if on_image is not None:
-                entry.update(on_image(index, image_probs, preds, mask) or {})
+                entry.update(on_image(index, probs[number], preds[number], mask) or {})
             scores.per_image.append(entry)
         if progress is not None:
             progress.update(len(batch))
@@ -456,4 +470,8 @@ def predict(model, info, image, amp="auto"):
     dtype = resolve_precision(device, amp)
     folded = inference_model(model, dtype, channels_last=resolve_channels_last(device))
     array = to_model_array(image, info["in_channels"])  # float32 [C, H, W] in [0, 1]
-    return predict_probs(folded, info, array, dtype=dtype).argmax(0).astype(np.int64)
+    normalised = torch.from_numpy(np.asarray(normalize(array, info["normalization"])))
+    probs, _ = batch_probs(folded, normalised[None], dtype=dtype,
+                           image_size=resolve_image_size(info, None),
+                           scale=resolve_scale(info, None, None), on_device=True)
+    return probs[0].argmax(0).cpu().numpy().astype(np.int64)  # the arg-max where the model ran

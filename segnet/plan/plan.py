@@ -17,8 +17,8 @@ from segnet.data.fingerprint import (SMALL_IMAGES, Fingerprint, fingerprint,  # 
 from segnet.plan.dataplan import plan_data
 from segnet.plan.plantable import table_lines  # noqa: F401  (printed with the plan)
 from segnet.plan.saves import plan_save_steps
-from segnet.plan.speed import (CALIBRATION_IMAGES, CALIBRATION_PIXELS,  # noqa: F401
-                                 CHECK_OVERHEAD, Speed)
+from segnet.plan.speed import (CALIBRATION_IMAGES, CALIBRATION_PIXELS, CHECK_OVERHEAD,  # noqa: F401
+                               Speed)
 
 # ---------------------------------------------------------------- the rules' constants
 # Crop: square, a multiple of the pooling grid, no larger than the typical image, and at most

@@ -24,8 +24,14 @@ def test_json_report_has_the_headline_figures():
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
-    for key in ("train_speedup", "infer_speedup", "train_peak_fraction", "loader_ratio"):
+    for key in ("train_speedup", "infer_speedup", "train_peak_fraction", "loader_ratio",
+                "infer_path_share"):
         assert report[key] > 0, key
+    assert report["raw_pairs"][0]["project"]["infer"]["bare_img_s"] > 0
+    assert "of the bare model's img/s" in subprocess.run(
+        [sys.executable, "-c", "import json, sys; from segnet.bench.speedreport import "
+         "table_lines; print(chr(10).join(table_lines(json.load(sys.stdin))))"],
+        input=result.stdout, cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     assert report["settings"]["size"] == 32 and report["settings"]["batch_size"] == 2
     assert report["baseline"]["precision"] == "fp32"
     assert report["baseline"]["channels_last"] is False
@@ -73,3 +79,20 @@ def test_bad_arguments_are_refused():
         bench.validate_args(bench.get_args_parser().parse_args(["--size", "4"]))
     with pytest.raises(SystemExit, match="--loader-workers must be >= 0"):
         bench.validate_args(bench.get_args_parser().parse_args(["--loader-workers", "-1"]))
+
+
+def test_fp32_is_held_against_the_tf32_peak_where_bench_measured_it():
+    """On CUDA cuDNN runs fp32 convolutions in TF32: against the plain fp32 matmul peak they
+    read over 100% (139% on an H200). Where run_peak measured TF32, fp32 is held against it."""
+    phase = {"img_s": 10.0, "peak_memory_mb": 1.0, "page_faults_per_call": 0.0,
+             "sys_s_per_call": 0.0}
+    pairs = [{"baseline": {"precision": "fp32", "train": phase, "infer": phase}}]
+    flops = {"train_per_image": 30e9, "infer_per_image": 10e9}  # 300 and 100 GFLOP/s
+    cuda_peak = {"gflops": {"fp32": 50.0, "tf32": 400.0, "bf16": 800.0}}
+    summary = speedreport.config_summary(pairs, "baseline", flops, cuda_peak)
+    assert summary["train"]["peak_fraction"] == pytest.approx(300 / 400)
+    assert summary["infer"]["peak_fraction"] == pytest.approx(100 / 400)
+    cpu_peak = {"gflops": {"fp32": 500.0}}
+    assert speedreport.config_summary(pairs, "baseline", flops, cpu_peak)["train"][
+        "peak_fraction"] == pytest.approx(300 / 500)
+    assert speedreport.peak_key("bf16", cuda_peak) == "bf16"

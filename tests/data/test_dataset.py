@@ -17,6 +17,7 @@ from segnet.data.dataset import SegmentationDataset, list_pairs, load_image, nor
 from segnet.data.demo import make_demo
 from segnet.data.masks import decode_mask
 from segnet.data.transforms import EvalTransform, TrainTransform, pad_collate
+from segnet.plan.plan import Plan
 from segnet.utils import DataError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -627,3 +628,21 @@ def test_segmentation_dataset_works_without_a_scan_result(tmp_path):
     for (image, mask), (image2, mask2) in zip(alone, scanned):
         assert torch.equal(image, image2) and torch.equal(mask, mask2)
     assert alone[0][0].shape == (1, 9, 11)
+
+
+@pytest.mark.parametrize("cores, local_processes, expected",
+                         [(16, 1, 15), (16, 4, 3), (64, 1, loaders.MAX_WORKERS), (1, 1, 1),
+                          (2, 2, 1)])
+def test_loader_workers_on_an_accelerator_follow_the_cores(monkeypatch, cores, local_processes,
+                                                           expected):
+    """One core for the training process, the rest read: not a fixed 4 (an H200 machine's 16
+    cores fed the GPU with 4 workers), shared among torchrun's local processes."""
+    monkeypatch.setattr(loaders.os, "sched_getaffinity", lambda pid: set(range(cores)),
+                        raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_processes))
+    assert loaders.default_workers() == expected
+    plan = Plan()
+    assert loaders.loader_workers(plan, torch.device("cuda")) == expected
+    assert loaders.loader_workers(plan, torch.device("cpu")) == 0  # the cores train on a CPU
+    plan.workers = 2
+    assert loaders.loader_workers(plan, torch.device("cuda")) == 2

@@ -43,7 +43,8 @@ def error_of(call, *argv):
 def test_the_library_imports_without_the_export_packages():
     """Training and checkpoint inference do not need onnx: the imports hide in functions."""
     blocked = "; ".join(f"sys.modules['{name}'] = None" for name in deploy.EXPORT_PACKAGES)
-    code = f"import sys; {blocked}; import segnet, segnet.inference.deploy, predict, export, bench, train"
+    code = (f"import sys; {blocked}; import segnet, segnet.inference.deploy, predict, export, "
+            f"bench, train")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

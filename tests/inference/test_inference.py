@@ -3,9 +3,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+from helpers import random_model
 from model import SegNet, fold_batchnorm, inference_model
 from segnet import runtime
-from segnet.inference import inference
+from segnet.inference import inference, measures
 
 
 def trained_looking(in_channels=1, num_classes=3, dropout=0.0, seed=0):
@@ -155,3 +156,55 @@ def test_inference_model_casts_weights_once_to_bf16_and_matches_autocast_accurac
     # fp32 as autocast of the original is, and predict the same classes almost everywhere.
     assert mean_error(logits) <= 1.25 * mean_error(reference) + 0.01
     assert (logits.argmax(1) == expected.argmax(1)).float().mean() > 0.95
+
+
+def test_image_confusions_count_each_image_as_confusion_matrix_does():
+    preds = torch.tensor([[[0, 1], [2, 2]], [[1, 1], [0, 2]]])
+    targets = torch.tensor([[[0, 1], [255, 1]], [[1, 0], [0, 2]]])
+    counts = measures.image_confusions(preds, targets, 3, ignore_index=255)
+    assert counts.shape == (2, 3, 3) and counts.dtype == torch.int64
+    assert counts[0].tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 0]]  # the 255 pixel left out
+    assert counts[1].tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+    for image in range(2):
+        assert torch.equal(counts[image], measures.confusion_matrix(preds[image], targets[image],
+                                                                    3, 255))
+
+
+class Pairs(torch.utils.data.Dataset):
+    """(normalised image, mask) pairs of two sizes, some pixels ignored."""
+
+    def __init__(self):
+        generator = torch.Generator().manual_seed(3)
+        self.items = []
+        for index, (height, width) in enumerate([(17, 23)] * 3 + [(30, 12)] * 2):
+            mask = torch.randint(0, 3, (height, width), generator=generator)
+            mask[0, : index + 1] = 255
+            self.items.append((torch.randn(1, height, width, generator=generator), mask))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+def test_scoring_on_the_device_counts_what_the_host_arg_max_gives():
+    """score_dataset's arg-max, confusion counts and loss where the model runs equal the
+    host's: each image's arg-max of batch_probs, counted alone; the loss summed image by image."""
+    model = inference_model(random_model(num_classes=3, seed=1))
+    dataset = Pairs()
+    criterion = nn.NLLLoss(ignore_index=255)
+    seen = {}
+    scores = inference.score_dataset(model, dataset, 3, 255, batch_size=2, criterion=criterion,
+                                     on_image=lambda index, probs, preds, mask: seen.update(
+                                         {index: (probs.device.type, preds.dtype)}))
+    expected, loss = torch.zeros(3, 3, dtype=torch.int64), 0.0
+    for index, (image, mask) in enumerate(dataset.items):
+        probs, _ = inference.batch_probs(model, image[None])
+        counts = measures.confusion_matrix(probs[0].argmax(0), mask, 3, 255)
+        assert torch.equal(scores.per_image[index]["confusion"], counts)
+        expected += counts
+        loss += float(criterion(probs.clamp(min=1e-12).log(), mask[None]))
+    assert torch.equal(scores.confusion.matrix, expected) and scores.images == 5
+    assert scores.loss_sum == pytest.approx(loss, rel=1e-6)
+    assert seen == {index: ("cpu", torch.int64) for index in range(5)}

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import write_tiny_dataset
 import segnet
+from helpers import write_tiny_dataset
 
 pytestmark = pytest.mark.slow  # torchrun processes: ~30 s together
 ROOT = Path(__file__).resolve().parents[2]
