@@ -9,21 +9,18 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from model import SegNet
 from segnet import utils
+from segnet.bench import gpucheck
+from segnet.bench.loaderrate import run_loader
 from segnet.bench.speedreport import allocator_summary, summarise, table_lines
-from segnet.data import loaders
-from segnet.data.dataset import scan_dataset
 from segnet.inference import deploy, inference, plots
 from segnet.plan.plan import Plan
 from segnet.runtime import (Runtime, autocast, resolve_channels_last, resolve_device,
@@ -72,6 +69,12 @@ def get_args_parser():
              "Runtime, fp32) in a third process per pair, with PyTorch fp32 (--amp off) in the "
              "same process; skipped with a note without requirements-export.txt")
     add("--seed", type=int, default=0, help="seed of the weights and the synthetic batch")
+    add("--gpu-check", type=Path, default=None, metavar="DATA",
+        help="instead: the GPU check (about 8 minutes on one GPU): train.py on DATA with "
+             "--time-budget 2 and with none, their test mIoU, bench at 480 px and a one-step "
+             "torchrun job, in one table (docs/speed.md)")
+    add("--ignore-index", type=int, default=255,
+        help="--gpu-check: the mask value train.py ignores (15 for Stanford Background)")
     add("--json", action="store_true", help="print one JSON object instead of the table")
     add("--worker", choices=WORKERS, default=None,
         help="internal: run one measurement in this process and print its JSON (the parent "
@@ -290,72 +293,6 @@ def run_onnx(args, device):
 
 # ---------------------------------------------------------------- loader, peak, FLOPs
 
-def write_synthetic_dataset(root, count, size, in_channels, num_classes):
-    """ROOT/{train,val}/{images,masks}/*.png: random 8-bit images of size x size and index
-    masks 0..num_classes-1 (1 val pair); quick to write, and as costly to augment as real data."""
-    rng = np.random.default_rng(0)
-    for split, number in (("train", count), ("val", 1)):
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "masks").mkdir(parents=True)
-        for index in range(number):
-            shape = (size, size, 3) if in_channels == 3 else (size, size)
-            image = rng.integers(0, 256, shape, dtype=np.uint8)
-            mask = (np.arange(size * size).reshape(size, size) + index) % num_classes
-            Image.fromarray(image).save(root / split / "images" / f"{index:04d}.png")
-            Image.fromarray(mask.astype(np.uint8)).save(root / split / "masks" / f"{index:04d}.png")
-    return root
-
-
-def loader_rate(loader, batches, batch_size, device):
-    """img/s of a loader over `batches` batches, each copied to `device` as training copies it
-    (files -> workers -> pinned batch -> device), after one untimed epoch (worker start-up,
-    image decoding into the cache); epoch ends inside the timed batches count, as in a run."""
-    for _ in loader:
-        pass
-    seen, start = 0, time.perf_counter()
-    while seen < batches:
-        for images, masks in loader:
-            images = images.to(device, non_blocking=True)
-            masks = masks.to(device, non_blocking=True)
-            seen += 1
-            if seen == batches:
-                break
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return batches * batch_size / (time.perf_counter() - start)
-
-
-def loader_images(args):
-    """Train images for the loader measurement: an epoch of at least two batches a worker (as
-    a real dataset gives them), so that no worker waits for the epoch's end. With 2 images a
-    batch size, as before, 15 workers had 2 batches an epoch to share: they measured no faster
-    than 4."""
-    return args.batch_size * max(2, 2 * max([*args.loader_workers, loaders.default_workers()]))
-
-
-def run_loader(args, device):
-    """train.py's training loader (loaders.build_datasets + build_loader: the training
-    transform at --size crops, its collate and pinning) for each worker count, and for the
-    default count."""
-    rates, default_workers = {}, None
-    with tempfile.TemporaryDirectory() as folder:
-        root = write_synthetic_dataset(Path(folder), loader_images(args), args.size,
-                                       args.in_channels, args.num_classes)
-        info = scan_dataset(root, in_channels=args.in_channels)
-        for workers in [None, *args.loader_workers]:
-            config = project_config(args, workers=workers)
-            train_set, _ = loaders.build_datasets(config, root, info)
-            loader = loaders.build_loader(config, train_set, device)
-            if workers is None:
-                default_workers = loader.num_workers
-            if loader.num_workers not in rates:
-                rates[loader.num_workers] = loader_rate(loader, args.loader_batches,
-                                                        args.batch_size, device)
-            del loader  # stops persistent workers before the next count starts its own
-    return {"img_s": {str(w): rate for w, rate in sorted(rates.items())},
-            "default_workers": default_workers}
-
-
 def matmul_peak(dtype, device, size, repeats=5):
     """Best GFLOP/s of a size x size matmul in `dtype`: the machine's practical peak."""
     generator = torch.Generator().manual_seed(0)
@@ -411,7 +348,7 @@ def run_worker(args, device):
     if args.worker == "onnx":
         return run_onnx(args, device)
     if args.worker == "loader":
-        return run_loader(args, device)
+        return run_loader(args, device, project_config)
     if args.worker == "peak":
         return run_peak(args, device, os.environ.get("BENCH_PRECISIONS", "fp32").split(","))
     return run_allocator(args, device, tuned=args.worker == "allocator-on")
@@ -461,6 +398,19 @@ def run_pairs(args, progress, onnx=False):
 
 
 
+def run_gpu_check(args, device):
+    """The GPU check (segnet/bench/gpucheck.py) on --gpu-check DATA; its run folders go to a
+    temporary folder."""
+    if not (args.gpu_check / "train").is_dir():
+        raise SystemExit(f"error: --gpu-check {args.gpu_check} has no train/ folder: give a "
+                         f"dataset root (e.g. ../shared/data/stanford_background)")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device} (no GPU)"
+    with tempfile.TemporaryDirectory() as work:
+        rows = gpucheck.gpu_check(HERE, args.gpu_check.resolve(), work, name, args.ignore_index)
+    print(json.dumps(rows, indent=2) if args.json else "\n".join(gpucheck.table_lines(name, rows)))
+    return 0
+
+
 def main(args):
     validate_args(args)
     try:
@@ -470,6 +420,8 @@ def main(args):
     if args.worker:
         print(json.dumps(run_worker(args, device)))
         return 0
+    if args.gpu_check:
+        return run_gpu_check(args, device)
     progress = (lambda message: None) if args.json else (
         lambda message: print(f"[bench] {message}", file=sys.stderr, flush=True))
     flops = count_flops(args)

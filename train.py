@@ -97,11 +97,11 @@ def get_args_parser():
                             "the default for colour data once cached) or a file; docs/model.md")
 
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+    group.add_argument("--time-budget", type=minutes_or_none, default=None, metavar="MINUTES",
                        help="bound the whole run, validation included: the step count comes "
-                            "from the measured step time and the schedule still completes "
-                            "(default: 10 on a CPU or MPS, none on CUDA, where the run is as "
-                            "long as the data needs)")
+                            "from the measured step time and the schedule still completes; "
+                            "'none' (or 0): no budget, the run ends when val mIoU plateaus "
+                            "(default: 10 on a CPU or MPS, none on CUDA)")
     group.add_argument("--epochs", type=int, default=None,
                        help="train this many epochs instead of planning the length (no budget)")
     group.add_argument("--steps", type=int, default=None,
@@ -118,8 +118,12 @@ def get_args_parser():
                        help="SGD momentum / Adam beta1")
     group.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay,
                        help="L2 penalty on all parameters (decoupled for adamw)")
-    group.add_argument("--scheduler", choices=["none", "cosine", "poly", "step", "plateau"],
-                       default=DEFAULTS.scheduler, help="learning-rate schedule after warm-up")
+    group.add_argument("--scheduler", choices=["wsd", "none", "cosine", "poly", "step",
+                                               "plateau"],
+                       default=None, help="learning-rate schedule after warm-up (default: "
+                       f"{DEFAULTS.scheduler}; a resumed run keeps its own); wsd: constant, then "
+                       "a cosine decay over the run's last 20 percent, started early when val "
+                       "mIoU plateaus (docs/plan.md)")
     group.add_argument("--warmup-epochs", type=float, default=None,
                        help="linear warm-up length in epochs (fractions allowed; default: "
                             "3 percent of the steps)")
@@ -172,6 +176,11 @@ def get_args_parser():
                        help="write last.pt every N epochs (default: at every validation)")
     group.add_argument("--save-steps", type=int, default=None, metavar="STEPS", help="also "
                        "write last.pt every N steps between validations " + AUTO)
+    group.add_argument("--plateau-gain", type=float, default=None, metavar="MIOU",
+                       help="a run whose length no flag fixes ends when val mIoU gains less "
+                       "than this over the last 25 percent of its steps (the learning rate "
+                       f"then decays over a last 20 percent); 0: never (default: "
+                       f"{DEFAULTS.plateau_gain:g}; a resumed run keeps its own)")
     group.add_argument("--early-stop", type=int, default=0, metavar="PATIENCE",
                        help="stop after PATIENCE validations without a better mIoU; 0 = never")
     group.add_argument("--dry-run", action="store_true",
@@ -327,6 +336,16 @@ def setup(args):
     model = SegNet(in_channels=info["in_channels"], num_classes=info["num_classes"],
                    dropout=checkpoint["model_args"]["dropout"] if checkpoint else args.dropout)
     return run_dir, root, info, checkpoint, model
+
+
+def minutes_or_none(text):
+    """--time-budget: minutes, or 'none' (0): no budget."""
+    if text.strip().lower() == "none":
+        return 0.0
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected minutes or 'none', got {text!r}") from None
 
 
 def init_encoder(model, weights, log):

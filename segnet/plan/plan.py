@@ -14,6 +14,7 @@ from model import IMAGENET, MIN_SIZE, context_radius
 from segnet.data import loaders
 from segnet.data.fingerprint import (SMALL_IMAGES, Fingerprint, fingerprint,  # noqa: F401
                                      size_counts)
+from segnet.plan.curve import OPEN_FACTOR, PLATEAU_GAIN, PLATEAU_WINDOW
 from segnet.plan.dataplan import plan_data
 from segnet.plan.plantable import table_lines  # noqa: F401  (printed with the plan)
 from segnet.plan.saves import plan_save_steps
@@ -123,7 +124,9 @@ class Plan:
     optimizer: str = "adamw"
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    scheduler: str = "cosine"
+    scheduler: str = "wsd"  # warm-up, stable, decay (curve.py): needs no length in advance
+    plateau_gain: float = PLATEAU_GAIN  # val mIoU gain below which the curve has plateaued
+    decay_start: int | None = None  # the step the decay began (a plateau, the budget's end)
     step_size: int = 10  # epochs per decay of the "step" schedule
     gamma: float = 0.1
     grad_clip: float = 0.0
@@ -155,6 +158,7 @@ class Plan:
         values = {key: value for key, value in data.items() if key in known}
         if "scale" in values:
             values["scale"] = tuple(values["scale"])
+        values.setdefault("plateau_gain", 0.0)  # plans from before plateau ends never had them
         return cls(**values)
 
 
@@ -289,13 +293,15 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
     spent, `base` (a Plan holding the flags that are not planned) and whether torch.hub's cache
     holds the ImageNet VGG16-BN weights (used for colour data when it does).
 
-    Explicit flags always win. The length is what the data needs; with a time budget it is
-    capped by what the budget allows, the batch shrinking first (down to MIN_BATCH), then the
-    crop. --epochs or --steps set the length and switch the budget off."""
+    Explicit flags always win. With a time budget the run trains for all it affords, at the
+    largest batch, then crop, that affords what the data needs (the batch shrinking first, down
+    to MIN_BATCH, then the crop); without one (`--time-budget none`, CUDA's default) until val
+    mIoU plateaus (curve.py), at most OPEN_FACTOR times what the data needs. Either way the
+    run ends early when the curve plateaus. --epochs or --steps set the length and switch the
+    budget off."""
     plan = dataclasses.replace(base or Plan(), sources={}, measured={}, notes=[])
     data = plan_data(fp, flags, plan)
-    budget = None if (flags.get("steps") or flags.get("epochs") or plan.dry_run) else (
-        flags.get("time_budget") or default_budget)
+    budget = run_budget(flags, plan, default_budget)
     scale = plan_scale(fp, flags, speed, budget and budget - elapsed, device, world_size)
     fp = fp.scaled(scale)
     if scale != 1 and not flags.get("train_scale"):
@@ -310,17 +316,16 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
     side = crop or fp.short_side  # crop 0 (whole images) is priced at the typical side
     step_seconds = speed.step_seconds(side, batch) if speed else 0.0
     val_seconds = speed.validation_seconds(fp.val_pixels) if speed else 0.0
-    val_every, val_images = plan_validation(fp, steps, step_seconds, val_seconds)
+    horizon = needed_steps(fp, side, batch, world_size) if open_run(flags, plan, budget) else steps
+    val_every, val_images = plan_validation(fp, horizon, step_seconds, val_seconds)
     if flags.get("val_every") or flags.get("eval_every") or flags.get("epochs"):
         val_every = flags.get("val_every") or (flags.get("eval_every") or 1) * epoch
         val_images = None
-    warmup = flags.get("warmup_epochs")
     planned = {
         "crop_size": crop, "batch_size": batch, "steps": steps,
         "val_every": min(val_every, steps), "val_images": val_images,
         "lr": flags.get("lr") or plan_lr(plan.optimizer, batch * world_size),
-        "warmup_steps": (round(warmup * epoch) if warmup is not None
-                         else max(1, min(500, round(WARMUP_SHARE * steps)))),
+        "warmup_steps": plan_warmup(flags.get("warmup_epochs"), epoch, horizon),
         "loss": flags.get("loss") or PLANNED_LOSS, "time_budget": budget,
         "train_scale": scale, **data,
         "encoder_weights": encoder, "save_steps": flags.get("save_steps") or (
@@ -329,7 +334,7 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
     length = bool(flags.get("steps") or flags.get("epochs"))  # which also turns the budget off
     explicit = {"steps": length, "time_budget": length or bool(flags.get("time_budget")),
                 "val_every": bool(flags.get("val_every") or flags.get("eval_every")),
-                "warmup_steps": warmup is not None, "save_steps": bool(chosen_saves),
+                "warmup_steps": flags.get("warmup_epochs") is not None, "save_steps": bool(chosen_saves),
                 "augmentation": all(flags.get(name) is not None
                                     for name in ("scale", "jitter", "noise"))}
     for name, value in planned.items():
@@ -339,6 +344,14 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
         plan.measured = measured_values(fp, speed, side, batch, world_size)
     plan.measured["passes"] = passes
     return plan
+
+
+def plan_warmup(warmup_epochs, epoch, horizon):
+    """Warm-up steps: --warmup-epochs, else WARMUP_SHARE of the run's horizon (the steps the
+    data needs where the curve decides the length), at most 500."""
+    if warmup_epochs is not None:
+        return round(warmup_epochs * epoch)
+    return max(1, min(500, round(WARMUP_SHARE * horizon)))
 
 
 def measured_values(fp, speed, side, batch, world_size=1):
@@ -367,14 +380,35 @@ def plan_length(fp, flags, plan, device, speed, default_budget, world_size, elap
         return crop, batch, steps, None
     if plan.dry_run:
         return crop, batch, 1, None
-    budget = flags.get("time_budget") or default_budget
+    budget = run_budget(flags, plan, default_budget)
     if budget and speed is not None:
         return (*fit_budget(fp, flags, speed, budget - elapsed, crop, batch, world_size,
                             plan.notes), budget)
     steps = needed_steps(fp, crop or fp.short_side, batch, world_size)
+    if open_run(flags, plan, budget):
+        cap = min(MAX_STEPS, OPEN_FACTOR * steps)
+        plan.notes.append(f"until val mIoU plateaus (gain under {plan.plateau_gain:g} over the "
+                          f"last {PLATEAU_WINDOW:.0%} of the steps), at most {cap} steps "
+                          f"({OPEN_FACTOR}x the {steps} the data needs)")
+        return crop, batch, cap, None
     plan.notes.append(f"{steps} steps: what the data needs (at least {MIN_STEPS}, or "
                       f"{MIN_PASSES} passes over the train pixels)")
     return crop, batch, steps, budget
+
+
+def run_budget(flags, plan, default_budget):
+    """The run's time budget in seconds, or None: --steps, --epochs, --dry-run and
+    `--time-budget none` switch it off."""
+    if flags.get("steps") or flags.get("epochs") or plan.dry_run or flags.get("no_budget"):
+        return None
+    return flags.get("time_budget") or default_budget
+
+
+def open_run(flags, plan, budget):
+    """A run whose end its learning curve decides: no budget, no fixed length, and the
+    plateau rule on (--plateau-gain > 0)."""
+    return (budget is None and not (flags.get("steps") or flags.get("epochs") or plan.dry_run)
+            and plan.plateau_gain > 0)
 
 
 def fit_budget(fp, flags, speed, seconds, crop, batch, world_size, notes):
@@ -391,9 +425,10 @@ def fit_budget(fp, flags, speed, seconds, crop, batch, world_size, notes):
             need = needed_steps(fp, side, trial_batch, world_size)
             afford = int(usable / max(speed.step_seconds(side, trial_batch), 1e-9))
             if afford >= need:
-                notes.append(f"{need} steps: what the data needs; the budget affords {afford} "
-                             f"at crop {trial_crop}, batch {trial_batch}")
-                return trial_crop, trial_batch, need
+                notes.append(f"{afford} steps: all the budget affords at crop {trial_crop}, "
+                             f"batch {trial_batch} (the data needs {need}); fewer if val mIoU "
+                             f"plateaus first")
+                return trial_crop, trial_batch, afford
             if most is None or afford > most[2]:
                 most = (trial_crop, trial_batch, max(afford, 1))
         if most[2] >= MIN_BUDGET_STEPS:
@@ -431,13 +466,12 @@ def hopeless_text(fp, speed, seconds, most, usable):
 def replan_steps(plan, done, seconds_left, step_seconds, val_seconds):
     """The run's new last step under its time budget, from the speed measured so far: what
     `seconds_left` affords at `step_seconds` a step plus a `val_seconds` check every
-    plan.val_every steps, after the final whole-split checks; never beyond what the data
-    needs, and unchanged when within 3% (a schedule that keeps moving helps nobody)."""
+    plan.val_every steps, after the final whole-split checks; unchanged when within 3% (a
+    schedule that keeps moving helps nobody)."""
     final = 2 * max(plan.measured.get("check_seconds", 0.0), val_seconds)
     per_step = step_seconds + val_seconds / max(plan.val_every, 1)
     afford = int((seconds_left * (1 - BUDGET_MARGIN) - final) / max(per_step, 1e-9))
-    needed = plan.measured.get("steps_needed", plan.steps)
-    steps = max(done + 1, min(done + afford, needed))
+    steps = max(done + 1, done + afford)
     return plan.steps if abs(steps - plan.steps) <= 0.03 * plan.steps else steps
 
 

@@ -12,7 +12,7 @@ def table_lines(plan, world_size=1):
             ("batch size", f"{plan.batch_size}" + (f" per process, {plan.batch_size * world_size}"
                                                    f" global" if world_size > 1 else ""),
              "batch_size"),
-            ("steps", f"{plan.steps}", "steps"),
+            ("steps", steps_text(plan), "steps"),
             ("validate every", f"{plan.val_every} steps" + (
                 f" on {plan.val_images} val images (final: all)" if plan.val_images else ""),
              "val_every"),
@@ -46,3 +46,12 @@ def table_lines(plan, world_size=1):
                      f"{plan.measured['val_seconds']:.1f} s a full validation")
     lines += [f"  {note}" for note in plan.notes]
     return lines
+
+
+def steps_text(plan):
+    """The length: a count, with how the learning curve may end the run sooner."""
+    if not plan.plateau_gain or plan.sources.get("steps") == "flag" or plan.dry_run:
+        return f"{plan.steps}"
+    if plan.time_budget is None:
+        return f"until val mIoU plateaus (at most {plan.steps})"
+    return f"{plan.steps} (fewer if val mIoU plateaus)"

@@ -16,9 +16,12 @@ def number_problems(args):
     problems = _sign_problems(args)
     if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
         problems.append(f"--lr must be a positive number, got {args.lr}")
-    if args.time_budget is not None and not 0 < args.time_budget < math.inf:
-        problems.append(f"--time-budget must be a positive number of minutes, got "
+    if args.time_budget is not None and not 0 <= args.time_budget < math.inf:
+        problems.append(f"--time-budget must be a positive number of minutes or none, got "
                         f"{args.time_budget}")
+    if args.plateau_gain is not None and not 0 <= args.plateau_gain < 1:
+        problems.append(f"--plateau-gain must be an mIoU gain in [0, 1) (0: never end early), "
+                        f"got {args.plateau_gain}")
     if not 0 <= args.momentum < 1:
         problems.append(f"--momentum must be in [0, 1), got {args.momentum}")
     if not 0 < args.gamma <= 1:

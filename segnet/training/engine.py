@@ -22,6 +22,7 @@ from segnet.data.loaders import (EpochSampler, EpochSeeded, build_datasets,  # n
                                  build_loader, cache_bytes, loader_workers, quiet_worker,
                                  steps_per_epoch)
 from segnet.inference.inference import batch_probs, model_size, score_dataset
+from segnet.plan.curve import wsd_factor
 from segnet.plan.plan import CALIBRATION_IMAGES, CALIBRATION_PIXELS
 from segnet.runtime import (GlobalBatchNorm2d, Runtime, all_reduce_sum,  # noqa: F401
                             convert_global_batchnorm, global_batchnorm, is_distributed, rng_states,
@@ -63,9 +64,12 @@ def build_optimizer(config, model, device):
 def build_scheduler(config, optimizer, steps_per_epoch):
     """Per-step linear warm-up over config.warmup_steps, then the chosen decay over
     config.steps (read at every step: a time budget may move the end of the run, and the
-    decay then still reaches its end); plateau decides per validation."""
+    decay then still reaches its end); wsd holds the rate until config.decay_start (a plateau,
+    or the last share of the run) and decays from there; plateau decides per validation."""
     def factor(step):
         warmup, total = config.warmup_steps, max(1, config.steps)
+        if config.scheduler == "wsd":  # warm-up, stable, decay: curve.py
+            return wsd_factor(step, warmup, total, config.decay_start)
         if step < warmup:
             return (step + 1) / (warmup + 1)
         progress = (step - warmup) / max(1, total - warmup)
@@ -315,15 +319,18 @@ def sample_predictions(model, val_set, runtime, count=NUM_SAMPLE_IMAGES, scale=1
 # ---------------------------------------------------------------- checkpoints: the training state
 
 STATE_KEYS = ("epoch", "batch", "global_step", "best_metric", "best_epoch", "best_step",
-              "stale", "loss_sum", "images", "seconds")
+              "stale", "loss_sum", "images", "seconds", "curve", "ending")
 
 
 def new_state():
     """Training progress. epoch = completed epochs; batch = batches done in the epoch in
     flight (non-zero in a checkpoint written between epoch ends); seconds = the run's wall
-    time when it was saved (a time budget counts it on resume)."""
+    time when it was saved (a time budget counts it on resume); curve = [[step, val mIoU],
+    ...] of the validations so far; ending = why the decay phase began (None, "plateau",
+    "budget")."""
     return {"epoch": 0, "batch": 0, "global_step": 0, "best_metric": -1.0, "best_epoch": 0,
-            "best_step": 0, "stale": 0, "loss_sum": 0.0, "images": 0, "seconds": 0.0}
+            "best_step": 0, "stale": 0, "loss_sum": 0.0, "images": 0, "seconds": 0.0,
+            "curve": [], "ending": None}
 
 
 def make_checkpoint(model, optimizer, schedulers, runtime, state, info, run_args, plan):

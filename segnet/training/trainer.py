@@ -14,22 +14,23 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from model import IMAGENET, imagenet_weights_file
+from model import imagenet_weights_file
 from segnet import utils
 from segnet.data import loaders
 from segnet.data.pairs import HOLDOUT_SHARE
 from segnet.inference import plots
 from segnet.inference.measures import HEALTH_MIN_IOU, health_warnings
 from segnet.plan import plan as planning, saves
-from segnet.plan.dataplan import CLASS_SAMPLING
 from segnet.runtime import (Runtime, all_reduce_sum, broadcast_object, global_batchnorm,
                             is_distributed, is_main, precision_name, unwrapped)
-from segnet.training import engine, losses
+from segnet.training import ending, engine, losses
 from segnet.training.runfiles import Logger, metric_columns, plain_args, read_metrics, write_metrics
 from segnet.training.timing import measure_speed
 
+# Kept from the checkpoint on --resume unless the command line names them: the schedule a
+# run started with (older checkpoints: cosine, without plateau ends), and where it decays.
+KEPT_ON_RESUME = ("scheduler", "plateau_gain", "decay_start")
 BUDGET_CHECKS = 4  # under a time budget, the end of the run is re-planned this often a round
-FEW_IMAGES = 20  # a weak class in fewer train images than this: advise labelling more
 
 
 # ---------------------------------------------------------------- the run's plan
@@ -50,8 +51,10 @@ def planned_flags(args):
              if getattr(args, name, None) not in (None, "auto")}
     if "scale" in flags:
         flags["scale"] = tuple(flags["scale"])
-    if args.time_budget is not None:
+    if args.time_budget:
         flags["time_budget"] = 60 * args.time_budget
+    elif args.time_budget == 0:  # --time-budget none
+        flags["no_budget"] = True
     return flags
 
 
@@ -69,7 +72,7 @@ def resolve_plan(args, info, model, runtime, world_size, started, checkpoint=Non
     made = None
     if is_main():
         flags, fp = planned_flags(args), planning.fingerprint(info, args.image_size)
-        budgeted = not (args.epochs or args.steps or args.dry_run)
+        budgeted = not (args.epochs or args.steps or args.dry_run or flags.get("no_budget"))
         default_budget = planning.default_budget_seconds(runtime.device.type)
         speed = None
         if budgeted and (flags.get("time_budget") or default_budget):
@@ -94,6 +97,8 @@ def resumed_plan(saved, args, info, world_size):
     plan = planning.Plan.from_dict(saved)
     current = base_plan(args)
     for field in dataclasses.fields(planning.Plan):
+        if field.name in KEPT_ON_RESUME and getattr(args, field.name, None) is None:
+            continue  # the run's own schedule, unless this launch names another
         if field.name not in planning.PLANNED + ("sources", "measured", "notes"):
             setattr(plan, field.name, getattr(current, field.name))
     fp = planning.fingerprint(info, args.image_size)
@@ -242,7 +247,9 @@ def fit(run, state):
             run.weak_classes = weak_classes(metrics)
             run.val_seconds = time.monotonic() - start - train_seconds
             summary(run, row, metrics, state, run.val_seconds)
-            replan(run, state)
+            state["curve"].append([state["global_step"], metrics["miou"]])
+            ending.check_plateau(run, state)
+            ending.replan(run, state)
         else:
             run.log(f"{progress_text(run, state)} train_loss {loss:.4f} {rate:.1f} img/s "
                     f"{train_seconds:.0f}s")
@@ -261,11 +268,11 @@ def fit(run, state):
         if stopping and not last:
             raise engine.Interrupted(f"stopped by {run.stop.signal}")
         if run.plan.early_stop and state["stale"] >= run.plan.early_stop:
-            run.log(f"early stop: no better val mIoU for {state['stale']} validations")
+            state["ending"] = "early_stop"
             break
         if last:
             break
-    finish(run, state)
+    ending.finish(run, state)
 
 
 def train_round(run, state):
@@ -291,7 +298,7 @@ def train_round(run, state):
             plan_saves(run, latest)
         if plan.time_budget:  # an average over chunks: one noisy chunk moves little
             run.step_seconds = (run.step_seconds + latest) / 2 if run.step_seconds else latest
-            replan(run, state)
+            ending.replan(run, state)
             end = min(end, plan.steps)
         if state["global_step"] >= end or plan.dry_run:
             return loss, state["images"] / max(seconds, 1e-9)
@@ -327,21 +334,6 @@ def train_to(run, state, until_step):
 def set_epoch(loader, epoch, start_batch):
     """Shuffle order and augmentation depend only on (seed, epoch): resume-proof."""
     loader.sampler.set_epoch(epoch, start_batch * loader.batch_size)
-
-
-def replan(run, state):
-    """Under a time budget: move the run's last step so that it ends on time, from the latest
-    measured seconds a step and a validation (the schedule, which reads plan.steps, still
-    completes). Rank 0 decides: every rank must stop at the same step."""
-    plan = run.plan
-    if plan.time_budget is None or state["global_step"] >= plan.steps:
-        return
-    left = run.started + plan.time_budget - time.monotonic()
-    total = broadcast_object(planning.replan_steps(
-        plan, state["global_step"], left, run.step_seconds, run.val_seconds))
-    if abs(total - plan.steps) >= 0.05 * plan.steps:
-        run.log(f"time budget: {plan.steps} -> {total} steps ({left:.0f} s left)")
-    plan.steps = total
 
 
 # ---------------------------------------------------------------- validation
@@ -453,41 +445,3 @@ def summary(run, row, metrics, state, val_seconds):
             + (" *best*" if state.get("best_step") == state["global_step"] else ""))
     for warning in metrics["health"]:
         run.log(f"warning: {warning}")
-
-
-def finish(run, state):
-    """The closing lines: the best score, per-class IoU, and what to try for a weak model."""
-    run.log(f"done: best val mIoU {state['best_metric']:.4f} at step "
-            f"{state.get('best_step', state['global_step'])} (epoch {state['best_epoch']}); "
-            f"{state['global_step']} steps in {time.monotonic() - run.started:.0f} s; run "
-            f"folder {run.run_dir}")
-    if run.health:
-        run.log("the model is not useful yet: " + "; ".join(run.health))
-        run.log("try: " + ", or ".join(advice(run.plan, run.info, run.weak_classes)))
-
-
-def advice(plan, info, weak):
-    """What may help a weak model, leaving out what the run already did and what measured
-    worse (median-frequency weights: docs/plan.md): more training when the budget cut it
-    short, the run's unused levers, and labels for weak classes in few train images."""
-    tries = []
-    needed = plan.measured.get("steps_needed", plan.steps)
-    if plan.time_budget and plan.steps < needed:
-        tries.append(f"a longer --time-budget (the data needs {needed} steps, the budget "
-                     f"bought {plan.steps})")
-    elif plan.sources.get("steps") == "flag":
-        tries.append("more --steps")
-    if plan.loss != "ce+dice":
-        tries.append("--loss ce+dice")
-    if weak and not plan.class_sampling:
-        tries.append(f"--class-sampling {CLASS_SAMPLING}")
-    if plan.in_channels == 1 and info.get("colour_share", 0) > 0:
-        tries.append("--in-channels 3 (some images have colour)")
-    if plan.in_channels == 3 and not plan.encoder_weights:
-        tries.append(f"--encoder-weights {IMAGENET}")
-    images = info.get("class_images") or []
-    for index in weak:
-        if index < len(images) and images[index] < FEW_IMAGES:
-            tries.append(f"labelling more images of '{info['class_names'][index]}' (it is in "
-                         f"{images[index]} train images)")
-    return tries or ["checking the labels of the weak classes (python dataset.py check)"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import bench
-from segnet.bench import speedreport
+from segnet.bench import gpucheck, speedreport
 from segnet.inference import deploy
 from segnet.training import engine
 
@@ -96,3 +96,50 @@ def test_fp32_is_held_against_the_tf32_peak_where_bench_measured_it():
     assert speedreport.config_summary(pairs, "baseline", flops, cpu_peak)["train"][
         "peak_fraction"] == pytest.approx(300 / 500)
     assert speedreport.peak_key("bf16", cuda_peak) == "bf16"
+
+
+def test_the_gpu_check_reads_each_command_and_prints_one_table(monkeypatch, tmp_path):
+    """gpucheck runs the commands as a user would; here their processes are stood in for by
+    canned outputs, so the parsing (why a run stopped, the test score, bench's JSON) and the
+    table are checked on the CPU."""
+    calls = []
+    bench_json = json.dumps({"train_speedup": 2.5, "infer_speedup": 3.0,
+                             "train_peak_fraction": 0.31, "loader_ratio": 1.2,
+                             "infer_path_share": 0.8, "peak": {"gflops": {"tf32": 400.0}},
+                             "project": {"train": {"img_s": 314.0}}})
+
+    def fake_run(arguments, folder, timeout):
+        calls.append([str(argument) for argument in arguments])
+        script = Path(arguments[1]).name if len(arguments) > 1 else ""
+        if script == "evaluate.py":
+            out = Path(arguments[arguments.index("--out") + 1])
+            out.mkdir(parents=True)
+            (out / "report.json").write_text(json.dumps({"miou": 0.655}))
+            return 0, 3.0, ""
+        if script == "train.py" and "none" in arguments:
+            return 0, 200.0, "plateau at step 9000\nstopped at step 11250: val mIoU stopped"
+        if script == "train.py":
+            return 0, 120.0, "stopped at step 8000: the time budget's end\n"
+        if script == "bench.py":
+            return 0, 60.0, "[bench] ...\n" + bench_json
+        return 1, 5.0, "torchrun failed: NCCL error"
+
+    monkeypatch.setattr(gpucheck, "run", fake_run)
+    rows = gpucheck.gpu_check(ROOT, tmp_path / "data", tmp_path, "NVIDIA H200")
+    budget, free = rows["training"]
+    assert (budget["steps"], budget["test_miou"], budget["why"]) == (
+        8000, 0.655, "the time budget's end")
+    assert free["steps"] == 11250 and free["why"].startswith("val mIoU stopped")
+    assert rows["bench"]["infer_path_share"] == 0.8 and rows["torchrun"]["status"] == 1
+    assert ["--time-budget", "2"] == calls[0][calls[0].index("--time-budget"):][:2]
+    assert any("torch.distributed.run" in " ".join(call) for call in calls)
+    table = "\n".join(gpucheck.table_lines("NVIDIA H200", rows))
+    assert "GPU check on NVIDIA H200" in table and "0.655" in table and "11250" in table
+    assert "inference path 80% of the bare model" in table and "NCCL error" in table
+
+
+def test_the_gpu_check_needs_a_dataset_root(tmp_path):
+    result = subprocess.run([sys.executable, "bench.py", "--gpu-check", str(tmp_path),
+                             "--device", "cpu"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1 and "has no train/ folder" in result.stderr

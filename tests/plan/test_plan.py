@@ -12,7 +12,7 @@ import train
 from helpers import write_tiny_dataset
 from model import SegNet
 from segnet.data.dataset import scan_dataset
-from segnet.plan import plan as planning
+from segnet.plan import curve, plan as planning
 from segnet.plan.plan import Fingerprint, Speed, make_plan
 from segnet.runtime import Runtime
 from segnet.training import timing
@@ -37,12 +37,21 @@ def cpu_speed(pixels_per_second=300_000, overhead=0.02, infer_factor=4):
 
 # ---------------------------------------------------------------- pure rules
 
-def test_membrane_like_data_gets_large_crops_and_enough_steps_without_a_budget():
-    plan = make_plan(fingerprint(22, (512, 512)), {}, "cpu")
+def test_membrane_like_data_without_a_budget_trains_until_the_curve_plateaus():
+    """No budget: the learning curve ends the run, at most OPEN_FACTOR times the steps the
+    data needs; validation and warm-up are planned over what the data needs."""
+    fp = fingerprint(22, (512, 512))
+    plan = make_plan(fp, {}, "cpu")
     assert plan.crop_size == 256 and plan.crop_size % 8 == 0
-    assert plan.batch_size == 4 and plan.steps >= planning.MIN_STEPS
-    assert plan.val_every * planning.VALIDATIONS >= plan.steps
+    needed = planning.needed_steps(fp, 256, plan.batch_size)
+    assert plan.batch_size == 4 and needed >= planning.MIN_STEPS
+    assert plan.steps == curve.OPEN_FACTOR * needed and plan.scheduler == "wsd"
+    assert plan.val_every * planning.VALIDATIONS >= needed > plan.val_every
+    assert plan.warmup_steps == round(planning.WARMUP_SHARE * needed)
     assert set(plan.sources.values()) == {"auto"} and plan.time_budget is None
+    assert "until val mIoU plateaus" in "\n".join(planning.table_lines(plan))
+    fixed = make_plan(fp, {}, "cpu", base=planning.Plan(plateau_gain=0.0))  # the rule off
+    assert fixed.steps == needed
 
 
 def test_tiny_images_get_a_crop_that_fits_and_a_larger_batch():
@@ -63,8 +72,9 @@ def test_gpu_takes_larger_crops_than_cpu():
 
 
 def test_huge_datasets_need_more_steps_than_small_ones():
-    small = make_plan(fingerprint(22, (512, 512)), {}, "cpu")
-    huge = make_plan(fingerprint(3000, (4000, 3000)), {}, "cpu")
+    off = planning.Plan(plateau_gain=0.0)  # the length the data needs, not the plateau's cap
+    small = make_plan(fingerprint(22, (512, 512)), {}, "cpu", base=off)
+    huge = make_plan(fingerprint(3000, (4000, 3000)), {}, "cpu", base=off)
     assert huge.steps > 10 * small.steps  # MIN_PASSES passes over their pixels
     assert huge.steps <= planning.MAX_STEPS
 
@@ -108,12 +118,16 @@ def test_epochs_set_the_length_and_validate_every_epoch():
     assert plan.sources["steps"] == "flag"
 
 
-def test_a_budget_caps_the_steps_by_shrinking_the_batch_first():
+def test_a_budget_shrinks_the_batch_first_then_trains_all_it_affords():
+    """The largest batch that affords what the data needs, trained for the whole budget (on an
+    H200 the plan stopped at what the data needs: 1246 steps in 56 s of a 2-minute budget)."""
     fp = fingerprint(22, (512, 512))
     free = make_plan(fp, {}, "cpu")
     plan = make_plan(fp, {}, "cpu", cpu_speed(), default_budget=600)
     assert plan.crop_size == 256 and plan.batch_size < free.batch_size
-    assert plan.steps == planning.needed_steps(fp, 256, plan.batch_size)
+    needed = planning.needed_steps(fp, 256, plan.batch_size)
+    usable = planning.usable_seconds(fp, cpu_speed(), 600)
+    assert plan.steps == int(usable / cpu_speed().step_seconds(256, plan.batch_size)) >= needed
     assert plan.time_budget == 600 and plan.sources["time_budget"] == "auto"
     seconds = plan.steps * cpu_speed().step_seconds(plan.crop_size, plan.batch_size)
     assert seconds < 600
@@ -149,8 +163,10 @@ def test_a_large_val_split_is_subsampled_for_intermediate_checks():
 def test_replanning_moves_the_end_to_fit_the_time_left():
     plan = make_plan(fingerprint(22, (512, 512)), {}, "cpu", cpu_speed(), default_budget=600)
     step = plan.measured["step_seconds"]
-    assert planning.replan_steps(plan, 100, (plan.steps - 100) * step * 1.2, step, 0.0) == \
-        plan.steps  # on time (and never beyond what the data needs)
+    assert planning.replan_steps(plan, 100, (plan.steps - 100) * step * 1.02, step, 0.0) == \
+        plan.steps  # on time: within 3%, the end stays
+    later = planning.replan_steps(plan, 100, (plan.steps - 100) * step * 1.5, step, 0.0)
+    assert later > plan.steps  # a faster machine trains longer: the budget, not a pass count
     slower = planning.replan_steps(plan, 100, (plan.steps - 100) * step / 2, step, 0.0)
     assert 100 < slower < plan.steps
     assert planning.replan_steps(plan, 100, 0.0, step, 0.0) == 101
