@@ -22,7 +22,7 @@ from segnet.plan.trainflags import (AUTO_RESUME, exclusive_flag_problems, number
                                     place_problems)
 from segnet.runtime import (PeerLost, Runtime, barrier, init_distributed, is_distributed, is_main,
                             peer_failures, seed_everything, tune_cpu_allocator)
-from segnet.training import engine, trainer
+from segnet.training import engine, memory, trainer
 from segnet.training.runfiles import Logger, remove_temp_files, write_config
 
 # What a run writes before its first checkpoint: --resume auto may start afresh over these.
@@ -297,7 +297,7 @@ def check_resume_compatible(checkpoint, info, args, path):
             raise SystemExit(f"error: --resume {path} was trained with {key}={saved[key]!r} "
                              f"but the data now gives {info[key]!r}; resume on the same data")
     planned = checkpoint.get("plan") or checkpoint.get("args", {})
-    for key in ("optimizer", "scheduler", "batch_size", "crop_size", "loss"):
+    for key in ("optimizer", "scheduler", "loss"):  # batch and crop may change (out of memory)
         before, now = planned.get(key), getattr(args, key)
         if before is not None and now is not None and before != now:
             raise SystemExit(f"error: --resume {path} was trained with --{key.replace('_', '-')}"
@@ -336,6 +336,20 @@ def setup(args):
     model = SegNet(in_channels=info["in_channels"], num_classes=info["num_classes"],
                    dropout=checkpoint["model_args"]["dropout"] if checkpoint else args.dropout)
     return run_dir, root, info, checkpoint, model
+
+
+def out_of_memory(run, state, run_dir, log):
+    """A CUDA out-of-memory: last.pt at the last finished step, then one line naming a
+    --batch-size (or --crop-size) that fits, tried on the device; exit status 1."""
+    memory.release(run.model, run.optimizer)
+    run.save("last.pt", state)
+    plan = run.plan
+    fitting = memory.fitting_size(run.model, run.runtime, plan.batch_size, plan.crop_size,
+                                  plan.in_channels)
+    line = memory.advice_line(state["global_step"], plan.batch_size, plan.crop_size, fitting,
+                              run_dir)
+    log(f"error: {line}")
+    return 1
 
 
 def minutes_or_none(text):
@@ -401,8 +415,9 @@ def train(args, rank, world_size, local_rank, started):
                             world_size, started)
     state = engine.new_state()
     if checkpoint is not None:
-        state = engine.restore(checkpoint, run.model, run.optimizer, run.schedulers, runtime,
-                               rank)
+        state = trainer.rebatched(engine.restore(checkpoint, run.model, run.optimizer,
+                                                 run.schedulers, runtime, rank),
+                                  checkpoint, plan)
         run.started -= state["seconds"]  # a time budget counts the time before the resume
         log(f"resumed from {resolve_resume_path(args.resume)}: {state['epoch']} epochs done"
             + (f" and {state['batch']} batches of the next" if state["batch"] else "")
@@ -418,6 +433,8 @@ def train(args, rank, world_size, local_rank, started):
             f"({state['global_step']} of {plan.steps} steps done); continue with: "
             f"python train.py --resume {run_dir}")
         return 130
+    except memory.OUT_OF_MEMORY:
+        return out_of_memory(run, state, run_dir, log)
     finally:
         log.close()
     return 0

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from model import IMAGENET, MIN_SIZE, context_radius
+from model import IMAGENET
 from segnet.data import loaders
 from segnet.data.fingerprint import (SMALL_IMAGES, Fingerprint, fingerprint,  # noqa: F401
                                      size_counts)
@@ -18,19 +18,13 @@ from segnet.plan.curve import OPEN_FACTOR, PLATEAU_GAIN, PLATEAU_WINDOW
 from segnet.plan.dataplan import plan_data
 from segnet.plan.plantable import table_lines  # noqa: F401  (printed with the plan)
 from segnet.plan.saves import plan_save_steps
+from segnet.plan.sizes import (CROP_CAP, MAX_BATCH, MIN_BATCH, MIN_STEP_PIXELS,  # noqa: F401
+                                TARGET_BATCH, crop_ladder, fit_memory, floor_to_grid,
+                                plan_crop, target_batch)
 from segnet.plan.speed import (CALIBRATION_IMAGES, CALIBRATION_PIXELS, CHECK_OVERHEAD,  # noqa: F401
                                Speed)
 
 # ---------------------------------------------------------------- the rules' constants
-# Crop: square, a multiple of the pooling grid, no larger than the typical image, and at most
-# this large (about 3x SegNet's 87-pixel receptive field on a CPU, where every pixel costs).
-CROP_CAP = {"cuda": 512, "cpu": 256, "mps": 256}
-# Images per (global) step when the budget allows: on a CPU, where a larger batch buys no
-# parallelism, more and smaller steps learn more from the same compute.
-TARGET_BATCH = {"cuda": 8, "cpu": 4, "mps": 4}
-MIN_BATCH = 2        # BatchNorm needs two samples
-MAX_BATCH = 64
-MIN_STEP_PIXELS = 64 * 64 * 8  # tiny crops get a larger batch, so a step sees enough pixels
 # Length: what the data needs. A small dataset still needs this many optimiser steps to
 # converge; a large one needs this many passes over its pixels. (Measured: see docs/plan.md.)
 MIN_STEPS = 1000
@@ -177,24 +171,6 @@ def speed_candidates(fp, flags, device_type, world_size=1):
 
 
 # ---------------------------------------------------------------- the rules
-
-def floor_to_grid(value):
-    return max(MIN_SIZE, int(value) // MIN_SIZE * MIN_SIZE)
-
-
-def plan_crop(fp, device_type):
-    """Square crops as large as the typical image allows, capped for the device."""
-    return floor_to_grid(min(fp.short_side, CROP_CAP.get(device_type, 256)))
-
-
-def target_batch(fp, crop, world_size=1, device="cpu"):
-    """TARGET_BATCH images a step (more for tiny crops), per process, and never more than a
-    process's share of the train images."""
-    images = max(TARGET_BATCH.get(device, 4), math.ceil(MIN_STEP_PIXELS / (crop * crop)))
-    per_process = math.ceil(images / world_size)
-    most = max(MIN_BATCH, fp.train_images // world_size)
-    return int(min(max(per_process, MIN_BATCH), MAX_BATCH, most))
-
 
 def needed_steps(fp, crop, batch, world_size=1):
     """What the data needs: MIN_STEPS, or MIN_PASSES over the train pixels if more."""
@@ -370,6 +346,7 @@ def plan_length(fp, flags, plan, device, speed, default_budget, world_size, elap
     crop = plan_crop(fp, device) if crop is None else crop
     batch = flags.get("batch_size") or target_batch(fp, crop or fp.short_side, world_size,
                                                     device)
+    crop, batch = fit_memory(fp, flags, speed, crop, batch, plan.notes)
     if flags.get("steps"):
         plan.notes.append(f"{flags['steps']} steps: --steps")
         return crop, batch, flags["steps"], None
@@ -473,15 +450,6 @@ def replan_steps(plan, done, seconds_left, step_seconds, val_seconds):
     afford = int((seconds_left * (1 - BUDGET_MARGIN) - final) / max(per_step, 1e-9))
     steps = max(done + 1, done + afford)
     return plan.steps if abs(steps - plan.steps) <= 0.03 * plan.steps else steps
-
-
-def crop_ladder(crop):
-    """The planned crop, then smaller ones down to about twice the receptive field."""
-    floor = min(crop, floor_to_grid(4 * context_radius()))
-    ladder = [crop]
-    while ladder[-1] > floor:
-        ladder.append(max(floor, floor_to_grid(ladder[-1] * 3 // 4)))
-    return ladder
 
 
 def default_budget_seconds(device_type):

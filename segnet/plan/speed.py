@@ -8,6 +8,9 @@ CHECK_OVERHEAD = 2.0  # seconds a check spends beyond scoring (samples figure, c
 # the statistics of all 22 to within 0.002 mIoU).
 CALIBRATION_PIXELS = 4 * 512 * 512
 CALIBRATION_IMAGES = 16  # and at most this many images (each a forward pass of its own)
+# A step may use this share of the device memory free when the plan measured it: the rest
+# is for validation, the loader's pinned batches and the allocator's fragmentation.
+MEMORY_SHARE = 0.85
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,8 @@ class Speed:
     infer_pixels_per_second: float = 0.0
     load_seconds: float = 0.0  # reading one train sample (decoding, transform)
     load_workers: int = 0  # loader processes: 0 = samples are read between steps
+    memory: tuple = ()  # ((crop, batch, peak bytes of a training step), ...): CUDA only
+    free_bytes: float = 0.0  # device memory the run may use (free + its own cache), CUDA only
 
     def step_seconds(self, crop, batch):
         """A training step's seconds: its compute, plus the reading of its samples where no
@@ -30,16 +35,17 @@ class Speed:
         return compute + reading if not self.load_workers else max(compute, reading)
 
     def compute_seconds(self, crop, batch):
-        pixels = batch * crop * crop
-        points = sorted((b * c * c, seconds) for c, b, seconds in self.steps)
-        if len(points) == 1:
-            return points[0][1] * pixels / points[0][0]
-        (low_pixels, low), (high_pixels, high) = points[0], points[-1]
-        per_pixel = max((high - low) / max(high_pixels - low_pixels, 1), 0.0)
-        overhead = max(low - per_pixel * low_pixels, 0.0)
-        if per_pixel == 0:  # noise: fall back to proportional
-            return high * pixels / high_pixels
-        return overhead + per_pixel * pixels
+        return along_pixels(self.steps, crop, batch)
+
+    def step_bytes(self, crop, batch):
+        """Peak device memory of a training step (weights, optimiser state and activations),
+        interpolated linearly in the pixels of a step like its time; 0 where unmeasured."""
+        return along_pixels(self.memory, crop, batch) if self.memory else 0.0
+
+    def fits(self, crop, batch):
+        """Whether a step at (crop, batch) fits in MEMORY_SHARE of the free device memory."""
+        return not (self.memory and self.free_bytes) or (
+            self.step_bytes(crop, batch) <= MEMORY_SHARE * self.free_bytes)
 
     def validation_seconds(self, pixels):
         return pixels / self.infer_pixels_per_second if self.infer_pixels_per_second else 0.0
@@ -51,3 +57,19 @@ class Speed:
         calibration = min(fp.train_pixels, CALIBRATION_PIXELS, CALIBRATION_IMAGES * largest)
         return (self.validation_seconds(fp.val_pixels) + 2 * self.validation_seconds(calibration)
                 + CHECK_OVERHEAD)
+
+
+def along_pixels(measured, crop, batch):
+    """A cost at (crop, batch) from measurements ((crop, batch, cost), ...): a line through
+    the smallest and largest in the pixels of a step (its intercept the fixed cost),
+    proportional with one measurement or where noise gives the line no slope."""
+    pixels = batch * crop * crop
+    points = sorted((b * c * c, cost) for c, b, cost in measured)
+    if len(points) == 1:
+        return points[0][1] * pixels / points[0][0]
+    (low_pixels, low), (high_pixels, high) = points[0], points[-1]
+    per_pixel = max((high - low) / max(high_pixels - low_pixels, 1), 0.0)
+    overhead = max(low - per_pixel * low_pixels, 0.0)
+    if per_pixel == 0:  # noise: fall back to proportional
+        return high * pixels / high_pixels
+    return overhead + per_pixel * pixels

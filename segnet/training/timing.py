@@ -85,6 +85,16 @@ def time_loading(root, info, plan, count=LOAD_SAMPLES):
     return statistics.median(seconds)
 
 
+def free_bytes(device):
+    """Device memory this process may use for training: what the card has free, plus what
+    PyTorch's allocator already holds for it; 0 off CUDA (no limit the plan must read)."""
+    if device.type != "cuda":
+        return 0.0
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(device)
+    return float(free + torch.cuda.memory_reserved(device))
+
+
 def measure_speed(model, plan, runtime, candidates, val_size, info, repeats=3, root=None):
     """Speed from real training steps (time_training_steps: a synthetic batch, the run's
     precision, layout, optimizer and loss) of a copy of `model` at each (crop, batch)
@@ -92,14 +102,18 @@ def measure_speed(model, plan, runtime, candidates, val_size, info, repeats=3, r
     tiled, at the same speed per pixel) and, with the data's `root`, the reading of real
     samples through the loader's dataset and transform (time_loading), which a step adds to
     its compute (Speed.step_seconds). The model's weights and the RNG streams are kept."""
-    steps = []
+    steps, memory = [], []
+    free = free_bytes(runtime.device)
     with torch.random.fork_rng(devices=[runtime.device] if runtime.device.type == "cuda"
                                else []):
         for crop, batch in candidates:
             trial = dataclasses.replace(plan, crop_size=crop, batch_size=batch, steps=1,
                                         warmup_steps=0, log_every=10**9)
+            reset_peak_memory(runtime.device)
             seconds = time_training_steps(copy.deepcopy(model), trial, runtime, info, repeats)
             steps.append((crop, batch, seconds))
+            if free:
+                memory.append((crop, batch, torch.cuda.max_memory_allocated(runtime.device)))
         size = tuple(min(side, TILE) for side in val_size)
         infer_seconds = time_inference(model, runtime, size)
         load_seconds = 0.0
@@ -110,7 +124,8 @@ def measure_speed(model, plan, runtime, candidates, val_size, info, repeats=3, r
     return Speed(device=runtime.device.type, steps=tuple(steps),
                  infer_pixels_per_second=pixels / max(infer_seconds, 1e-9),
                  load_seconds=load_seconds,
-                 load_workers=loaders.loader_workers(plan, runtime.device))
+                 load_workers=loaders.loader_workers(plan, runtime.device),
+                 memory=tuple(memory), free_bytes=free)
 
 
 # ---------------------------------------------------------------- a call, for bench.py

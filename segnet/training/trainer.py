@@ -75,7 +75,8 @@ def resolve_plan(args, info, model, runtime, world_size, started, checkpoint=Non
         budgeted = not (args.epochs or args.steps or args.dry_run or flags.get("no_budget"))
         default_budget = planning.default_budget_seconds(runtime.device.type)
         speed = None
-        if budgeted and (flags.get("time_budget") or default_budget):
+        budget = budgeted and (flags.get("time_budget") or default_budget)
+        if budget or runtime.device.type == "cuda":  # CUDA: the memory a step needs, too
             candidates = planning.speed_candidates(fp, flags, runtime.device.type, world_size)
             speed = measure_speed(model, base_plan(args), runtime, candidates, fp.val_size,
                                   info, root=root)
@@ -107,6 +108,11 @@ def resumed_plan(saved, args, info, world_size):
             fp, plan, plan.batch_size, world_size)
         plan.sources.update(steps="flag", time_budget="flag")
         plan.time_budget = None
+    for name in ("batch_size", "crop_size"):  # after an out-of-memory: a size that fits
+        value = getattr(args, name, None)
+        if value is not None and value != getattr(plan, name):
+            setattr(plan, name, value)
+            plan.sources[name] = "flag"
     if args.save_steps:  # when to save never changes the training: this launch's flag wins
         plan.save_steps, plan.sources["save_steps"] = args.save_steps, "flag"
     return plan
@@ -445,3 +451,13 @@ def summary(run, row, metrics, state, val_seconds):
             + (" *best*" if state.get("best_step") == state["global_step"] else ""))
     for warning in metrics["health"]:
         run.log(f"warning: {warning}")
+
+
+def rebatched(state, checkpoint, plan):
+    """The progress of a run resumed with another --batch-size (after an out-of-memory): the
+    batches done in the epoch in flight counted at the new size, so that the images already
+    seen there are not seen again (the steps, the schedule's clock, go on as they were)."""
+    saved = (checkpoint.get("plan") or {}).get("batch_size")
+    if saved and saved != plan.batch_size and state["batch"]:
+        state = dict(state, batch=state["batch"] * saved // plan.batch_size)
+    return state

@@ -272,11 +272,12 @@ def test_a_checkpoint_written_before_plans_resumes_with_its_own_recipe(tiny, tmp
 
 
 def test_a_resumed_run_refuses_a_different_planned_value(tiny, tmp_path):
+    """The loss cannot change on --resume; the batch and crop can (after an out-of-memory:
+    tests/training/test_memory.py)."""
     out = tmp_path / "run"
-    assert train.main(run_args(tiny, out, "--steps", "2", "--batch-size", "2")) == 0
-    with pytest.raises(SystemExit, match="--batch-size 2, not 3"):
-        train.main(run_args(tiny, out, "--steps", "4", "--batch-size", "3", "--resume",
-                            str(out)))
+    assert train.main(run_args(tiny, out, "--steps", "2", "--loss", "ce")) == 0
+    with pytest.raises(SystemExit, match="--loss ce, not dice"):
+        train.main(run_args(tiny, out, "--steps", "4", "--loss", "dice", "--resume", str(out)))
 
 
 def test_health_warnings_for_a_model_that_predicts_one_class(tiny, tmp_path, monkeypatch):
@@ -302,3 +303,32 @@ def test_health_warnings_for_a_model_that_predicts_one_class(tiny, tmp_path, mon
     # never median-frequency weights (measured worse, docs/plan.md).
     assert "try: more --steps" in log and "median-freq" not in log
     assert "labelling more images of 'class_1' (it is in 6 train images)" in log
+
+
+def gpu_speed(free_gib, gib_per_megapixel=2.0, weights_gib=1.0):
+    """A GPU whose training step needs weights_gib plus gib_per_megapixel a million pixels."""
+    def need(crop, batch):
+        return (weights_gib + gib_per_megapixel * batch * crop * crop / 1e6) * 2**30
+    candidates = ((512, 2), (168, 2))
+    return Speed(device="cuda", steps=tuple((c, b, 1e-3 * b * c * c / 1e5) for c, b in candidates),
+                 infer_pixels_per_second=1e8,
+                 memory=tuple((c, b, need(c, b)) for c, b in candidates),
+                 free_bytes=free_gib * 2**30)
+
+
+def test_the_plan_sizes_the_batch_then_the_crop_to_the_free_device_memory():
+    fp = fingerprint(600, (512, 512))
+    roomy = make_plan(fp, {}, "cuda", gpu_speed(free_gib=80))
+    assert (roomy.crop_size, roomy.batch_size) == (512, 8)
+    tight = make_plan(fp, {}, "cuda", gpu_speed(free_gib=3))  # batch 8 needs 5.2 GiB
+    speed = gpu_speed(free_gib=3)
+    assert tight.crop_size == 512 and tight.batch_size == 2
+    assert speed.fits(512, 2) and not speed.fits(512, 4)
+    assert any("would need 5.2 GiB of the 3.0 GiB free" in note for note in tight.notes)
+    tiny = make_plan(fp, {}, "cuda", gpu_speed(free_gib=1.5))  # only a smaller crop fits
+    assert tiny.batch_size == 2 and tiny.crop_size < 512
+    assert gpu_speed(free_gib=1.5).fits(tiny.crop_size, 2)
+    # An explicit --batch-size stays, fitting or not (an out-of-memory then names what fits).
+    assert make_plan(fp, {"batch_size": 8}, "cuda", gpu_speed(free_gib=3)).batch_size == 8
+    # Off CUDA nothing is measured and nothing limits.
+    assert cpu_speed().fits(4096, 64) and cpu_speed().step_bytes(256, 8) == 0.0
