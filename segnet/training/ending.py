@@ -43,7 +43,7 @@ def check_plateau(run, state):
         return
     step = state["global_step"]
     plan.decay_start, plan.steps = step, curve.decay_end(step, plan.steps)
-    state.update(ending="plateau", plateau_step=step)
+    state["ending"] = "plateau"
     run.log(f"plateau at step {step}: val mIoU gained under {plan.plateau_gain:g} over the last "
             f"{curve.PLATEAU_WINDOW:.0%} of the steps (best {state['best_metric']:.4f}); the "
             f"learning rate decays over steps {step}-{plan.steps}, then the run ends")
@@ -52,8 +52,7 @@ def check_plateau(run, state):
 def stop_reason(plan, state):
     """Why the run stopped where it did, in words (curve.STOP_REASONS)."""
     if state["ending"] == "plateau":
-        plateau_step = state.get("plateau_step") or plan.decay_start
-        return curve.stop_text("plateau", gain=plan.plateau_gain, plateau_step=plateau_step)
+        return curve.stop_text("plateau", gain=plan.plateau_gain, plateau_step=plan.decay_start)
     if state["ending"] == "early_stop":
         return curve.stop_text("early_stop", stale=state["stale"])
     if plan.sources.get("steps") == "flag" or plan.dry_run:

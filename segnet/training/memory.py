@@ -16,6 +16,11 @@ def release(model, optimizer):
     written and the candidates tried."""
     optimizer.zero_grad(set_to_none=True)
     model.zero_grad(set_to_none=True)
+    free_cached()
+
+
+def free_cached():
+    """Collect garbage and return PyTorch's cached device blocks."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -48,9 +53,7 @@ def step_fits(model, runtime, batch, crop, in_channels):
             for name, value in model.named_buffers():
                 value.copy_(buffers[name])
         model.zero_grad(set_to_none=True)
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_cached()
 
 
 def fitting_size(model, runtime, batch, crop, in_channels):
