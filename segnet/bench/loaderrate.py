@@ -28,20 +28,28 @@ def write_synthetic_dataset(root, count, size, in_channels, num_classes):
     return root
 
 
+def endless(loader):
+    """A TrainBatches' batches, epoch after epoch, as training reads them."""
+    epoch = 0
+    while True:
+        yield from loader.epoch(epoch)
+        epoch += 1
+
+
 def loader_rate(loader, batches, batch_size, device):
-    """img/s of a loader over `batches` batches, each copied to `device` as training copies it
-    (files -> workers -> pinned batch -> device), after one untimed epoch (worker start-up,
-    image decoding into the cache); epoch ends inside the timed batches count, as in a run."""
-    for _ in loader:
-        pass
-    seen, start = 0, time.perf_counter()
-    while seen < batches:
-        for images, masks in loader:
-            images = images.to(device, non_blocking=True)
-            masks = masks.to(device, non_blocking=True)
-            seen += 1
-            if seen == batches:
-                break
+    """img/s of a loader (loaders.TrainBatches) over `batches` batches, each made ready on
+    `device` as training makes it (files -> workers -> pinned batch -> device, and there the
+    end of the augmentation where it runs on the device), after one untimed epoch (worker
+    start-up, image decoding into the cache); epoch ends fall inside the timed batches, as in
+    a run."""
+    stream = endless(loader)
+    for _ in range(len(loader)):
+        next(stream)
+    start = time.perf_counter()
+    for _ in range(batches):
+        images, masks = next(stream)
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return batches * batch_size / (time.perf_counter() - start)
@@ -66,7 +74,8 @@ def run_loader(args, device, project_config):
         info = scan_dataset(root, in_channels=args.in_channels)
         for workers in [None, *args.loader_workers]:
             config = project_config(args, workers=workers)
-            train_set, _ = loaders.build_datasets(config, root, info)
+            finish = loaders.finish_on_device(config, device)
+            train_set, _ = loaders.build_datasets(config, root, info, device_finish=finish)
             loader = loaders.build_loader(config, train_set, device)
             if workers is None:
                 default_workers = loader.num_workers
@@ -75,4 +84,5 @@ def run_loader(args, device, project_config):
                                                         args.batch_size, device)
             del loader  # stops persistent workers before the next count starts its own
     return {"img_s": {str(w): rate for w, rate in sorted(rates.items())},
-            "default_workers": default_workers}
+            "default_workers": default_workers,
+            "augment_on": "device" if finish else "workers"}

@@ -294,6 +294,19 @@ class SegmentationDataset(Dataset):
         """Decoded (image float32 [C,H,W] in [0,1], mask int64 [H,W]) before any transform."""
         if self._cache is not None and index in self._cache:
             return unpack_sample(*self._cache[index])
+        return self._decode(index)
+
+    def load_packed(self, index):
+        """The sample as pack_sample stores it (an 8-bit image as uint8, the mask in a small
+        integer type): the cached tensors themselves, read-only, or a fresh decode."""
+        if self._cache is None or index not in self._cache:
+            image, mask = self._decode(index)
+            if self._cache is None or index not in self._cache:
+                return pack_sample(image, mask)
+        return self._cache[index]
+
+    def _decode(self, index):
+        """Read and decode one pair, caching its packed form where the cache has room."""
         image = load_image(self.image_paths[index], self.info["in_channels"])
         mask = decode_mask(self.mask_paths[index], self.info["mask_decoding"],
                            self.info["ignore_index"])
@@ -316,22 +329,27 @@ class SegmentationDataset(Dataset):
         return self.cache_bytes is None or self.cached_bytes + size <= self.cache_bytes
 
     def __getitem__(self, index):
+        """A transformed, normalised sample; with a transform that finishes on the device
+        (transforms.WorkerCrop: packed = True), what it hands over, unnormalised."""
+        packed = getattr(self.transform, "packed", False)
         drawn = None
         if self.transform is not None and self.members:
             drawn = pick_sample(self.members, self.class_sampling)
             index = drawn[0] if drawn else index
-        image, mask = self.load_sample(index)
-        if self.transform is not None and self.positions is not None:
-            if self.members:
-                focus = drawn and pick_position(self.positions.get(index, mask), drawn[1],
-                                                mask.shape[1])
-            else:
-                focus = pick_focus(self.positions.get(index, mask), self.class_sampling,
-                                   mask.shape[1])
-            image, mask = self.transform(image, mask, focus=focus or None)
-        elif self.transform is not None:
-            image, mask = self.transform(image, mask)
-        return normalize(image, self.info["normalization"]), mask
+        image, mask = self.load_packed(index) if packed else self.load_sample(index)
+        if self.transform is None:
+            return normalize(image, self.info["normalization"]), mask
+        focus = None
+        if self.positions is not None and self.members:
+            focus = drawn and pick_position(self.positions.get(index, mask), drawn[1],
+                                            mask.shape[1])
+        elif self.positions is not None:
+            focus = pick_focus(self.positions.get(index, mask), self.class_sampling,
+                               mask.shape[1])
+        sample = (self.transform(image, mask, focus=focus or None)
+                  if self.positions is not None else self.transform(image, mask))
+        return sample if packed else (normalize(sample[0], self.info["normalization"]),
+                                      sample[1])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,12 +11,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from segnet.data import transforms
+from segnet.data import augment, transforms
 from segnet.data.dataset import SegmentationDataset
 from segnet.runtime import physical_memory, seed_everything
 
 CACHE_MEMORY_SHARE = 0.25  # of the machine's memory, for all the decoded-sample caches together
 MAX_WORKERS = 16  # loader workers a process starts by default at most (memory, start-up)
+MIN_DEVICE_SCALE = 0.25  # below this image scale the train augmentation stays in the workers
+DEVICE_FINISH_ON_CPU = True  # the batched path on the CPU too: measured faster (docs/speed.md)
 
 
 class EpochSeeded(Dataset):
@@ -63,9 +65,11 @@ class EpochSampler(Sampler):
     def set_epoch(self, epoch, start=0):
         self.epoch, self.start = epoch, start
 
-    def full_order(self):
+    def full_order(self, epoch=None):
+        """This rank's share of the order of `epoch` (default: the one set)."""
+        epoch = self.epoch if epoch is None else epoch
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = list(range(self.size))
@@ -79,6 +83,112 @@ class EpochSampler(Sampler):
 
     def __len__(self):
         return len(self.full_order()) - self.start
+
+
+class EpochBatches(Sampler):
+    """Batches of (epoch, index) keys in EpochSampler's order, epoch after epoch without end,
+    from a start (epoch, batch): one DataLoader iterator then serves a whole run, and its
+    workers never drain and refill at an epoch's end, a validation or a save (a new iterator
+    waits for every batch in flight and then for the first new one, which on a GPU showed as
+    the img/s falling ten-fold every few dozen steps). drop_last: per epoch, as DataLoader's."""
+
+    def __init__(self, sampler, batch_size, drop_last):
+        self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
+        self.epoch, self.batch = 0, 0
+
+    def start(self, epoch, batch=0):
+        self.epoch, self.batch = epoch, batch
+
+    def epoch_batches(self, epoch):
+        order = [(epoch, index) for index in self.sampler.full_order(epoch)]
+        size = self.batch_size
+        stop = len(order) - len(order) % size if self.drop_last else len(order)
+        return [order[start:start + size] for start in range(0, stop, size)]
+
+    def per_epoch(self):
+        return len(self.epoch_batches(0))
+
+    def __iter__(self):
+        epoch, skip = self.epoch, self.batch
+        while True:
+            yield from self.epoch_batches(epoch)[skip:]
+            epoch, skip = epoch + 1, 0
+
+
+class TrainBatches:
+    """The train loader as one stream of batches for the whole run (EpochBatches), read an
+    epoch's rest at a time (`epoch(epoch, batch)`): the iterator is only replaced when asked
+    for another position than the next one (a resume). finish: augment.FinishBatch for a
+    batch whose augmentation ends on the device, else None (the batch is ready)."""
+
+    def __init__(self, loader, finish=None):
+        self.loader, self.finish = loader, finish
+        self.iterator, self.position = None, None
+
+    def __len__(self):
+        """Batches in one epoch."""
+        return self.loader.batch_sampler.per_epoch()
+
+    @property
+    def dataset(self):
+        return self.loader.dataset
+
+    @property
+    def num_workers(self):
+        return self.loader.num_workers
+
+    @property
+    def batch_size(self):
+        return self.loader.batch_sampler.batch_size
+
+    def epoch(self, epoch, batch=0):
+        """The batches of `epoch` from `batch` to its end (len() of them)."""
+        return EpochRest(self, epoch, batch)
+
+    def next_batch(self, epoch, batch):
+        if self.position != (epoch, batch):
+            self.loader.batch_sampler.start(epoch, batch)
+            self.iterator = iter(self.loader)
+        sample = next(self.iterator)
+        self.position = (epoch, batch + 1) if batch + 1 < len(self) else (epoch + 1, 0)
+        return self.finish(*sample) if self.finish else sample
+
+
+class EpochRest:
+    """TrainBatches.epoch's batches: iterable once, with a length."""
+
+    def __init__(self, stream, epoch, batch):
+        self.stream, self.epoch_index, self.start = stream, epoch, batch
+
+    def __len__(self):
+        return max(len(self.stream) - self.start, 0)
+
+    def __iter__(self):
+        for batch in range(self.start, len(self.stream)):
+            yield self.stream.next_batch(self.epoch_index, batch)
+
+
+def base_dataset(dataset):
+    """The SegmentationDataset inside EpochSeeded / Subset wrappers."""
+    while not isinstance(dataset, SegmentationDataset):
+        dataset = dataset.dataset
+    return dataset
+
+
+def finish_on_device(config, device):
+    """Whether the train augmentation ends on the device (augment.FinishBatch: workers decode
+    and cut uint8 windows, the device resamples, jitters, adds noise and normalises a batch at
+    once) rather than in the workers. On an accelerator, unless the plan first resizes images
+    to a square (--image-size: done in the workers, antialiased) or shrinks them below
+    MIN_DEVICE_SCALE (the windows would be many times the crop's size to copy), or validates
+    on the train batch itself (--overfit-batch). On the CPU: DEVICE_FINISH_ON_CPU, the faster
+    of the two as measured (docs/speed.md)."""
+    if config.image_size or config.overfit_batch:
+        return False
+    low = (min(config.scale) if config.augment and config.scale else 1.0) * config.train_scale
+    if low < MIN_DEVICE_SCALE:
+        return False
+    return device.type != "cpu" or DEVICE_FINISH_ON_CPU
 
 
 def loader_workers(config, device):
@@ -110,7 +220,7 @@ def cache_bytes(workers, processes=1):
     return int(CACHE_MEMORY_SHARE * memory / ((max(workers, 1) + 1) * max(processes, 1)))
 
 
-def build_datasets(config, root, info, workers=0, processes=1):
+def build_datasets(config, root, info, workers=0, processes=1, device_finish=False):
     """(train set: augmented, seeded per (epoch, index); val set: whole images, read as
     evaluate.py reads them). With config.cache, each keeps decoded samples in memory up to
     cache_bytes(workers, processes): a large dataset is partly cached, never a memory error.
@@ -118,8 +228,11 @@ def build_datasets(config, root, info, workers=0, processes=1):
     on that very batch, unaugmented."""
     limit = cache_bytes(workers, processes)
     augment = config.augment and not config.overfit_batch  # overfit: one fixed batch
-    train_set = SegmentationDataset(root, "train", info, transform=train_transform(
-        config, info, augment), cache=config.cache, cache_bytes=limit,
+    transform = train_transform(config, info, augment)
+    if device_finish:
+        transform = transforms.WorkerCrop(transform)
+    train_set = SegmentationDataset(root, "train", info, transform=transform,
+        cache=config.cache, cache_bytes=limit,
         class_sampling=config.class_sampling if augment else 0.0)
     val_set = SegmentationDataset(root, "val", info, cache=config.cache, cache_bytes=limit)
     train_set = EpochSeeded(train_set, config.seed)
@@ -157,14 +270,24 @@ def steps_per_epoch(train_images, batch_size, world_size=1):
 
 
 def build_loader(config, train_set, device, rank=0, world_size=1):
-    """The train loader: EpochSampler order (this rank's shard), whole batches."""
+    """The train loader: EpochSampler order (this rank's shard), whole batches, one stream for
+    the run (TrainBatches); batches finished on the device when the train set's transform is
+    a transforms.WorkerCrop (build_datasets with device_finish)."""
     workers = loader_workers(config, device)
-    collate = functools.partial(transforms.pad_collate, ignore_index=config.ignore_index)
+    dataset = base_dataset(train_set)
+    finish = None
+    if getattr(dataset.transform, "packed", False):
+        collate = functools.partial(augment.crop_collate, ignore_index=config.ignore_index)
+        finish = augment.FinishBatch(dataset.transform.transform,
+                                     dataset.info["normalization"], device)
+    else:
+        collate = functools.partial(transforms.pad_collate, ignore_index=config.ignore_index)
     # Drop a last partial batch: a batch of one breaks BatchNorm statistics.
     drop_last = len(train_set) // world_size > config.batch_size
     sampler = EpochSampler(len(train_set), config.seed, shuffle=not config.overfit_batch,
                            rank=rank, world_size=world_size)
-    return DataLoader(train_set, batch_size=config.batch_size, sampler=sampler,
-                      drop_last=drop_last, num_workers=workers, collate_fn=collate,
-                      pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                      worker_init_fn=quiet_worker)
+    batches = EpochBatches(sampler, config.batch_size, drop_last)
+    loader = DataLoader(train_set, batch_sampler=batches, num_workers=workers,
+                        collate_fn=collate, pin_memory=device.type == "cuda",
+                        persistent_workers=workers > 0, worker_init_fn=quiet_worker)
+    return TrainBatches(loader, finish)

@@ -8,6 +8,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from segnet.data import augment
+from segnet.data.augment import FIELD
+
 
 def _as_size(size):
     """int or (height, width) -> (height, width)."""
@@ -29,46 +32,6 @@ def _window_start(scaled_length, out_length):
     if slack >= 0:
         return int(torch.randint(0, int(slack) + 1, ()).item())
     return -int(torch.randint(0, int(-slack) + 1, ()).item())
-
-
-def _source_coordinates(out_size, center, factor, angle):
-    """Continuous source (rows, cols) [h, w] of each output pixel centre, for an output window
-    centred on `center` (source coordinates), scaled by factor and rotated by angle (radians).
-    Pixel i spans [i, i+1)."""
-    out_height, out_width = out_size
-    offset_y = (torch.arange(out_height, dtype=torch.float32) + 0.5 - out_height / 2)[:, None]
-    offset_x = (torch.arange(out_width, dtype=torch.float32) + 0.5 - out_width / 2)[None, :]
-    cos, sin = math.cos(angle), math.sin(angle)
-    rows = center[0] + (sin * offset_x + cos * offset_y) / factor
-    cols = center[1] + (cos * offset_x - sin * offset_y) / factor
-    return rows, cols
-
-
-def _sample(image, mask, rows, cols, ignore_index):
-    """Image bilinear, mask by exact index look-up (the pixel containing each point); outside
-    the source the image is 0 and the mask ignore_index."""
-    height, width = mask.shape
-    grid = torch.stack((cols * (2 / width) - 1, rows * (2 / height) - 1), dim=-1)[None]
-    image = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros",
-                          align_corners=False)[0]
-    row_index, col_index = rows.floor().long(), cols.floor().long()
-    inside = (row_index >= 0) & (row_index < height) & (col_index >= 0) & (col_index < width)
-    picked = mask[row_index.clamp(0, height - 1), col_index.clamp(0, width - 1)]
-    return image, torch.where(inside, picked, torch.full_like(picked, ignore_index))
-
-
-def _jitter(image, strength, value_range=(0.0, 1.0)):
-    """Random gamma (exp(+-s)), contrast (1 +- s) and brightness (+- s/2) relative to the
-    images' value range (low, high): [0,1] for 8-bit images, e.g. [0, 0.0625] for 12-bit data
-    stored in 16 bits, where an absolute brightness step would wash the image out."""
-    low, high = value_range
-    span = max(high - low, 1e-12)
-    gamma = math.exp(_uniform(-strength, strength))
-    contrast = _uniform(1 - strength, 1 + strength)
-    brightness = _uniform(-strength, strength) / 2
-    image = ((image - low) / span).clamp(0, 1).pow(gamma)
-    mean = image.mean(dim=(-2, -1), keepdim=True)
-    return ((image - mean) * contrast + mean + brightness).clamp(0, 1) * span + low
 
 
 class TrainTransform:
@@ -108,24 +71,50 @@ class TrainTransform:
         if self.resize is not None:
             focus = self.resize.map_point(focus, mask.shape)
             image, mask = self.resize(image, mask)
-        image, mask = self.resample(image, mask, focus)
-        if self.hflip and torch.rand(()) < 0.5:
-            image, mask = image.flip(-1), mask.flip(-1)
-        if self.vflip and torch.rand(()) < 0.5:
-            image, mask = image.flip(-2), mask.flip(-2)
+        params = self.draw(mask.shape, focus)
+        moves = self.moves()
+        if not moves:  # flips alone: exact, no resampling
+            if params[FIELD["hflip"]]:
+                image, mask = image.flip(-1), mask.flip(-1)
+            if params[FIELD["vflip"]]:
+                image, mask = image.flip(-2), mask.flip(-2)
+        images, masks, _ = augment.augment(
+            image[None], mask[None], params[None], self.out_size(params), self.ignore_index,
+            self.value_range, jitter_on=bool(self.jitter), noise_on=bool(self.noise),
+            geometry=moves)
+        return images[0], masks[0]
+
+    def moves(self):
+        """Whether the geometry resamples (scale, rotation, crop) rather than only flipping."""
+        return bool(self.scale or self.rotate or self.crop_size or self.base_scale != 1)
+
+    def out_size(self, params):
+        return (int(params[FIELD["out_height"]]), int(params[FIELD["out_width"]]))
+
+    def draw(self, shape, focus=None):
+        """This sample's random draws (augment.FIELDS, a float64 row) for an image of `shape`
+        (h, w): scale, rotation and a crop window (centred on focus (row, col), kept inside
+        the image where it fits), flips, jitter and noise; from torch's global RNG."""
+        height, width = shape
+        values = {"center_row": height / 2, "center_col": width / 2, "out_height": height,
+                  "out_width": width}  # the whole image as it is
+        if self.moves():
+            values = self.draw_window(shape, focus)
+        values["hflip"] = float(self.hflip and bool(torch.rand(()) < 0.5))
+        values["vflip"] = float(self.vflip and bool(torch.rand(()) < 0.5))
         if self.jitter:
-            image = _jitter(image, self.jitter, self.value_range)
+            values.update(gamma=math.exp(_uniform(-self.jitter, self.jitter)),
+                          contrast=_uniform(1 - self.jitter, 1 + self.jitter),
+                          brightness=_uniform(-self.jitter, self.jitter) / 2)
         if self.noise:
             span = self.value_range[1] - self.value_range[0]
-            image = image + torch.randn_like(image) * (self.noise * span * torch.rand(()).item())
-        return image, mask
+            values.update(noise_sigma=self.noise * span * torch.rand(()).item(),
+                          noise_seed=int(torch.randint(0, augment.NOISE_SEEDS, ()).item()))
+        return augment.draws(**values)
 
-    def resample(self, image, mask, focus=None):
-        """Random scale, rotation and crop as one resampling of image and mask; the crop
-        centred on focus (row, col), kept inside the image where it fits."""
-        if not (self.scale or self.rotate or self.crop_size or self.base_scale != 1):
-            return image, mask
-        height, width = mask.shape
+    def draw_window(self, shape, focus=None):
+        """Scale, rotation and the output window's centre and size (augment.FIELDS)."""
+        height, width = shape
         factor = (_uniform(*self.scale) if self.scale else 1.0) * self.base_scale
         angle = math.radians(_uniform(-self.rotate, self.rotate)) if self.rotate else 0.0
         out_size = self.crop_size or (max(1, round(height * factor)), max(1, round(width * factor)))
@@ -134,9 +123,29 @@ class TrainTransform:
         if focus is not None and self.crop_size:
             top = _centred_start(focus[0], height * factor, out_size[0], factor)
             left = _centred_start(focus[1], width * factor, out_size[1], factor)
-        center = ((top + out_size[0] / 2) / factor, (left + out_size[1] / 2) / factor)
-        rows, cols = _source_coordinates(out_size, center, factor, angle)
-        return _sample(image, mask, rows, cols, self.ignore_index)
+        return {"center_row": (top + out_size[0] / 2) / factor,
+                "center_col": (left + out_size[1] / 2) / factor, "factor": factor,
+                "angle": angle, "out_height": out_size[0], "out_width": out_size[1]}
+
+    def crop(self, image, mask, focus=None):
+        """The loader worker's half when the rest runs on the device (augment.FinishBatch):
+        the draws and the source window they read (augment.cut_sample), image in its stored
+        type (a cached 8-bit image stays uint8)."""
+        assert self.resize is None, "an image_size resize runs in the worker (TrainTransform)"
+        return augment.cut_sample(image, mask, self.draw(mask.shape, focus), self.ignore_index)
+
+
+class WorkerCrop:
+    """A loader worker's half of a TrainTransform whose rest runs on the device: the sample's
+    draws and its source window (TrainTransform.crop), batched by augment.crop_collate and
+    finished by augment.FinishBatch. SegmentationDataset hands it the stored (packed) sample."""
+    packed = True
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, image, mask, focus=None):
+        return self.transform.crop(image, mask, focus)
 
 
 def _centred_start(position, scaled_length, out_length, factor):

@@ -16,11 +16,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from segnet.data import transforms
-from segnet.data.dataset import SegmentationDataset, normalize
+from segnet.data.dataset import normalize
 # Moved to loaders.py, losses.py and runtime.py in the split by job; importable from here too.
-from segnet.data.loaders import (EpochSampler, EpochSeeded, build_datasets,  # noqa: F401
-                                 build_loader, cache_bytes, loader_workers, quiet_worker,
-                                 steps_per_epoch)
+from segnet.data.loaders import (EpochSampler, EpochSeeded, base_dataset,  # noqa: F401
+                                 build_datasets, build_loader, cache_bytes, loader_workers,
+                                 quiet_worker, steps_per_epoch)
 from segnet.inference.inference import batch_probs, model_size, score_dataset
 from segnet.plan.curve import wsd_factor
 from segnet.plan.plan import CALIBRATION_IMAGES, CALIBRATION_PIXELS
@@ -196,10 +196,12 @@ EpochResult = namedtuple("EpochResult", "loss images_per_second seconds interrup
 
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, runtime, state, config,
                     stop, log, until_step=None):
-    """Train over the loader from batch state['batch'] (non-zero after a resume mid-epoch) to
-    the epoch's end, or until state['global_step'] reaches until_step, or a signal. Returns an
-    EpochResult: the mean loss over state's running sums (since they were last reset), img/s,
-    seconds, whether a signal stopped it, and whether the epoch was finished."""
+    """Train over `loader`, the batches of the epoch from state['batch'] (non-zero after a
+    resume mid-epoch) to its end (loaders.TrainBatches.epoch; any sized iterable of
+    (images, masks), on the device or not), or until state['global_step'] reaches
+    until_step, or a signal. Returns an EpochResult: the mean loss over state's running sums
+    (since they were last reset), img/s, seconds, whether a signal stopped it, and whether the
+    epoch was finished."""
     model.train()
     total, signalled = state["batch"] + len(loader), False  # batches of the whole epoch
     loss_sum = torch.as_tensor(state["loss_sum"], dtype=torch.float64).to(runtime.device)
@@ -238,9 +240,7 @@ def calibration_images(train_set, image_size=None, max_pixels=CALIBRATION_PIXELS
     or by scale, as training resizes), in a fixed shuffled order (neighbouring files are often
     alike: consecutive slices, one acquisition session), up to max_pixels and
     CALIBRATION_IMAGES images."""
-    dataset = train_set
-    while not isinstance(dataset, SegmentationDataset):  # EpochSeeded, Subset
-        dataset = dataset.dataset
+    dataset = base_dataset(train_set)  # inside EpochSeeded, Subset
     pixels, images, generator = 0, 0, torch.Generator().manual_seed(0)
     for index in torch.randperm(len(dataset), generator=generator).tolist():
         image, mask = dataset.load_sample(index)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from model import imagenet_weights_file
 from segnet import utils
@@ -131,7 +131,7 @@ class Run:
     criterion: Callable  # the training loss on the device (Dice over the global batch)
     weights: torch.Tensor | None  # the cross-entropy's class weights, if any
     val_criterion: Callable  # the same loss on the CPU, where validation's probabilities are
-    loader: DataLoader  # the train loader (loaders.build_loader)
+    loader: loaders.TrainBatches  # the train batches: one stream for the run (build_loader)
     val_set: Dataset
     runtime: Runtime
     plan: planning.Plan
@@ -176,7 +176,8 @@ def build_run(args, plan, info, model, runtime, root, run_dir, log, rank, world_
               started):
     """The model on its device, data, optimiser, schedule and losses of one run."""
     train_set, val_set = loaders.build_datasets(
-        plan, root, info, loaders.loader_workers(plan, runtime.device), world_size)
+        plan, root, info, loaders.loader_workers(plan, runtime.device), world_size,
+        device_finish=loaders.finish_on_device(plan, runtime.device))
     loader = loaders.build_loader(plan, train_set, runtime.device, rank, world_size)
     model = model.to(runtime.device)
     if runtime.channels_last:
@@ -324,10 +325,10 @@ def plan_saves(run, step_seconds):
 def train_to(run, state, until_step):
     """Train to until_step across epoch ends; the mean loss since the sums were reset."""
     while True:
-        set_epoch(run.loader, state["epoch"], state["batch"])
         result = engine.train_one_epoch(
-            run.train_model, run.loader, run.criterion, run.optimizer, run.schedulers[0],
-            run.runtime, state, run.plan, run.stop, run.log, until_step=until_step)
+            run.train_model, run.loader.epoch(state["epoch"], state["batch"]), run.criterion,
+            run.optimizer, run.schedulers[0], run.runtime, state, run.plan, run.stop, run.log,
+            until_step=until_step)
         if result.interrupted:
             run.save("last.pt", state)
             raise engine.Interrupted(f"stopped by {run.stop.signal}")
@@ -335,11 +336,6 @@ def train_to(run, state, until_step):
             state.update(epoch=state["epoch"] + 1, batch=0)
         if state["global_step"] >= until_step or run.plan.dry_run:
             return result.loss
-
-
-def set_epoch(loader, epoch, start_batch):
-    """Shuffle order and augmentation depend only on (seed, epoch): resume-proof."""
-    loader.sampler.set_epoch(epoch, start_batch * loader.batch_size)
 
 
 # ---------------------------------------------------------------- validation
