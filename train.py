@@ -121,9 +121,10 @@ def get_args_parser():
     group.add_argument("--scheduler", choices=["wsd", "none", "cosine", "poly", "step",
                                                "plateau"],
                        default=None, help="learning-rate schedule after warm-up (default: "
-                       f"{DEFAULTS.scheduler}; a resumed run keeps its own); wsd: constant, then "
-                       "a cosine decay over the run's last 20 percent, started early when val "
-                       "mIoU plateaus (docs/plan.md)")
+                       f"planned: {DEFAULTS.scheduler}, or cosine where the time budget ends the "
+                       "run before the steps the data needs; a resumed run keeps its own); wsd: "
+                       "constant, then a cosine decay over the run's last 20 percent, started "
+                       "early when val mIoU plateaus (docs/plan.md)")
     group.add_argument("--warmup-epochs", type=float, default=None,
                        help="linear warm-up length in epochs (fractions allowed; default: "
                             "3 percent of the steps)")
