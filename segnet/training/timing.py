@@ -10,8 +10,9 @@ import time
 
 import torch
 
-from segnet.data import loaders
+from segnet.data import augment, loaders
 from segnet.data.dataset import SegmentationDataset
+from segnet.data.transforms import WorkerCrop
 from segnet.inference.inference import TILE, batch_probs
 from segnet.plan.plan import Speed
 from segnet.training.engine import build_optimizer, build_scheduler, train_step
@@ -70,17 +71,28 @@ def time_inference(model, runtime, size):
     return time.perf_counter() - start
 
 
-def time_loading(root, info, plan, count=LOAD_SAMPLES):
-    """Seconds to read one training sample as the loader does: decoded from its file (no
-    cache: the first pass, the slowest) and through the training transform at the plan's crop;
-    the median over `count` samples spread over the train split."""
-    dataset = SegmentationDataset(root, "train", info, transform=loaders.train_transform(
-        plan, info), class_sampling=plan.class_sampling)
+def time_loading(root, info, plan, device=torch.device("cpu"), count=LOAD_SAMPLES):
+    """Seconds to read one training sample as the run's loader does: decoded from its file (no
+    cache: the first pass, the slowest) and through the training transform at the plan's crop,
+    or, where the augmentation ends on the device (loaders.finish_on_device), the workers' cut
+    and, when no worker reads between steps, the device's finish of it; the median over
+    `count` samples spread over the train split."""
+    transform = loaders.train_transform(plan, info)
+    finish = None
+    if loaders.finish_on_device(plan, device):
+        finish = augment.FinishBatch(transform, info["normalization"], device)
+        transform = WorkerCrop(transform)
+    dataset = SegmentationDataset(root, "train", info, transform=transform,
+                                  class_sampling=plan.class_sampling)
+    serial = finish is not None and loaders.loader_workers(plan, device) == 0
     indices = sorted({round(i * len(dataset) / count) for i in range(count)} - {len(dataset)})
     seconds = []
     for index in indices:
         start = time.perf_counter()
-        dataset[index]
+        sample = dataset[index]
+        if serial:
+            finish(*augment.crop_collate([sample], plan.ignore_index))
+            synchronize(device)
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
 
@@ -119,7 +131,7 @@ def measure_speed(model, plan, runtime, candidates, val_size, info, repeats=3, r
         load_seconds = 0.0
         if root is not None:
             load_seconds = time_loading(root, info, dataclasses.replace(
-                plan, crop_size=candidates[0][0]))
+                plan, crop_size=candidates[0][0]), runtime.device)
     pixels = size[0] * size[1]
     return Speed(device=runtime.device.type, steps=tuple(steps),
                  infer_pixels_per_second=pixels / max(infer_seconds, 1e-9),
