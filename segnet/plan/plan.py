@@ -292,7 +292,8 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
     side = crop or fp.short_side  # crop 0 (whole images) is priced at the typical side
     step_seconds = speed.step_seconds(side, batch) if speed else 0.0
     val_seconds = speed.validation_seconds(fp.val_pixels) if speed else 0.0
-    horizon = needed_steps(fp, side, batch, world_size) if open_run(flags, plan, budget) else steps
+    needed = needed_steps(fp, side, batch, world_size)
+    horizon = needed if open_run(flags, plan, budget) else steps
     val_every, val_images = plan_validation(fp, horizon, step_seconds, val_seconds)
     if flags.get("val_every") or flags.get("eval_every") or flags.get("epochs"):
         val_every = flags.get("val_every") or (flags.get("eval_every") or 1) * epoch
@@ -304,17 +305,11 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
         "warmup_steps": plan_warmup(flags.get("warmup_epochs"), epoch, horizon),
         "loss": flags.get("loss") or PLANNED_LOSS, "time_budget": budget,
         "train_scale": scale, **data,
-        "scheduler": plan_scheduler(flags, plan, budget, steps, needed_steps(
-            fp, side, batch, world_size)),
+        "scheduler": plan_scheduler(flags, plan, budget, steps, needed),
         "encoder_weights": encoder, "save_steps": flags.get("save_steps") or (
             None if chosen_saves else plan_save_steps(min(val_every, steps), step_seconds)),
         **augmentation}
-    length = bool(flags.get("steps") or flags.get("epochs"))  # which also turns the budget off
-    explicit = {"steps": length, "time_budget": length or bool(flags.get("time_budget")),
-                "val_every": bool(flags.get("val_every") or flags.get("eval_every")),
-                "warmup_steps": flags.get("warmup_epochs") is not None, "save_steps": bool(chosen_saves),
-                "augmentation": all(flags.get(name) is not None
-                                    for name in ("scale", "jitter", "noise"))}
+    explicit = explicit_values(flags, chosen_saves)
     for name, value in planned.items():
         setattr(plan, name, value)
         plan.sources[name] = "flag" if explicit.get(name, flags.get(name) is not None) else "auto"
@@ -322,6 +317,18 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
         plan.measured = measured_values(fp, speed, side, batch, world_size)
     plan.measured["passes"] = passes
     return plan
+
+
+def explicit_values(flags, chosen_saves):
+    """{planned name: True where a flag set it} for the values no single flag of that name
+    sets; the other values are "flag" exactly when their flag was given."""
+    length = bool(flags.get("steps") or flags.get("epochs"))  # which also turns the budget off
+    return {"steps": length, "time_budget": length or bool(flags.get("time_budget")),
+            "val_every": bool(flags.get("val_every") or flags.get("eval_every")),
+            "warmup_steps": flags.get("warmup_epochs") is not None,
+            "save_steps": bool(chosen_saves),
+            "augmentation": all(flags.get(name) is not None
+                                for name in ("scale", "jitter", "noise"))}
 
 
 def plan_scheduler(flags, plan, budget, steps, needed):
