@@ -143,7 +143,9 @@ def table_lines(result):
     lines.append("train loader img/s: " + ", ".join(
         f"{workers} workers {rate:.0f}" for workers, rate in loader["img_s"].items())
         + f"; training consumes {loader['train_consumption_img_s']:.2f} img/s; loader ratio "
-          f"{result['loader_ratio']:.1f}x at the default {loader['default_workers']} workers")
+          f"{result['loader_ratio']:.1f}x at the default {loader['default_workers']} workers"
+          + (f" (augmentation ends on the {loader['augment_on']})" if "augment_on" in loader
+             else ""))
     lines.append(f"predict.py's path: {result['infer_path_share']:.0%} of the bare model's img/s "
                  f"(the folded model on a batch already on the device, arg-max there)")
     lines += onnx_lines(result.get("onnx"), proj["precision"])

@@ -20,6 +20,7 @@ OPEN_FACTOR = 20  # without a budget: at most this many times the steps the data
 STOP_REASONS = {
     "length": "the length --steps / --epochs set",
     "budget": "the time budget's end (its last {share:.0%} decayed the learning rate)",
+    "budget_schedule": "the time budget's end (the {scheduler} schedule)",
     "plateau": "val mIoU stopped improving: gain under {gain:g} over the last {window:.0%} of "
                "the steps from step {plateau_step}, then the decay phase",
     "cap": "the step cap ({factor}x the steps the data needs) before val mIoU plateaued",

@@ -57,6 +57,8 @@ def stop_reason(plan, state):
         return curve.stop_text("early_stop", stale=state["stale"])
     if plan.sources.get("steps") == "flag" or plan.dry_run:
         return curve.stop_text("length")
+    if plan.time_budget and plan.scheduler != "wsd":  # cosine where the budget binds
+        return curve.stop_text("budget_schedule", scheduler=plan.scheduler)
     return curve.stop_text("budget" if plan.time_budget else "cap")
 
 

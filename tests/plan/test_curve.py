@@ -9,7 +9,9 @@ import torch
 import train
 from helpers import write_tiny_dataset
 from segnet.plan import curve
+from segnet.plan.plan import Plan
 from segnet.training import engine
+from segnet.training.ending import stop_reason
 
 
 def rising(steps, slope=0.05, every=100):
@@ -109,3 +111,13 @@ def test_a_bad_plateau_gain_or_budget_stops_with_one_line(tiny_data, tmp_path, c
     with pytest.raises(SystemExit):
         parser.parse_args(["--time-budget", "soon"])
     assert "expected minutes or 'none'" in capsys.readouterr().err
+
+
+def test_a_budget_end_is_told_with_the_schedule_that_decayed():
+    state = {"ending": None, "stale": 0}
+    wsd = Plan(time_budget=600.0, scheduler="wsd")
+    assert stop_reason(wsd, state) == ("the time budget's end (its last 20% decayed the "
+                                       "learning rate)")
+    cosine = Plan(time_budget=600.0, scheduler="cosine")  # planned where the budget binds
+    assert stop_reason(cosine, state) == "the time budget's end (the cosine schedule)"
+    assert "step cap" in stop_reason(Plan(time_budget=None, scheduler="wsd"), state)
