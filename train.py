@@ -145,7 +145,10 @@ def get_args_parser():
     utils.add_hardware_args(group)
     group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                        help="NHWC memory format (default: on for CPU and CUDA)")
-    group.add_argument("--compile", action="store_true", help="torch.compile the model")
+    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch.compile the training model (default: on CUDA where the "
+                            "planned run repays the compile time, at a fixed crop; off on "
+                            "the CPU)")
     group.add_argument("--sync-bn", action="store_true",
                        help="under torchrun: BatchNorm statistics over the global batch "
                             "(SyncBatchNorm on GPUs, an all-reduce BatchNorm on CPU)")

@@ -19,10 +19,10 @@ from segnet.plan.dataplan import plan_data
 from segnet.plan.plantable import table_lines  # noqa: F401  (printed with the plan)
 from segnet.plan.saves import plan_save_steps
 from segnet.plan.sizes import (CROP_CAP, MAX_BATCH, MIN_BATCH, MIN_STEP_PIXELS,  # noqa: F401
-                                TARGET_BATCH, crop_ladder, fit_memory, floor_to_grid,
-                                plan_crop, target_batch)
+                               TARGET_BATCH, crop_ladder, fit_memory, floor_to_grid, plan_crop,
+                               target_batch)
 from segnet.plan.speed import (CALIBRATION_IMAGES, CALIBRATION_PIXELS, CHECK_OVERHEAD,  # noqa: F401
-                               Speed)
+                               Speed, plan_compile)
 
 # ---------------------------------------------------------------- the rules' constants
 # Length: what the data needs. A small dataset still needs this many optimiser steps to
@@ -66,7 +66,7 @@ DEFAULT_BUDGET_MINUTES = {"cpu": 10.0, "mps": 10.0, "cuda": None}  # CUDA: the s
 PLANNED = ("crop_size", "batch_size", "steps", "val_every", "val_images", "lr", "warmup_steps",
            "loss", "class_weights", "time_budget", "in_channels", "train_scale",
            "class_sampling", "hflip", "vflip", "rotate", "augmentation", "scale", "jitter",
-           "noise", "encoder_weights", "save_steps", "scheduler")  # the Plan's planned values
+           "noise", "encoder_weights", "save_steps", "scheduler", "compile")  # planned values
 # The flags (argparse names) whose values make_plan reads as they are, for the planned values
 # they are not named after: --time-budget is in minutes (trainer.planned_flags converts it on
 # its own), and val_images has no flag. PLANNED_FLAGS: every such flag, in PLANNED's order.
@@ -128,7 +128,7 @@ class Plan:
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool | None = None  # None: on for CPU and CUDA
-    compile: bool = False
+    compile: bool = False  # planned (plan_compile): on CUDA for runs long enough to repay it
     seed: int = 0
     log_every: int = 20
     save_every: int | None = None  # epochs between saves of last.pt; None: at validations
@@ -294,10 +294,8 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
     val_seconds = speed.validation_seconds(fp.val_pixels) if speed else 0.0
     needed = needed_steps(fp, side, batch, world_size)
     horizon = needed if open_run(flags, plan, budget) else steps
-    val_every, val_images = plan_validation(fp, horizon, step_seconds, val_seconds)
-    if flags.get("val_every") or flags.get("eval_every") or flags.get("epochs"):
-        val_every = flags.get("val_every") or (flags.get("eval_every") or 1) * epoch
-        val_images = None
+    val_every, val_images = validation_values(fp, flags, epoch, horizon, step_seconds,
+                                              val_seconds)
     planned = {
         "crop_size": crop, "batch_size": batch, "steps": steps,
         "val_every": min(val_every, steps), "val_images": val_images,
@@ -306,6 +304,7 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
         "loss": flags.get("loss") or PLANNED_LOSS, "time_budget": budget,
         "train_scale": scale, **data,
         "scheduler": plan_scheduler(flags, plan, budget, steps, needed),
+        "compile": plan_compile(flags, plan, device, crop, horizon * step_seconds),
         "encoder_weights": encoder, "save_steps": flags.get("save_steps") or (
             None if chosen_saves else plan_save_steps(min(val_every, steps), step_seconds)),
         **augmentation}
@@ -317,6 +316,14 @@ def make_plan(fp, flags, device="cpu", speed=None, default_budget=None, world_si
         plan.measured = measured_values(fp, speed, side, batch, world_size)
     plan.measured["passes"] = passes
     return plan
+
+
+def validation_values(fp, flags, epoch, horizon, step_seconds, val_seconds):
+    """(val_every, val_images): --val-every, --eval-every or --epochs (every epoch, all val
+    images), else planned (plan_validation)."""
+    if flags.get("val_every") or flags.get("eval_every") or flags.get("epochs"):
+        return flags.get("val_every") or (flags.get("eval_every") or 1) * epoch, None
+    return plan_validation(fp, horizon, step_seconds, val_seconds)
 
 
 def explicit_values(flags, chosen_saves):

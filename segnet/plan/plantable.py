@@ -33,6 +33,7 @@ def table_lines(plan, world_size=1):
              or "none", "hflip" if plan.sources.get("hflip") == "flag" else "vflip"),
             ("rotation", f"+-{plan.rotate:g} deg" if plan.rotate else "none", "rotate"),
             ("encoder", plan.encoder_weights or "random", "encoder_weights"),
+            ("compile", "torch.compile" if plan.compile else "off (eager)", "compile"),
             ("augmentation", f"{plan.augmentation}: scale {plan.scale[0]:g}-{plan.scale[1]:g}, "
              f"jitter {plan.jitter:g}, noise {plan.noise:g}" + (
                  f" ({plan.measured['passes']:g} passes)" if "passes" in plan.measured else ""),

@@ -44,7 +44,11 @@ def wrap_model(model, config, runtime, world_size):
         device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         train_model = torch.nn.parallel.DistributedDataParallel(train_model,
                                                                 device_ids=device_ids)
-    return torch.compile(train_model) if config.compile else train_model
+    if not config.compile:
+        return train_model
+    if config.sources.get("compile") == "auto":  # a planned compile that fails trains eagerly
+        torch._dynamo.config.suppress_errors = True
+    return torch.compile(train_model)
 
 
 def build_optimizer(config, model, device):

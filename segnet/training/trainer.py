@@ -115,6 +115,8 @@ def resumed_plan(saved, args, info, world_size):
             plan.sources[name] = "flag"
     if args.save_steps:  # when to save never changes the training: this launch's flag wins
         plan.save_steps, plan.sources["save_steps"] = args.save_steps, "flag"
+    if args.compile is not None:  # nor does compiling
+        plan.compile, plan.sources["compile"] = args.compile, "flag"
     return plan
 
 

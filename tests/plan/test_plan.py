@@ -12,7 +12,7 @@ import train
 from helpers import write_tiny_dataset
 from model import SegNet
 from segnet.data.dataset import scan_dataset
-from segnet.plan import curve, plan as planning
+from segnet.plan import curve, plan as planning, speed as speedplan
 from segnet.plan.plan import Fingerprint, Speed, make_plan
 from segnet.runtime import Runtime
 from segnet.training import timing
@@ -338,3 +338,28 @@ def test_the_plan_sizes_the_batch_then_the_crop_to_the_free_device_memory():
     assert make_plan(fp, {"batch_size": 8}, "cuda", gpu_speed(free_gib=3)).batch_size == 8
     # Off CUDA nothing is measured and nothing limits.
     assert cpu_speed().fits(4096, 64) and cpu_speed().step_bytes(256, 8) == 0.0
+
+
+def test_compile_is_planned_on_cuda_where_the_run_repays_it(monkeypatch):
+    """On CUDA with triton, a fixed crop and enough expected training: torch.compile, with a
+    note; a short run, whole images, the CPU or no triton: eager. The flags always win."""
+    monkeypatch.setattr(speedplan.importlib.util, "find_spec",
+                        lambda name: object() if name == "triton" else None)
+    fp = fingerprint(6000, (512, 512))  # 10 passes: 7500 steps of 0.021 s
+    long_run = make_plan(fp, {}, "cuda", gpu_speed(free_gib=80))  # until the curve plateaus
+    assert long_run.compile and long_run.sources["compile"] == "auto"
+    assert any(note.startswith("torch.compile: about") for note in long_run.notes)
+    assert "torch.compile" in "\n".join(planning.table_lines(long_run))
+    repay = speedplan.COMPILE_MARGIN * speedplan.COMPILE_SECONDS / (
+        1 - 1 / speedplan.COMPILE_SPEEDUP)
+    assert not speedplan.plan_compile({}, planning.Plan(), "cuda", 256, 0.9 * repay)
+    assert speedplan.plan_compile({}, planning.Plan(), "cuda", 256, 1.1 * repay)
+    assert not speedplan.plan_compile({}, planning.Plan(), "cuda", 0, 100 * repay)  # sizes vary
+    assert not speedplan.plan_compile({}, planning.Plan(), "cpu", 256, 100 * repay)
+    assert not make_plan(fp, {"steps": 3}, "cuda", gpu_speed(free_gib=80)).compile
+    off = make_plan(fp, {"compile": False}, "cuda", gpu_speed(free_gib=80))
+    assert not off.compile and off.sources["compile"] == "flag"
+    assert make_plan(fp, {"compile": True}, "cpu").compile
+    monkeypatch.setattr(speedplan.importlib.util, "find_spec", lambda name: None)
+    assert not make_plan(fp, {}, "cuda", gpu_speed(free_gib=80)).compile
+    assert not make_plan(fp, {}, "cpu").compile

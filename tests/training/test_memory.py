@@ -1,7 +1,6 @@
 """A CUDA out-of-memory during training (segnet/training/memory.py), on the CPU: the step is
 made to raise torch's out-of-memory error; the run saves last.pt, names a batch that fits (a
 real forward and backward pass tried on the device) and --resume continues with it."""
-import pytest
 import torch
 
 import train

@@ -7,14 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch._dynamo
 from PIL import Image
 
 import train
 from helpers import write_tiny_dataset
+from model import SegNet
 from segnet.data import loaders
+from segnet.data.dataset import scan_dataset
 from segnet.inference import inference
 from segnet.plan.plan import Plan
+from segnet.runtime import Runtime
 from segnet.training import engine, losses
+from segnet.training.trainer import resumed_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMING_COLUMNS = {"seconds", "img/s"}
@@ -252,3 +257,25 @@ def test_plateau_cuts_stay_in_force():
         [torch.zeros(1, requires_grad=True)], lr=1.0), steps_per_epoch=2)[1]
     restored.load_state_dict(plateau.state_dict())
     assert restored.scale == pytest.approx(0.1)
+
+
+def test_a_planned_compile_falls_back_to_eager_and_a_flag_on_resume_wins(tiny_data, tmp_path,
+                                                                         monkeypatch):
+    """wrap_model compiles when the plan says so; a planned (not asked-for) compile lets
+    torch fall back to eager if compiling fails. --compile / --no-compile on --resume choose
+    again: compiling never changes the training."""
+    monkeypatch.setattr(torch._dynamo.config, "suppress_errors", False)
+    model, runtime = SegNet(in_channels=1, num_classes=2), Runtime(Plan(device="cpu"))
+    assert engine.wrap_model(model, Plan(compile=False), runtime, 1) is model
+    asked = engine.wrap_model(model, Plan(compile=True, sources={"compile": "flag"}), runtime, 1)
+    assert asked._orig_mod is model and not torch._dynamo.config.suppress_errors
+    engine.wrap_model(model, Plan(compile=True, sources={"compile": "auto"}), runtime, 1)
+    assert torch._dynamo.config.suppress_errors
+    out = tmp_path / "run"
+    assert train.main(run_args(tiny_data, out, "--epochs", "1")) == 0
+    saved = torch.load(out / "last.pt", weights_only=True)["plan"]
+    assert saved["compile"] is False and saved["sources"]["compile"] == "auto"
+    args = run_args(tiny_data, out, "--resume", str(out), "--compile")
+    assert args.compile is True and run_args(tiny_data, out, "--no-compile").compile is False
+    plan = resumed_plan(saved, args, scan_dataset(tiny_data), 1)
+    assert plan.compile and plan.sources["compile"] == "flag"
