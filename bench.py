@@ -23,8 +23,8 @@ from segnet.bench.loaderrate import run_loader
 from segnet.bench.speedreport import allocator_summary, summarise, table_lines
 from segnet.inference import deploy, inference, plots
 from segnet.plan.plan import Plan
-from segnet.runtime import (Runtime, autocast, resolve_channels_last, resolve_device,
-                            tune_cpu_allocator)
+from segnet.runtime import (FUSION_CHOICES, Runtime, autocast, resolve_channels_last,
+                            resolve_device, tune_cpu_allocator)
 from segnet.training import engine, losses
 from segnet.training.timing import measure, peak_memory_mb, reset_peak_memory, timed
 
@@ -199,7 +199,9 @@ def project_inference(args, device, compiled=False):
 
     path = dict(measure(infer, device, args, args.batch_size),
                 peak_memory_mb=peak_memory_mb(device))
-    return dict(path, bare_img_s=measure(bare, device, args, args.batch_size)["img_s"])
+    fusion = next(iter(FUSION_CHOICES.values()), None)  # measured on CUDA by the load above
+    return dict(path, bare_img_s=measure(bare, device, args, args.batch_size)["img_s"],
+                conv_relu_fusion=fusion)
 
 
 def project_training(args, compiled=False):

@@ -352,6 +352,39 @@ def _fold_into_conv(conv, norm):
                                  requires_grad=False)
 
 
+class ConvReLU(nn.Module):
+    """A folded conv (weight and bias) and the ReLU after it as one call: on CUDA one cuDNN
+    kernel (torch.cudnn_convolution_relu: convolution, bias and ReLU together, the input cast
+    to the weights' type as autocast would), elsewhere conv2d then relu. Inference only
+    (fuse_conv_relu); it shares the conv's parameters."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.weight, self.bias = conv.weight, conv.bias
+        self.stride, self.padding = conv.stride, conv.padding
+        self.dilation, self.groups = conv.dilation, conv.groups
+
+    def forward(self, x):
+        if x.is_cuda:
+            return torch.cudnn_convolution_relu(x.to(self.weight.dtype), self.weight, self.bias,
+                                                self.stride, self.padding, self.dilation,
+                                                self.groups)
+        return F.relu(F.conv2d(x, self.weight, self.bias, self.stride, self.padding,
+                               self.dilation, self.groups))
+
+
+def fuse_conv_relu(folded):
+    """A copy of a folded model (fold_batchnorm) whose conv+bias+ReLU layers run as ConvReLU;
+    the classifier stays a plain conv. Equal outputs within rounding; for inference only
+    (runtime.fused_if_faster decides whether a GPU runs it faster)."""
+    fused = copy.deepcopy(folded)
+    for module in fused.modules():
+        if (isinstance(module, ConvBNReLU) and isinstance(module[0], nn.Conv2d)
+                and module[0].bias is not None and isinstance(module[1], nn.Identity)):
+            module[0], module[2] = ConvReLU(module[0]), nn.Identity()
+    return fused
+
+
 def inference_model(model, dtype=None, channels_last=None):
     """SegNet in its inference form: BatchNorm folded (fold_batchnorm), eval mode, no gradients,
     weights cast once to `dtype` (e.g. torch.bfloat16; None keeps float32) so that autocast does

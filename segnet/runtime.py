@@ -7,12 +7,13 @@ import datetime
 import os
 import random
 import sys
+import time
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from model import inference_model
+from model import fuse_conv_relu, inference_model
 
 # ---------------------------------------------------------------- device and precision
 
@@ -268,6 +269,72 @@ def unwrapped(model):
     return getattr(model, "_orig_mod", model)
 
 
+# ---------------------------------------------------------------- the inference form
+
+# A fused conv+bias+ReLU must run at most this share of the plain model's time to be used.
+FUSION_MARGIN = 0.95
+FUSION_TOLERANCE = 0.05  # largest logit difference allowed, as a share of the largest logit
+FUSION_CHOICES = {}  # (device, dtype, layout, in_channels) -> measure_fusion's result, a process
+
+
+def device_inference_model(model, dtype=None, channels_last=None):
+    """model.inference_model (BatchNorm folded, weights cast once), then on CUDA each
+    conv+bias+ReLU as one cuDNN kernel where that measured faster on this GPU
+    (fused_if_faster). What validation, evaluate.py, predict.py and the notebook run;
+    export.py keeps the plain folded model (ONNX has no such kernel)."""
+    folded = inference_model(model, dtype, channels_last)
+    return fused_if_faster(folded, dtype, channels_last)
+
+
+def fused_if_faster(folded, dtype=None, channels_last=False):
+    """`folded` with its conv+bias+ReLU layers fused (model.fuse_conv_relu) when, on this
+    CUDA device, the fused model agreed with it and ran in under FUSION_MARGIN of its time
+    (measure_fusion, once a process for a device, precision, layout and channel count);
+    `folded` itself off CUDA, where the fused layer has no kernel of its own."""
+    device = next(folded.parameters()).device
+    if device.type != "cuda":
+        return folded
+    key = (str(device), dtype, bool(channels_last), folded.in_channels)
+    if key not in FUSION_CHOICES:
+        FUSION_CHOICES[key] = measure_fusion(folded, dtype, channels_last)
+    return fuse_conv_relu(folded) if FUSION_CHOICES[key]["fused"] else folded
+
+
+def measure_fusion(folded, dtype=None, channels_last=False, side=256, batch=4, calls=5):
+    """Time the folded model against its fused copy on a random [batch, C, side, side] batch
+    (calls each, alternated, the fastest kept): {"fused": use it, "plain_ms", "fused_ms"}, or
+    {"fused": False, "why": ...} when the fused outputs differ or it raises."""
+    device = next(folded.parameters()).device
+    images = torch.randn(batch, folded.in_channels, side, side, device=device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    times = {"plain": [], "fused": []}
+    try:
+        fused = fuse_conv_relu(folded)
+        with torch.inference_mode(), autocast(device, dtype):
+            plain_out, fused_out = folded(images).float(), fused(images).float()
+            error = (fused_out - plain_out).abs().max().item()
+            if not error <= FUSION_TOLERANCE * plain_out.abs().max().item():
+                return {"fused": False, "why": f"outputs differ by {error:.3g}"}
+            for _ in range(calls):
+                for name, candidate in (("plain", folded), ("fused", fused)):
+                    synchronize(device)
+                    start = time.perf_counter()
+                    candidate(images)
+                    synchronize(device)
+                    times[name].append(time.perf_counter() - start)
+    except RuntimeError as error:  # no cuDNN kernel for this layout, type or version
+        return {"fused": False, "why": str(error).splitlines()[0][:200]}
+    plain_ms, fused_ms = 1000 * min(times["plain"]), 1000 * min(times["fused"])
+    return {"fused": fused_ms < FUSION_MARGIN * plain_ms, "plain_ms": round(plain_ms, 3),
+            "fused_ms": round(fused_ms, 3)}
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 # -------------------------------------------------------- runtime: device, precision, memory format
 
 class Runtime:
@@ -293,7 +360,7 @@ class Runtime:
     def inference_form(self, model):
         """The model as evaluate.py loads it (model.inference_model): BatchNorm folded, the
         weights cast once to this run's precision and layout. A copy; `model` is untouched."""
-        return inference_model(unwrapped(model), self.dtype, self.channels_last)
+        return device_inference_model(unwrapped(model), self.dtype, self.channels_last)
 
     def describe(self):
         return {"device": str(self.device), "precision": precision_name(self.dtype),

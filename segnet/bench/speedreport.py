@@ -96,7 +96,8 @@ def summarise(args, device, flops, pairs, loader, peak, allocator, onnx_skipped=
                      "torch": torch.__version__, "cpu_fast_bf16": cpu_has_fast_bf16()},
         "flops": flops, "peak": peak, "baseline": baseline, "project": project,
         "loader": dict(loader, train_consumption_img_s=project["train"]["img_s"]),
-        "allocator": allocator, "raw_pairs": pairs}
+        "allocator": allocator, "raw_pairs": pairs,
+        "conv_relu_fusion": pairs[0]["project"]["infer"].get("conv_relu_fusion")}
     if args.compile:
         result["compile"] = compile_summary(pairs)
     if args.onnx:
@@ -148,9 +149,21 @@ def table_lines(result):
              else ""))
     lines.append(f"predict.py's path: {result['infer_path_share']:.0%} of the bare model's img/s "
                  f"(the folded model on a batch already on the device, arg-max there)")
+    lines += fusion_lines(result.get("conv_relu_fusion"))
     lines += onnx_lines(result.get("onnx"), proj["precision"])
     lines += allocator_lines(result["allocator"]) + compile_lines(result.get("compile"))
     return lines
+
+
+def fusion_lines(fusion):
+    """runtime.measure_fusion's choice, measured where the model ran on CUDA."""
+    if not fusion:
+        return []
+    if "why" in fusion:
+        return [f"conv+bias+ReLU as one cuDNN kernel: not used ({fusion['why']})"]
+    return [f"conv+bias+ReLU as one cuDNN kernel: {'used' if fusion['fused'] else 'not used'} "
+            f"({fusion['fused_ms']:.2f} ms against {fusion['plain_ms']:.2f} ms unfused, a "
+            f"batch of 4 at 256 px)"]
 
 
 def onnx_lines(summary, precision):

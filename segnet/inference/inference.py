@@ -10,14 +10,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model import MIN_SIZE, context_radius, inference_model
+from model import MIN_SIZE, context_radius
 from segnet import utils
 from segnet.data.dataset import SegmentationDataset
 from segnet.data.images import load_image, normalize, to_model_array
 from segnet.inference.inferoptions import BATCH_SIZE, resolve_image_size, resolve_scale
 from segnet.inference.measures import ConfusionMatrix, entropy_map, image_confusions
-from segnet.runtime import (autocast, resolve_channels_last, resolve_device, resolve_precision,
-                            unwrapped)
+from segnet.runtime import (autocast, device_inference_model, resolve_channels_last, resolve_device,
+                            resolve_precision, unwrapped)
 from segnet.utils import DataError, Progress
 
 TILE = 512     # a 512x512 tile needs ~0.4 GB of activations on a CPU (fp32)
@@ -30,8 +30,9 @@ FLIPS = ((), (-1,), (-2,), (-2, -1))  # test-time augmentation: identity, h, v, 
 def load_for_inference(path, device="auto", amp="auto"):
     """(model in its inference form, info, autocast dtype or None) for a checkpoint file.
 
-    The model is model.inference_model's: BatchNorm folded into the convs, weights cast once to
-    the autocast dtype, channels_last where oneDNN / cuDNN prefer it; run it under
+    The model is runtime.device_inference_model's: BatchNorm folded into the convs, weights cast
+    once to the autocast dtype, channels_last where oneDNN / cuDNN prefer it, on CUDA the
+    conv+bias+ReLU layers fused where that measured faster; run it under
     runtime.autocast(device, dtype). info is the checkpoint's "data" entry plus
     train_image_size (training's --image-size, or None) and dropout (the model's).
     ValueError / FileNotFoundError name the file or flag at fault.
@@ -40,7 +41,7 @@ def load_for_inference(path, device="auto", amp="auto"):
     dtype = resolve_precision(device, amp)
     checkpoint = utils.load_checkpoint(path)
     model = utils.build_model(checkpoint, path).to(device)
-    model = inference_model(model, dtype, channels_last=resolve_channels_last(device))
+    model = device_inference_model(model, dtype, resolve_channels_last(device))
     return model, utils.checkpoint_info(checkpoint), dtype
 
 
@@ -468,7 +469,7 @@ def predict(model, info, image, amp="auto"):
     """
     device = next(model.parameters()).device
     dtype = resolve_precision(device, amp)
-    folded = inference_model(model, dtype, channels_last=resolve_channels_last(device))
+    folded = device_inference_model(model, dtype, resolve_channels_last(device))
     array = to_model_array(image, info["in_channels"])  # float32 [C, H, W] in [0, 1]
     normalised = torch.from_numpy(np.asarray(normalize(array, info["normalization"])))
     probs, _ = batch_probs(folded, normalised[None], dtype=dtype,

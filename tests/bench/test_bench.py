@@ -143,3 +143,14 @@ def test_the_gpu_check_needs_a_dataset_root(tmp_path):
                              "--device", "cpu"], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 1 and "has no train/ folder" in result.stderr
+
+
+def test_the_fusion_choice_is_reported_as_measured():
+    assert speedreport.fusion_lines(None) == []  # the CPU: nothing measured
+    used = speedreport.fusion_lines({"fused": True, "plain_ms": 2.0, "fused_ms": 1.5})
+    assert used == ["conv+bias+ReLU as one cuDNN kernel: used (1.50 ms against 2.00 ms "
+                    "unfused, a batch of 4 at 256 px)"]
+    slower = speedreport.fusion_lines({"fused": False, "plain_ms": 2.0, "fused_ms": 1.99})
+    assert slower[0].startswith("conv+bias+ReLU as one cuDNN kernel: not used (1.99 ms")
+    failed = speedreport.fusion_lines({"fused": False, "why": "outputs differ by 3"})
+    assert failed == ["conv+bias+ReLU as one cuDNN kernel: not used (outputs differ by 3)"]

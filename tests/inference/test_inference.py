@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from helpers import random_model
-from model import SegNet, fold_batchnorm, inference_model
+from model import ENCODER_WIDTHS, ConvReLU, SegNet, fold_batchnorm, fuse_conv_relu, inference_model
 from segnet import runtime
 from segnet.inference import inference, measures
 
@@ -156,6 +156,51 @@ def test_inference_model_casts_weights_once_to_bf16_and_matches_autocast_accurac
     # fp32 as autocast of the original is, and predict the same classes almost everywhere.
     assert mean_error(logits) <= 1.25 * mean_error(reference) + 0.01
     assert (logits.argmax(1) == expected.argmax(1)).float().mean() > 0.95
+
+
+def test_fused_conv_relu_layers_equal_the_folded_model_and_share_its_weights():
+    """Every conv+BN+ReLU of the folded model becomes one ConvReLU (its parameters, not a
+    copy of them); the classifier stays a conv. Off CUDA it computes conv then ReLU."""
+    folded = inference_model(random_model(num_classes=3, seed=2))
+    fused = fuse_conv_relu(folded)
+    layers = [module for module in fused.modules() if isinstance(module, ConvReLU)]
+    convs = [module for module in fused.modules() if isinstance(module, nn.Conv2d)]
+    assert len(layers) == 2 * sum(len(widths) for widths in ENCODER_WIDTHS)
+    assert convs == [fused.classifier]
+    assert not any(isinstance(module, nn.ReLU) for module in fused.modules())
+    assert sum(p.numel() for p in fused.parameters()) == sum(
+        p.numel() for p in folded.parameters())
+    images = torch.randn(2, 1, 24, 40)
+    with torch.inference_mode():
+        assert torch.allclose(fused(images), folded(images), atol=1e-5)
+    assert not any(isinstance(module, ConvReLU) for module in folded.modules())  # a copy
+
+
+def test_fusion_is_measured_checked_and_kept_off_the_cpu(monkeypatch):
+    """measure_fusion times both forms and refuses a fused model whose outputs differ or
+    that raises; off CUDA the inference form is the folded model itself."""
+    folded = inference_model(random_model(num_classes=3, seed=2))
+    measured = runtime.measure_fusion(folded, side=32, batch=1, calls=2)
+    assert measured["plain_ms"] > 0 and measured["fused_ms"] > 0
+    assert measured["fused"] == (measured["fused_ms"]
+                                 < runtime.FUSION_MARGIN * measured["plain_ms"])
+
+    def broken(model):
+        fused = fuse_conv_relu(model)
+        with torch.no_grad():
+            fused.classifier.bias += 1.0  # every logit moves by 1
+        return fused
+    monkeypatch.setattr(runtime, "fuse_conv_relu", broken)
+    assert runtime.measure_fusion(folded, side=32, batch=1, calls=1) == {
+        "fused": False, "why": "outputs differ by 1"}
+
+    def raising(model):
+        raise RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED\nmore")
+    monkeypatch.setattr(runtime, "fuse_conv_relu", raising)
+    assert runtime.measure_fusion(folded, side=32, batch=1, calls=1) == {
+        "fused": False, "why": "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED"}
+    assert runtime.fused_if_faster(folded) is folded
+    assert runtime.device_inference_model(random_model(num_classes=3)).training is False
 
 
 def test_image_confusions_count_each_image_as_confusion_matrix_does():
