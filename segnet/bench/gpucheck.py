@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from segnet.bench import speedreport
+
 STOPPED = re.compile(r"stopped at step (\d+): (.*)")
 
 
@@ -56,7 +58,16 @@ def training_row(repo, data, work, name, budget, ignore_index, limit_minutes):
                                           if status == 124 else output.strip()[-200:])
     return {"run": f"train.py --time-budget {budget}", "status": status,
             "seconds": round(seconds, 1), "steps": int(stopped[-1][0]) if stopped else None,
-            "why": why, "test_miou": test_miou(repo, run_dir, data)}
+            "why": why, "test_miou": test_miou(repo, run_dir, data),
+            "compiled": planned(run_dir, "compile")}
+
+
+def planned(run_dir, name):
+    """A value of the run's plan (config.json), or None where the run wrote none."""
+    try:
+        return json.loads((run_dir / "config.json").read_text())["plan"].get(name)
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def bench_row(repo, timeout=240):
@@ -71,7 +82,8 @@ def bench_row(repo, timeout=240):
             "infer_path_share")
     return {"status": 0, "seconds": round(seconds, 1), **{key: report[key] for key in keys},
             "train_img_s": report["project"]["train"]["img_s"],
-            "peak_gflops": report["peak"]["gflops"]}
+            "peak_gflops": report["peak"]["gflops"],
+            "conv_relu_fusion": report.get("conv_relu_fusion")}
 
 
 def torchrun_row(repo, data, work, ignore_index, timeout=180):
@@ -88,11 +100,12 @@ def torchrun_row(repo, data, work, ignore_index, timeout=180):
 def table_lines(device_name, rows):
     """The check's one table."""
     lines = [f"GPU check on {device_name}", f"{'run':<34}{'exit':>5}{'seconds':>9}"
-             f"{'steps':>8}{'test mIoU':>11}  why it stopped"]
+             f"{'steps':>8}{'test mIoU':>11}{'compiled':>10}  why it stopped"]
     for row in rows["training"]:
         miou = "-" if row["test_miou"] is None else f"{row['test_miou']:.3f}"
+        compiled = {True: "yes", False: "no"}.get(row.get("compiled"), "-")
         lines.append(f"{row['run']:<34}{row['status']:>5}{row['seconds']:>9.0f}"
-                     f"{row['steps'] or '-':>8}{miou:>11}  {row['why']}")
+                     f"{row['steps'] or '-':>8}{miou:>11}{compiled:>10}  {row['why']}")
     bench = rows["bench"]
     if bench["status"] == 0:
         lines.append(f"{'bench.py 480 px, batch 16':<34}{0:>5}{bench['seconds']:>9.0f}  train "
@@ -100,6 +113,9 @@ def table_lines(device_name, rows):
                      f"baseline, {bench['train_peak_fraction']:.0%} of the peak), loader ratio "
                      f"{bench['loader_ratio']:.2f}x, inference path {bench['infer_path_share']:.0%}"
                      f" of the bare model")
+        fusion = bench.get("conv_relu_fusion")
+        if fusion:
+            lines.append(f"{'':<48}{speedreport.fusion_lines(fusion)[0]}")
     else:
         lines.append(f"{'bench.py 480 px, batch 16':<34}{bench['status']:>5}  {bench['error']}")
     torchrun = rows["torchrun"]

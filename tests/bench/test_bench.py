@@ -106,7 +106,9 @@ def test_the_gpu_check_reads_each_command_and_prints_one_table(monkeypatch, tmp_
     bench_json = json.dumps({"train_speedup": 2.5, "infer_speedup": 3.0,
                              "train_peak_fraction": 0.31, "loader_ratio": 1.2,
                              "infer_path_share": 0.8, "peak": {"gflops": {"tf32": 400.0}},
-                             "project": {"train": {"img_s": 314.0}}})
+                             "project": {"train": {"img_s": 314.0}},
+                             "conv_relu_fusion": {"fused": True, "plain_ms": 2.0,
+                                                  "fused_ms": 1.5}})
 
     def fake_run(arguments, folder, timeout):
         calls.append([str(argument) for argument in arguments])
@@ -117,6 +119,9 @@ def test_the_gpu_check_reads_each_command_and_prints_one_table(monkeypatch, tmp_
             (out / "report.json").write_text(json.dumps({"miou": 0.655}))
             return 0, 3.0, ""
         if script == "train.py" and "none" in arguments:
+            run_dir = Path(arguments[arguments.index("--out") + 1])
+            run_dir.mkdir(parents=True)
+            (run_dir / "config.json").write_text(json.dumps({"plan": {"compile": True}}))
             return 0, 200.0, "plateau at step 9000\nstopped at step 11250: val mIoU stopped"
         if script == "train.py":
             return 0, 120.0, "stopped at step 8000: the time budget's end\n"
@@ -136,6 +141,9 @@ def test_the_gpu_check_reads_each_command_and_prints_one_table(monkeypatch, tmp_
     table = "\n".join(gpucheck.table_lines("NVIDIA H200", rows))
     assert "GPU check on NVIDIA H200" in table and "0.655" in table and "11250" in table
     assert "inference path 80% of the bare model" in table and "NCCL error" in table
+    assert (budget["compiled"], free["compiled"]) == (None, True)  # no config.json: not known
+    assert "conv+bias+ReLU as one cuDNN kernel: used (1.50 ms" in table
+    assert [line.split()[7] for line in table.splitlines()[2:4]] == ["-", "yes"]
 
 
 def test_the_gpu_check_needs_a_dataset_root(tmp_path):
