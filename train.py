@@ -344,8 +344,17 @@ def setup(args):
 
 def out_of_memory(run, state, run_dir, log):
     """A CUDA out-of-memory: last.pt at the last finished step, then one line naming a
-    --batch-size (or --crop-size) that fits, tried on the device; exit status 1."""
+    --batch-size (or --crop-size) that fits, tried on the device; exit status 1. Under
+    torchrun other ranks may wait in this step's collectives: rank 0 saves last.pt without
+    them (when it is a rank that ran out: usually all do, at the same step), no rank probes
+    (SyncBatchNorm would need the others), each says on stderr what to resume with, and the
+    exit ends the job (memory.distributed_line)."""
     memory.release(run.model, run.optimizer)
+    if run.world_size > 1:
+        run.save("last.pt", state, alone=True)  # rank 0 alone writes
+        print(f"error: {memory.distributed_line(run.rank, state['global_step'], run.plan)}",
+              file=sys.stderr, flush=True)
+        return 1
     run.save("last.pt", state)
     plan = run.plan
     fitting = memory.fitting_size(run.model, run.runtime, plan.batch_size, plan.crop_size,

@@ -78,3 +78,22 @@ def advice_line(step, batch, crop, fitting, run_dir):
     flag = (f"--batch-size {new_batch}" if new_crop == crop
             else f"--batch-size {new_batch} --crop-size {new_crop}")
     return f"{where}; saved {run_dir}/last.pt; {flag} fits: continue with: {resume} {flag}"
+
+
+def distributed_line(rank, step, plan):
+    """The line a torchrun rank prints after its out-of-memory: the job stops, and --resume
+    continues from the run's last last.pt (this step's where rank 0 ran out too, else a
+    validation's or a planned save's) with the next smaller size (no probe can run while the
+    other ranks wait)."""
+    if plan.batch_size > MIN_BATCH:
+        flag = f" --batch-size {max(MIN_BATCH, plan.batch_size // 2)}"
+    elif plan.crop_size and crop_ladder(plan.crop_size)[1:]:
+        flag = f" --crop-size {crop_ladder(plan.crop_size)[1]}"
+    else:
+        flag = ""
+    where = (f"rank {rank} ran out of memory at step {step} (crop {plan.crop_size} px, batch "
+             f"{plan.batch_size} per process); the job stops; ")
+    if not flag:
+        where += "no smaller batch or crop to try: free the GPU (another process may hold it), "
+    return (f"{where}rerun the same torchrun command with --resume <the run folder>{flag}: it "
+            f"continues from the run's last last.pt")

@@ -153,12 +153,13 @@ class Run:
     val_seconds: float = 0.0
     save_timer: saves.StepTimer = dataclasses.field(default_factory=saves.StepTimer)
 
-    def save(self, name, state):
+    def save(self, name, state, alone=False):
         """Rank 0 writes; the model saved is the plain SegNet, never the DDP wrapper.
         Every rank calls it (at points they agree on): a mid-epoch checkpoint holds the loss
-        sum and image count of all ranks, which restore() gives back to rank 0 alone."""
+        sum and image count of all ranks, which restore() gives back to rank 0 alone. alone:
+        a rank that cannot count on the others (an out-of-memory) saves its own sums."""
         state["seconds"] = time.monotonic() - self.started
-        if is_distributed() and state["batch"]:
+        if is_distributed() and state["batch"] and not alone:
             totals = all_reduce_sum(torch.tensor(
                 [float(state["loss_sum"]), float(state["images"])], dtype=torch.float64,
                 device=self.runtime.device))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import segnet
 from helpers import write_tiny_dataset
@@ -119,6 +120,38 @@ def test_a_failing_rank_ends_the_whole_job(ddp_runs, tmp_path):
     assert result.returncode != 0
     assert "rank 1 failed on purpose" in result.stderr + result.stdout
     assert time.monotonic() - start < 150
+
+
+OUT_OF_MEMORY = """
+import sys, train
+from segnet.training import engine, memory
+original, calls = engine.train_step, []
+def failing(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:  # every rank, at the same step (the usual case: equal shapes)
+        raise memory.OUT_OF_MEMORY("CUDA out of memory. Tried to allocate 2.00 GiB")
+    return original(*args, **kwargs)
+engine.train_step = failing
+sys.exit(train.main(train.get_args_parser().parse_args()))
+"""
+
+
+def test_an_out_of_memory_under_torchrun_saves_and_stops_without_waiting(ddp_runs, tmp_path):
+    """Each rank says what ran out and how to resume; rank 0 writes last.pt at the last
+    finished step without the other ranks (no collective that could wait for the timeout)."""
+    _, data, _ = ddp_runs
+    script = tmp_path / "out_of_memory.py"
+    script.write_text(OUT_OF_MEMORY)
+    start = time.monotonic()
+    result = torchrun(script, "--data", data, "--out", tmp_path / "run", "--batch-size", "2",
+                      "--dist-timeout", "60", *COMMON, timeout=180)
+    assert result.returncode != 0
+    output = result.stderr + result.stdout
+    assert "rank 0 ran out of memory at step 1 (crop 16 px, batch 2 per process)" in output
+    assert "rerun the same torchrun command with --resume <the run folder>" in output
+    assert time.monotonic() - start < 60  # the 60 s process-group timeout was never reached
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert (checkpoint["global_step"], checkpoint["batch"]) == (1, 1)
 
 
 GLOBAL_DICE = """

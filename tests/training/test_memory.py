@@ -77,3 +77,27 @@ def test_rebatched_counts_the_epoch_in_flight_at_the_new_batch_size():
     assert trainer.rebatched(state, {"plan": {"batch_size": 4}}, plan)["batch"] == 6
     assert trainer.rebatched(state, {"plan": {"batch_size": 2}}, plan)["batch"] == 3
     assert trainer.rebatched(state, {}, plan)["global_step"] == 7
+
+
+def test_a_rank_out_of_memory_under_torchrun_says_so_without_collectives(capsys):
+    """Under torchrun other ranks may wait in the step's collectives: the rank that ran out
+    of memory saves alone (rank 0 writes, without the others' loss sums) and does not probe;
+    it names the smaller size."""
+    saves = []
+
+    class FakeRun:
+        world_size, rank = 2, 1
+        plan = Plan(batch_size=8, crop_size=256)
+        model = random_model(num_classes=3)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+        def save(self, name, state, alone=False):
+            saves.append((name, alone))
+
+    assert train.out_of_memory(FakeRun(), {"global_step": 7}, None, print) == 1
+    assert saves == [("last.pt", True)] and capsys.readouterr().err.strip() == (
+        "error: rank 1 ran out of memory at step 7 (crop 256 px, batch 8 per process); the job "
+        "stops; rerun the same torchrun command with --resume <the run folder> --batch-size 4: "
+        "it continues from the run's last last.pt")
+    smallest = memory.distributed_line(0, 3, Plan(batch_size=memory.MIN_BATCH, crop_size=256))
+    assert f"--crop-size {memory.crop_ladder(256)[1]}:" in smallest
