@@ -331,8 +331,11 @@ def measure_fusion(folded, dtype=None, channels_last=False, side=256, batch=4, c
 
 
 def synchronize(device):
+    """Wait for queued GPU work, so that a timer sees it finished."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 # -------------------------------------------------------- runtime: device, precision, memory format

@@ -15,6 +15,7 @@ from segnet.data.dataset import SegmentationDataset
 from segnet.data.transforms import WorkerCrop
 from segnet.inference.inference import TILE, batch_probs
 from segnet.plan.plan import Speed
+from segnet.runtime import synchronize
 from segnet.training.engine import build_optimizer, build_scheduler, train_step
 from segnet.training.losses import build_criterion
 
@@ -23,14 +24,6 @@ LOAD_SAMPLES = 4  # train samples read to time the loader
 
 
 # ---------------------------------------------------------------- the plan's Speed
-
-def synchronize(device):
-    """Wait for queued GPU work, so that a timer sees it finished."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
 
 def time_training_steps(model, config, runtime, info, repeats=3):
     """Seconds per training step at config's crop and batch: real steps of `model` (which
