@@ -56,11 +56,27 @@ def step_fits(model, runtime, batch, crop, in_channels):
         free_cached()
 
 
-def fitting_size(model, runtime, batch, crop, in_channels):
-    """The first candidate (batch, crop) whose step fits, or None. Whole images (crop 0)
-    have no one size to probe: half the batch is named unprobed."""
+def next_size(batch, crop):
+    """The first (batch, crop) to try after an out-of-memory, or None: nothing is smaller.
+    Whole images (crop 0) have no crop to shrink: half the batch."""
     if not crop:
         return (max(MIN_BATCH, batch // 2), 0) if batch > MIN_BATCH else None
+    sizes = candidates(batch, crop)
+    return sizes[0] if sizes else None
+
+
+def size_flags(size, crop):
+    """The flags that set `size` (batch, crop) on --resume of a run at `crop`."""
+    new_batch, new_crop = size
+    return (f"--batch-size {new_batch}" if new_crop == crop
+            else f"--batch-size {new_batch} --crop-size {new_crop}")
+
+
+def fitting_size(model, runtime, batch, crop, in_channels):
+    """The first candidate (batch, crop) whose step fits, or None. Whole images (crop 0)
+    have no one size to probe: half the batch is named unprobed (next_size)."""
+    if not crop:
+        return next_size(batch, crop)
     for size in candidates(batch, crop):
         if step_fits(model, runtime, *size, in_channels):
             return size
@@ -74,9 +90,7 @@ def advice_line(step, batch, crop, fitting, run_dir):
     if fitting is None:
         return (f"{where}; saved {run_dir}/last.pt; no smaller batch or crop fit either: free "
                 f"the GPU (another process may hold it) and continue with: {resume}")
-    new_batch, new_crop = fitting
-    flag = (f"--batch-size {new_batch}" if new_crop == crop
-            else f"--batch-size {new_batch} --crop-size {new_crop}")
+    flag = size_flags(fitting, crop)
     return f"{where}; saved {run_dir}/last.pt; {flag} fits: continue with: {resume} {flag}"
 
 
@@ -85,15 +99,11 @@ def distributed_line(rank, step, plan):
     continues from the run's last last.pt (this step's where rank 0 ran out too, else a
     validation's or a planned save's) with the next smaller size (no probe can run while the
     other ranks wait)."""
-    if plan.batch_size > MIN_BATCH:
-        flag = f" --batch-size {max(MIN_BATCH, plan.batch_size // 2)}"
-    elif plan.crop_size and crop_ladder(plan.crop_size)[1:]:
-        flag = f" --crop-size {crop_ladder(plan.crop_size)[1]}"
-    else:
-        flag = ""
+    size = next_size(plan.batch_size, plan.crop_size)
+    flag = f" {size_flags(size, plan.crop_size)}" if size else ""
     where = (f"rank {rank} ran out of memory at step {step} (crop {plan.crop_size} px, batch "
              f"{plan.batch_size} per process); the job stops; ")
-    if not flag:
+    if size is None:
         where += "no smaller batch or crop to try: free the GPU (another process may hold it), "
     return (f"{where}rerun the same torchrun command with --resume <the run folder>{flag}: it "
             f"continues from the run's last last.pt")
