@@ -110,16 +110,23 @@ sys.exit(train.main(train.get_args_parser().parse_args()))
 """
 
 
+def torchrun_script(source, data, folder, dist_timeout):
+    """(result, seconds) of train.main run under torchrun by the script `source`, which
+    patches the training first; the run folder is folder/run."""
+    script = folder / "patched_train.py"
+    script.write_text(source)
+    start = time.monotonic()
+    result = torchrun(script, "--data", data, "--out", folder / "run", "--batch-size", "2",
+                      "--dist-timeout", dist_timeout, *COMMON, timeout=180)
+    return result, time.monotonic() - start
+
+
 def test_a_failing_rank_ends_the_whole_job(ddp_runs, tmp_path):
     _, data, _ = ddp_runs
-    script = tmp_path / "failing_rank.py"
-    script.write_text(FAILING_RANK)
-    start = time.monotonic()
-    result = torchrun(script, "--data", data, "--out", tmp_path / "run", "--batch-size", "2",
-                      "--dist-timeout", "30", *COMMON, timeout=180)
+    result, seconds = torchrun_script(FAILING_RANK, data, tmp_path, 30)
     assert result.returncode != 0
     assert "rank 1 failed on purpose" in result.stderr + result.stdout
-    assert time.monotonic() - start < 150
+    assert seconds < 150
 
 
 OUT_OF_MEMORY = """
@@ -140,16 +147,12 @@ def test_an_out_of_memory_under_torchrun_saves_and_stops_without_waiting(ddp_run
     """Each rank says what ran out and how to resume; rank 0 writes last.pt at the last
     finished step without the other ranks (no collective that could wait for the timeout)."""
     _, data, _ = ddp_runs
-    script = tmp_path / "out_of_memory.py"
-    script.write_text(OUT_OF_MEMORY)
-    start = time.monotonic()
-    result = torchrun(script, "--data", data, "--out", tmp_path / "run", "--batch-size", "2",
-                      "--dist-timeout", "60", *COMMON, timeout=180)
+    result, seconds = torchrun_script(OUT_OF_MEMORY, data, tmp_path, 60)
     assert result.returncode != 0
     output = result.stderr + result.stdout
     assert "rank 0 ran out of memory at step 1 (crop 16 px, batch 2 per process)" in output
     assert "rerun the same torchrun command with --resume <the run folder>" in output
-    assert time.monotonic() - start < 60  # the 60 s process-group timeout was never reached
+    assert seconds < 60  # the 60 s process-group timeout was never reached
     checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert (checkpoint["global_step"], checkpoint["batch"]) == (1, 1)
 
