@@ -17,6 +17,7 @@ from segnet.data.dataset import *  # noqa: F401,F403  (the public names of the d
 from segnet.data.dataset import (DataError, SegmentationDataset, inspect_dataset,  # noqa: F401
                                  intensity_baseline, scan_dataset)
 from segnet.data.demo import make_demo
+from segnet.data.layouts import add_layout_args, carves, layout_from_args
 from segnet.runtime import tune_cpu_allocator
 from segnet.utils import SPLITS, HelpFormatter, channels_flag
 
@@ -24,12 +25,14 @@ from segnet.utils import SPLITS, HelpFormatter, channels_flag
 def run_check(args):
     """Print the dataset report; 0 when training can start, 1 when there is a problem."""
     root = Path(args.root)
-    splits = args.splits or [split for split in SPLITS
-                             if split != "test" or (root / "test").is_dir()]
     try:
+        layout = layout_from_args(root, args)
+        splits = args.splits or [split for split in SPLITS if split != "test" or not carves(
+            layout, "test") or layout["test_share"]]
         info, problems = inspect_dataset(root, args.in_channels, args.num_classes,
                                          args.class_table, args.mask_threshold,
-                                         args.ignore_index, splits, sys.stderr.isatty())
+                                         args.ignore_index, splits, sys.stderr.isatty(),
+                                         layout=layout)
     except DataError as error:
         print(f"problem: {error}")
         return 1
@@ -52,7 +55,9 @@ def get_args_parser():
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", formatter_class=formatter, help="report on a dataset; "
                                 "exit 1 if it has a problem (trains nothing)")
-    check.add_argument("root", help="dataset folder: ROOT/{train,val,test}/{images,masks}")
+    check.add_argument("root", help="dataset folder, in any layout of data/README.md (found "
+                       "from its folder names)")
+    add_layout_args(check)
     check.add_argument("--in-channels", type=channels_flag, default="auto",
                        help="1: grey (RGB images converted), 3: RGB; auto: 3 when 10 percent "
                             "of the train images carry colour (as train.py)")

@@ -12,6 +12,7 @@ from PIL import Image
 
 from segnet import runtime, utils
 from segnet.data.dataset import DataError, split_pairs
+from segnet.data.layouts import layout_for
 from segnet.data.images import IMAGE_CONVERSIONS, load_image
 from segnet.data.maskadvice import describe_decoding
 from segnet.data.masks import decode_mask
@@ -50,7 +51,7 @@ def file_channels(path):
     modes, from its header only; None when the header is unreadable (the full read that follows
     reports that file by name)."""
     try:
-        with Image.open(path) as picture:
+        with Image.open(getattr(path, "path", path)) as picture:  # a stack's page: its file
             mode = IMAGE_CONVERSIONS.get(picture.mode, picture.mode)
     except (OSError, SyntaxError, ValueError):
         return None
@@ -229,7 +230,8 @@ def main(args):
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from None
     try:  # without ROOT/val, the val split is the hold-out training validated on
-        pairs = split_pairs(args.data, args.split, info.get("holdout"))
+        info["layout"] = layout_for(args.data, info.get("layout"))
+        pairs = split_pairs(args.data, args.split, info.get("holdout"), info["layout"])
     except DataError as error:
         raise SystemExit(f"error: {error}") from None
     if next(model.parameters()).device.type == "cpu":

@@ -15,9 +15,12 @@ from PIL import Image
 
 from model import MIN_SIZE, context_radius
 from segnet import runtime, utils
-from segnet.data.dataset import IMAGE_EXTENSIONS
+from segnet.data.dataset import IMAGE_EXTENSIONS, DataError
 from segnet.data.images import normalize
+from segnet.data.pairing import data_stem, data_suffix
+from segnet.data.stacks import Page, is_nifti, may_be_stack, pages_of
 from segnet.inference import deploy, inference, inferoptions, measures, plots
+from segnet.inference.stackout import StackOutputs, stack_mask_path
 
 
 def get_args_parser():
@@ -25,7 +28,9 @@ def get_args_parser():
     parser.add_argument("--input", nargs="+", required=True, metavar="IMG|DIR|GLOB",
                         help="image files, folders (their images) or glob patterns ('**' recurses)")
     parser.add_argument("--output", type=Path, default=Path("predictions"),
-                        help="folder for <stem>.png masks (created if missing)")
+                        help="folder for <stem>.png masks (created if missing); a multi-page "
+                             "TIFF gives a <stem>.tif mask stack of the same pages, a NIfTI "
+                             "volume a <stem>.nii.gz label volume")
     parser.add_argument("--overlay", action="store_true",
                         help="also write <stem>_overlay.png: the image with a translucent mask")
     parser.add_argument("--probs", action="store_true",
@@ -87,29 +92,52 @@ def expand_inputs(patterns):
 
 
 def is_image_file(path):
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+    return path.is_file() and data_suffix(path) in IMAGE_EXTENSIONS
 
 
-def output_paths(path, output):
-    """{kind: path} written for one input: mask, overlay, probs and the uncertainty maps."""
-    return {"mask": output / f"{path.stem}.png", "overlay": output / f"{path.stem}_overlay.png",
-            "probs": output / f"{path.stem}_probs.npy",
-            "entropy": output / f"{path.stem}_entropy.png",
-            "entropy_color": output / f"{path.stem}_entropy_color.png",
-            "variance": output / f"{path.stem}_variance.npy"}
+def expand_pages(paths):
+    """The inputs as sources: a file, or the pages of a stack (a multi-page TIFF, a NIfTI
+    volume), whose masks make one stack of the same pages (stackout.py). SystemExit naming a
+    stack whose pages cannot be counted."""
+    sources = []
+    for path in paths:
+        try:
+            pages = pages_of(path) if may_be_stack(path) else [path]
+        except DataError as error:
+            raise SystemExit(f"error: {error}") from None
+        sources += pages
+    return sources
 
 
-def check_outputs(paths, output):
+def is_stacked(source):
+    """Whether a source's mask goes into a mask stack (a stack's page, or any NIfTI input)."""
+    return isinstance(source, Page) or is_nifti(source)
+
+
+def output_paths(source, output):
+    """{kind: path} written for one input: mask, overlay, probs and the uncertainty maps. A
+    stack's pages write one mask stack, and their other outputs a file a page (<stem>_p0003)."""
+    path = getattr(source, "path", source)
+    stem = data_stem(path) + (f"_p{source.index + 1:04d}" if isinstance(source, Page) else "")
+    return {"mask": stack_mask_path(source, output) if is_stacked(source)
+            else output / f"{stem}.png", "overlay": output / f"{stem}_overlay.png",
+            "probs": output / f"{stem}_probs.npy",
+            "entropy": output / f"{stem}_entropy.png",
+            "entropy_color": output / f"{stem}_entropy_color.png",
+            "variance": output / f"{stem}_variance.npy"}
+
+
+def check_outputs(sources, output):
     """SystemExit before any work when two inputs share a stem or an output is an input."""
     seen = {}
-    for path in paths:
-        if path.stem in seen:
-            raise SystemExit(f"error: {seen[path.stem]} and {path} would both write "
-                             f"{output_paths(path, output)['mask']}; rename one or predict "
-                             f"them into different --output folders")
-        seen[path.stem] = path
-    inputs = {path.resolve() for path in paths}
-    clashes = [p for path in paths for p in output_paths(path, output).values()
+    for source in sources:
+        path, mask = getattr(source, "path", source), output_paths(source, output)["mask"]
+        if mask in seen and seen[mask] != path:
+            raise SystemExit(f"error: {seen[mask]} and {path} would both write {mask}; rename "
+                             f"one or predict them into different --output folders")
+        seen[mask] = path
+    inputs = {getattr(source, "path", source).resolve() for source in sources}
+    clashes = [p for source in sources for p in output_paths(source, output).values()
                if p.resolve() in inputs]
     if clashes:
         raise SystemExit(f"error: writing {clashes[0]} would overwrite an input image; choose "
@@ -150,7 +178,10 @@ def write_outputs(path, image, labels, probs, variance, info, args):
     tensor [H, W] with --mc-samples, else None.
     """
     outputs = output_paths(path, args.output)
-    save_mask(outputs["mask"], labels, info)
+    if is_stacked(path):
+        args.stacks.add(path, labels)
+    else:
+        save_mask(outputs["mask"], labels, info)
     if args.overlay:
         picture = plots.overlay(plots.to_display(image), labels, plots.class_colors(info))
         Image.fromarray(picture).save(outputs["overlay"])
@@ -167,6 +198,7 @@ def predict_files(model, info, paths, args, dtype, mc_samples=0):
     """Predict and write every input (and, with --review, review.csv for those read); returns
     [(path, message)] of those that could not be read."""
     failures, reviews = [], []
+    args.stacks = StackOutputs(args.output, binary=info["num_classes"] == 2)
     image_size = inferoptions.resolve_image_size(info, args.image_size)
     scale = inferoptions.resolve_scale(info, args.train_scale, args.image_size)
     bar = utils.Progress(len(paths), "predict", "image")
@@ -191,6 +223,8 @@ def predict_files(model, info, paths, args, dtype, mc_samples=0):
                           None if variance is None else variance[index].cpu(), info, args)
         bar.update(len(batch))
     bar.close()
+    failures += [(path, f"{path}: a page could not be read, so no mask stack was written")
+                 for path in args.stacks.abandon()]
     if args.review:
         measures.write_review(args.output / "review.csv", reviews, info["class_names"])
     return failures
@@ -236,7 +270,7 @@ def load_predictor(args):
 
 def main(args):
     validate_args(args)
-    paths = expand_inputs(args.input)
+    paths = expand_pages(expand_inputs(args.input))
     check_outputs(paths, args.output)
     try:
         model, info, dtype = load_predictor(args)
@@ -255,8 +289,12 @@ def main(args):
     if failures and args.strict:
         raise SystemExit(f"error: {failures[0][1]}\n(--strict: stopped there; the inputs before "
                          f"it were written to {args.output})")
-    written = len(paths) - len(failures)
+    failed = {getattr(path, "path", path) for path, _ in failures}
+    stacks = {getattr(source, "path", source) for source in paths if is_stacked(source)}
+    written = sum(not is_stacked(source) and source not in failed for source in paths)
     print(f"wrote {written} mask(s) to {args.output}"
+          + (f", and {len(stacks - failed)} mask stack(s) of the stacks' pages" if stacks
+             else "")
           + (f" and uncertainty maps ({mc_samples} Monte Carlo pass(es) each)" if mc_samples
              else ""))
     if args.review:

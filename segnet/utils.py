@@ -207,8 +207,10 @@ DATA_KEYS = ("in_channels", "ignore_index", "num_classes", "class_names", "class
 
 def data_metadata(info):
     """The checkpoint's "data" entry from a dataset description (dataset.scan_dataset's info),
-    with the hold-out validated on when the data has no val/ split (None otherwise)."""
-    return dict({key: info[key] for key in DATA_KEYS}, holdout=info.get("holdout"))
+    with the hold-out validated on when the data has no val/ split (None otherwise) and the
+    layout that found its files (data/layouts.py)."""
+    return dict({key: info[key] for key in DATA_KEYS}, holdout=info.get("holdout"),
+                layout=info.get("layout"))
 
 
 def build_checkpoint(model, info, training=None, args=None):

@@ -4,6 +4,7 @@ instance-label hints, files the check does not use, and the report's text. datas
 files; nothing here reads an image, and only duplicate pairs' masks are read again."""
 import re
 from collections import Counter
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -244,21 +245,28 @@ def _void_finding(info, summaries):
                   f"{top} (then {top} classes, 0..{top - 1})")
 
 
-def unused_paths(root, splits, table_path, hidden):
+def unused_paths(root, layout, table_path, hidden):
     """Folders and files under ROOT that the check does not read (relative to ROOT): beside
-    the splits, beside images/ and masks/, and folders inside those. hidden(path): files
-    left out (dotfiles, Thumbs.db); READMEs and licences are left out too."""
+    the layout's folders, beside images/ and masks/ in a split folder, and folders inside the
+    data folders. hidden(path): files left out (dotfiles, Thumbs.db); READMEs and licences
+    are left out too."""
     def visible(folder):
         return [path for path in sorted(folder.iterdir()) if not hidden(path)
                 and not path.name.lower().startswith(NOT_DATA)] if folder.is_dir() else []
 
-    used = {CLASS_TABLE_NAME, *splits, table_path.name if table_path else None}
-    found = [path for path in visible(root) if path.name not in used]
-    for split in splits:
-        found += [path for path in visible(root / split) if path.name not in ("images", "masks")]
-        found += [path for sub in ("images", "masks") for path in visible(root / split / sub)
-                  if path.is_dir()]
-    return [str(path.relative_to(root)) + ("/" if path.is_dir() else "") for path in found]
+    root = Path(root).resolve()
+    data = {Path(folder).resolve() if Path(folder).is_absolute() else root / folder
+            for pair in layout["folders"].values() for folder in pair}
+    used = {CLASS_TABLE_NAME, "dataset.json", table_path.name if table_path else None}
+    holders = {folder.parent for folder in data if folder != root}  # root/train of train/images
+    found = []
+    for folder in {root} | {holder for holder in holders if holder != root}:
+        found += [path for path in visible(folder) if path.name not in used and path not in data
+                  and path not in holders and (path.is_dir() or folder not in data)]
+    found += [path for folder in data for path in visible(folder) if path.is_dir()
+              and path not in data and path not in holders]
+    return sorted(str(path.relative_to(root)) + ("/" if path.is_dir() else "")
+                  for path in found if path.is_relative_to(root))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,7 +438,7 @@ def _duplicates_line(info):
 
 def report_lines(info):
     """The check report (without problems) as lines of text."""
-    lines = [f"dataset {info['root']}",
+    lines = [f"dataset {info['root']}", *info.get("layout_lines", []),
              f"{'split':<7}{'pairs':>6}  {'image size (HxW)':<30}{'image modes':<16}mask modes"]
     for split, count in info["splits"].items():
         lines.append(f"{split:<7}{count:>6}  {_size_text(info['image_sizes'][split]):<30}"
@@ -443,7 +451,10 @@ def report_lines(info):
                      f"{info['normalization']['mean']}, std {info['normalization']['std']}")
     if info.get("holdout"):
         lines.append(f"no val/ split: {len(info['holdout'])} train images held out for "
-                     f"validation (by a hash of the file name)")
+                     f"validation (by a hash of the file name, whole stacks and groups)")
+    if (info.get("layout") or {}).get("test_holdout"):
+        lines.append(f"no test/ split: {len(info['layout']['test_holdout'])} train images held "
+                     f"out for testing (--test-share; config.json lists them)")
     if info["mask_decoding"]:
         lines.append(_decoding_line(info))
         lines.extend(_class_lines(info))

@@ -7,6 +7,7 @@ Contract: a sample is (image float32 [C,H,W] normalised with the train split's m
 mask int64 [H,W] with values in 0..num_classes-1 or ignore_index). Every problem with user data
 raises DataError naming the file(s), the problem and the fix.
 """
+import copy
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from segnet.data.labelstats import class_statistics, label_statistics
 from segnet.data.maskadvice import describe_decoding
 from segnet.data.masks import (check_class_count, check_masks, decode_mask, infer_mask_decoding,
                                summarize_mask)
+from segnet.data.layouts import (carves, describe, find_layout, layout_folders,
+                                 nnunet_class_table)
+from segnet.data.listing import hold_out, layout_warnings, list_layout
 from segnet.data.pairs import (IMAGE_EXTENSIONS, MASK_EXTENSIONS, carve_holdout,  # noqa: F401
                                is_hidden, list_pairs, split_pairs)
 from segnet.data.sampling import (ClassPositions, class_members, pick_focus, pick_position,
@@ -35,21 +39,21 @@ from segnet.utils import DataError
 # Scanning a dataset
 
 
-def scan_split(root, split, progress=False, holdout=None):
-    """Read every pair of one split once: image statistics and hashes, mask summaries and
-    problems (checks.SplitScan). holdout: see split_pairs."""
-    scan = SplitScan(split_pairs(root, split, holdout))
-    for _, image_path, mask_path in tqdm(scan.pairs, desc=f"checking {split}", leave=False,
-                                         disable=not progress):
+def scan_split(root, split, progress=False, holdout=None, layout=None):
+    """Read every pair (every page of a stack) of one split once: image statistics and hashes,
+    mask summaries and problems (checks.SplitScan). holdout, layout: see split_pairs."""
+    scan = SplitScan(split_pairs(root, split, holdout, layout))
+    for name, image_path, mask_path in tqdm(scan.pairs, desc=f"checking {split}", leave=False,
+                                            disable=not progress):
         try:
-            _scan_pair(scan, image_path, mask_path)
+            _scan_pair(scan, name, image_path, mask_path)
         except DataError as error:  # collected: the check reports every problem at once
             scan.problems.extend(error.problems)
     scan.problems.extend(mismatch_problems(scan.mismatches))
     return scan
 
 
-def _scan_pair(scan, image_path, mask_path):
+def _scan_pair(scan, name, image_path, mask_path):
     """Read one image and its mask, once each, into the scan."""
     pil, orientation, stored = read_image(image_path)
     shown, digest = pil_pixels(pil, image_path), pixel_digest(pil)
@@ -57,6 +61,7 @@ def _scan_pair(scan, image_path, mask_path):
     size = shown.shape[:2]
     del pil, shown  # before the mask is read: a lower peak
     summary = summarize_mask(mask_path, size)
+    summary.name = name
     scan.add_mask(image_path, (digest, orientation, stored, size), summary)
 
 
@@ -114,12 +119,12 @@ def _class_table_path(root, class_table):
     return default if default.is_file() else None
 
 
-def _base_info(root, in_channels, ignore_index, table_path, scans, holdout=None):
+def _base_info(root, in_channels, ignore_index, table_path, scans, holdout=None, layout=None):
     """The info fields known before the mask decoding is decided."""
     train = scans.get("train")
     return {
         "root": str(root), "in_channels": in_channels, "ignore_index": ignore_index,
-        "holdout": holdout,
+        "holdout": holdout, "layout": layout,
         "class_table": str(table_path) if table_path else None,
         "num_classes": None, "class_names": [], "class_colors": [], "mask_decoding": None,
         "normalization": (_normalization(train, in_channels) if train and train.pixel_count
@@ -165,25 +170,36 @@ def _add_decoding(info, scans, table, table_path, num_classes, mask_threshold):
 
 
 def inspect_dataset(root, in_channels=1, num_classes=None, class_table=None, mask_threshold=None,
-                    ignore_index=255, splits=("train", "val"), progress=False, holdout=None):
+                    ignore_index=255, splits=("train", "val"), progress=False, holdout=None,
+                    layout=None):
     """scan_dataset that returns (info, problems) instead of raising on data problems.
 
     info holds whatever could be determined (None / empty where a problem prevented it).
-    DataError only for option values and the class table.
+    DataError for option values, the class table, and a ROOT whose layout cannot be found.
     """
     root = Path(root)
     _check_arguments(in_channels, num_classes, mask_threshold, class_table, splits)
+    layout = copy.deepcopy(layout) if layout else find_layout(root)
     table_path = _class_table_path(root, class_table)
-    table = load_class_table(table_path) if table_path else None
-    scans, problems = {}, []
-    if "val" in splits and not (root / "val").is_dir() and (root / "train").is_dir():
-        try:
-            holdout = holdout or carve_holdout(root)
-        except DataError as error:
-            problems.extend(error.problems)
+    table = load_class_table(table_path) if table_path else nnunet_class_table(root, layout)
+    listing = list_layout(root, layout, splits)
+    problems = [problem for found in listing.problems.values() for problem in found]
+    carve_warning = None
+    try:
+        holdout, carve_warning = hold_out(layout, listing, splits, holdout)
+    except DataError as error:
+        problems.extend(error.problems)
+    scans = {}
     for split in splits:
+        held = holdout if split == "val" else layout.get("test_holdout")
+        if carves(layout, split) and not held and not problems:
+            problems.append(f"{root / split / 'images'} not found: the dataset has no {split} "
+                            f"split ({describe(layout)}); add one, or pass --test-share to hold "
+                            f"one out of train")
+        if split in listing.problems or (carves(layout, split) and not held):
+            continue  # reported: its files, or those it is held out of, are in doubt
         try:
-            scans[split] = scan_split(root, split, progress, holdout)
+            scans[split] = scan_split(root, split, progress, holdout, layout)
         except DataError as error:  # collected: the check reports every problem at once
             problems.extend(error.problems)
             continue
@@ -191,18 +207,22 @@ def inspect_dataset(root, in_channels=1, num_classes=None, class_table=None, mas
     in_channels, found = _resolve_channels(scans, in_channels)
     problems += found
     info = _base_info(root, in_channels, ignore_index, table_path, scans,
-                      holdout if "val" in scans else None)
+                      holdout if "val" in scans and carves(layout, "val") else None, layout)
     if info["normalization"] and min(info["normalization"]["std"]) == 0:
-        problems.append(f"every train image in {root / 'train' / 'images'} is one flat colour: "
-                        f"there is nothing to learn from")
+        problems.append(f"every train image in {layout_folders(root, layout, 'train')[0]} is "
+                        f"one flat colour: there is nothing to learn from")
     if "train" in scans and scans["train"].summaries:
         problems += _add_decoding(info, scans, table, table_path, num_classes, mask_threshold)
-    add_findings(info, scans, unused_paths(root, splits, table_path, is_hidden))
+    add_findings(info, scans, unused_paths(root, layout, table_path, is_hidden))
+    info["warnings"] += [carve_warning] * bool(carve_warning) + layout_warnings(
+        layout, {split: scan.pairs for split, scan in scans.items()})
+    info["layout_lines"] = listing.lines
     return info, problems
 
 
 def scan_dataset(root, in_channels=1, num_classes=None, class_table=None, mask_threshold=None,
-                 ignore_index=255, splits=("train", "val"), progress=False, holdout=None):
+                 ignore_index=255, splits=("train", "val"), progress=False, holdout=None,
+                 layout=None):
     """Check a dataset before training and describe it; DataError listing every problem.
 
     Reads every image and mask of the splits once (the masks of duplicate images twice):
@@ -219,11 +239,15 @@ def scan_dataset(root, in_channels=1, num_classes=None, class_table=None, mask_t
     (paths under ROOT not read); for the plan: colour_share (train images with real colour),
     intensity_range [lowest, highest] train pixel, class_images, class_widths and class_layout
     (labelstats.label_statistics), and holdout: the train stems validated on when ROOT has no
-    val/ split (pairs.carve_holdout, or `holdout` as given: a resumed run's), else None.
+    val/ split (pairs.carve_holdout, or `holdout` as given: a resumed run's), else None;
+    layout: which folders and files make each split (layouts.py: found from ROOT's folder
+    names, or the one given: a resumed run's), with the suffixes that paired them, the page
+    counts of its stacks and the carved test names.
     in_channels "auto": 3 when enough train images carry colour (images.colour_channels).
     """
     info, problems = inspect_dataset(root, in_channels, num_classes, class_table,
-                                     mask_threshold, ignore_index, splits, progress, holdout)
+                                     mask_threshold, ignore_index, splits, progress, holdout,
+                                     layout)
     if problems:
         raise DataError(problems)
     for message in info["warnings"]:
@@ -275,7 +299,7 @@ class SegmentationDataset(Dataset):
                  class_sampling=0.0):
         if info is None:  # grey images, decoding inferred from train: scan_dataset's defaults
             info = scan_dataset(root, splits=tuple(dict.fromkeys(("train", split))))
-        pairs = split_pairs(root, split, info.get("holdout"))
+        pairs = split_pairs(root, split, info.get("holdout"), info.get("layout"))
         self.root, self.split, self.info, self.transform = Path(root), split, info, transform
         self.names = [stem for stem, _, _ in pairs]
         self.image_paths = [image_path for _, image_path, _ in pairs]

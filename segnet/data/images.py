@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from segnet.data.stacks import Page, check_single_page, is_nifti, read_page
 from segnet.utils import DataError
 
 EXIF_ORIENTATION = 0x0112  # the EXIF tag; 1 = stored as shown, 2..8 = flipped and/or rotated
@@ -22,9 +23,14 @@ IMAGE_CONVERSIONS = {"P": "RGB", "PA": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LA
 
 
 def open_image(path):
-    """A fully decoded PIL image; DataError naming the file when it is unreadable or truncated."""
+    """A fully decoded PIL image; DataError naming the file when it is unreadable or truncated.
+    path may be a page of a stack (stacks.Page); a file of several pages read as one image is
+    a DataError, never its first page alone."""
+    if isinstance(path, Page) or is_nifti(path):
+        return read_page(path)
     try:
         with Image.open(path) as pil:
+            check_single_page(pil, path)
             pil.load()  # decode now: truncated files fail here, not in a DataLoader worker
             return pil
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:

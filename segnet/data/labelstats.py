@@ -48,7 +48,7 @@ def label_statistics(summaries, decoding, ignore_index):
                                                     *summary.halves))
         present = counts > 0
         images += present
-        image_classes[summary.path.stem] = np.flatnonzero(present).tolist()
+        image_classes[summary.name or summary.path.stem] = np.flatnonzero(present).tolist()
         pixels += counts.astype(np.int64)
         edges += boundary.astype(np.int64)
         for axis, (first, second) in (("rows", halves[:2]), ("cols", halves[2:])):

@@ -13,6 +13,7 @@ import numpy as np
 from segnet.data.classtable import (CLASS_TABLE_NAME, class_names_colors,  # noqa: F401
                                     load_class_table, table_classes)
 from segnet.data.images import EXIF_ORIENTATION, open_image
+from segnet.data.stacks import as_source, is_nifti
 from segnet.data.maskadvice import (INSTANCE_IDS_PER_MASK, VOID_SHARE,  # noqa: F401
                                     describe_decoding, grouped_problem, instance_advice,
                                     likely_cause, undecidable)
@@ -37,6 +38,8 @@ def _read_mask(path):
     """A mask file as stored: [H,W] values (palette indices for "P" mode) or [H,W,3] colours
     from image files, the stored array from .npy; alpha and EXIF orientation kept aside (an
     orientation tag is reported, never applied)."""
+    if is_nifti(path):
+        return _MaskFile(nifti_slice(path), "NIfTI")
     if path.suffix.lower() == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
@@ -63,7 +66,7 @@ def _read_mask(path):
 
 def mask_array(path):
     """A mask file's stored values (what decoding reads), e.g. to compare two masks."""
-    return _read_mask(Path(path)).array
+    return _read_mask(as_source(path)).array
 
 
 def _digest(array):
@@ -174,6 +177,7 @@ class MaskSummary:
     orientation: int = 1  # EXIF orientation tag of the file (1: none); masks are read as stored
     halves: np.ndarray = None  # [4, len(values)]: pixels in the top, bottom, left, right halves
     edges: np.ndarray = None  # [len(values)]: 4-neighbour edges to a pixel of another value
+    name: str = None  # the sample's name (the image stem; a stack's page: stem@page)
 
 
 def summarize_mask(path, image_size):
@@ -269,7 +273,7 @@ def decode_mask(path, mask_decoding, ignore_index=255):
     mask_decoding comes from scan_dataset (info["mask_decoding"]); values that fit no class raise
     DataError naming the file, never map silently to a class.
     """
-    path = Path(path)
+    path = as_source(path)
     array = _read_mask(path).array
     kind, data = _classify_mask(array, path)
     if kind != _expected_kind(mask_decoding):

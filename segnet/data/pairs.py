@@ -1,16 +1,21 @@
-"""Which files make a split: images and masks paired by file stem in ROOT/split/{images,masks}
-(hidden files ignored, every problem a DataError naming the files), and the hold-out carved
-from train for validation when a dataset has no val/ split."""
-import hashlib
+"""Which samples make a split: the layout's folders (layouts.py) listed (hidden files ignored),
+images paired with masks (pairing.py), stacks and volumes opened out into pages (stacks.py),
+and the val (and test) held out of train by group when the layout has no such split
+(splits.py). A sample is (name, image source, mask source): a path, or a stacks.Page."""
+from dataclasses import dataclass
 from pathlib import Path
 
-from segnet.utils import DataError, Problem, name_list
+from segnet.data.layouts import carves, describe, find_layout, layout_folders
+from segnet.data.pairing import data_stem, data_suffix, pair_files, split_side_by_side
+from segnet.data.splits import HOLDOUT_SHARE, carve  # noqa: F401  (HOLDOUT_SHARE re-exported)
+from segnet.data.stacks import may_be_stack, page_count, pages_of
+from segnet.utils import DataError, name_list
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".nii", ".nii.gz")
 # JPEG masks are read so that the check can explain their values (and --mask-threshold fix them).
-MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".gif", ".npy", ".jpg", ".jpeg")
+MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".gif", ".npy", ".jpg", ".jpeg", ".nii",
+                   ".nii.gz")
 IGNORED_FILES = {"thumbs.db", "desktop.ini"}
-HOLDOUT_SHARE = 0.15  # of the train pairs held out for validation when there is no val/ split
 
 
 def is_hidden(path):
@@ -18,9 +23,10 @@ def is_hidden(path):
     return path.name.startswith(".") or path.name.lower() in IGNORED_FILES
 
 
-def _files_by_stem(folder, extensions):
-    """{stem: path} of the data files in folder; DataError on unsupported or duplicate stems."""
-    files, unsupported, duplicates, broken = {}, [], [], []
+def list_files(folder, extensions):
+    """The data files of a folder, sorted; DataError on unsupported files, broken links or two
+    files of one stem (compared without case: a.png and A.tif)."""
+    files, seen, unsupported, duplicates, broken = [], {}, [], [], []
     for path in sorted(folder.iterdir()):
         if is_hidden(path):
             continue
@@ -29,12 +35,14 @@ def _files_by_stem(folder, extensions):
             continue
         if not path.is_file():
             continue
-        if path.suffix.lower() not in extensions:
+        stem = data_stem(path).lower()
+        if data_suffix(path) not in extensions:
             unsupported.append(path)
-        elif path.stem in files:
-            duplicates.append((files[path.stem], path))
+        elif stem in seen:
+            duplicates.append((seen[stem], path))
         else:
-            files[path.stem] = path
+            seen[stem] = path
+            files.append(path)
     if broken:
         raise DataError(f"broken symbolic links in {folder}: {name_list(broken)} point to "
                         f"missing files (or loop); fix the links or remove them")
@@ -48,68 +56,122 @@ def _files_by_stem(folder, extensions):
     return files
 
 
-def _check_paired(images, masks, image_dir, mask_dir):
-    """DataError with the counts and the first unpaired names when images and masks differ."""
-    lonely_images = [images[stem].name for stem in sorted(set(images) - set(masks))]
-    lonely_masks = [masks[stem].name for stem in sorted(set(masks) - set(images))]
-    parts = []
-    if lonely_images:
-        parts.append(f"{len(lonely_images)} of {len(images)} images in {image_dir} have no mask "
-                     f"in {mask_dir} ({name_list(lonely_images)})")
-    if lonely_masks:
-        parts.append(f"{len(lonely_masks)} of {len(masks)} masks in {mask_dir} have no image "
-                     f"({name_list(lonely_masks)})")
-    if parts:
-        raise DataError(Problem(" and ".join(parts) + "; every image needs a mask with the same "
-                                "file stem (a.jpg <-> a.png): add the missing files or remove "
-                                "the extra ones", files=len(lonely_images) + len(lonely_masks)))
+@dataclass
+class SplitFiles:
+    """What listing a split's folders found: samples [(name, image, mask)], the pairing (its
+    suffixes and its one line) and {file: pages} of its stacks."""
+
+    samples: list
+    suffixes: tuple
+    line: str = None
+    pages: dict = None
 
 
-def list_pairs(root, split):
-    """Sorted (stem, image_path, mask_path) of ROOT/split/{images,masks}, paired by file stem.
-
-    DataError when a folder is missing, the split is empty or a file has no partner.
-    """
-    image_dir, mask_dir = Path(root) / split / "images", Path(root) / split / "masks"
-    for folder in (image_dir, mask_dir):
+def _paired(root, split, layout):
+    """pairing.Pairing of a split's folders, with the suffixes the layout saved for it."""
+    folders = layout_folders(root, layout, split)
+    if folders is None:
+        raise DataError(f"{root} has no split {split!r} (its layout: {describe(layout)}; "
+                        f"splits: {', '.join(layout['folders'])})")
+    image_dir, mask_dir = folders
+    for folder in {image_dir, mask_dir}:
         if not folder.is_dir():
-            raise DataError(f"{folder} not found: the layout is ROOT/{split}/images and "
-                            f"ROOT/{split}/masks, with the same file stem for an image and its "
-                            f"mask")
-    images = _files_by_stem(image_dir, IMAGE_EXTENSIONS)
-    masks = _files_by_stem(mask_dir, MASK_EXTENSIONS)
+            raise DataError(f"{folder} not found: the dataset's layout ({layout['kind']}) reads "
+                            f"the {split} split from it")
+    saved = (layout.get("pairing") or {}).get(split) or [layout.get("image_suffix"),
+                                                        layout.get("mask_suffix")]
+    if image_dir == mask_dir:
+        files = list_files(image_dir, tuple(set(IMAGE_EXTENSIONS) | set(MASK_EXTENSIONS)))
+        return split_side_by_side(files, image_dir, saved[1], saved[0])[2], image_dir
+    images = list_files(image_dir, IMAGE_EXTENSIONS)
+    masks = list_files(mask_dir, MASK_EXTENSIONS)
     if not images and not masks:
         raise DataError(f"split {split!r} is empty: no images in {image_dir} "
                         f"(supported: {' '.join(IMAGE_EXTENSIONS)}); add images or leave the "
                         f"split out")
-    _check_paired(images, masks, image_dir, mask_dir)
-    return [(stem, images[stem], masks[stem]) for stem in sorted(images)]
+    return pair_files(images, masks, (image_dir, mask_dir), *saved), image_dir
 
 
-def carve_holdout(root, share=HOLDOUT_SHARE):
-    """The train stems held out for validation when ROOT has no val/ split: about `share` of
-    them, at least 1, chosen by a hash of the file stem (the same on every machine and run;
-    adding files moves few of them). DataError when train has fewer than 2 pairs."""
-    stems = [stem for stem, _, _ in list_pairs(root, "train")]
-    if len(stems) < 2:
-        raise DataError(f"{Path(root) / 'val'} not found and train has {len(stems)} pair: a "
-                        f"hold-out for validation needs at least 2; add a val split (ROOT/val/"
-                        f"images and ROOT/val/masks)")
-    count = min(len(stems) - 1, max(1, round(share * len(stems))))
-    ranked = sorted(stems, key=lambda stem: hashlib.sha1(stem.encode("utf-8")).hexdigest())
-    return sorted(ranked[:count])
+def _known_pages(root, layout, path):
+    """A file's page count as the layout's scan saved it (files not listed: one page), or
+    counted now when the layout has no scan yet."""
+    if not may_be_stack(path):
+        return 1
+    pages = layout.get("pages")
+    if pages is None:
+        return page_count(path)
+    return pages.get(_key(root, path), 1)
 
 
-def split_pairs(root, split, holdout=None):
-    """list_pairs of a split; with `holdout` (train stems, carve_holdout) and no ROOT/val, the
-    val split is those train pairs and the train split the others (never one of them)."""
-    if not holdout or split not in ("train", "val") or (Path(root) / "val").is_dir():
-        return list_pairs(root, split)
-    held = set(holdout)
-    pairs = list_pairs(root, "train")
-    missing = held - {stem for stem, _, _ in pairs}
+def _key(root, path):
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def list_samples(root, split, layout):
+    """SplitFiles of a split read from its folders; DataError when a folder is missing, the
+    split is empty, a file has no partner, or a stack's pages differ from its mask's."""
+    pairing, image_dir = _paired(root, split, layout)
+    samples, pages, mismatched = [], {}, []
+    for name, image, mask in pairing.pairs:
+        image_pages, mask_pages = (_known_pages(root, layout, path) for path in (image, mask))
+        if image_pages != mask_pages:
+            mismatched.append(f"{image} has {image_pages} page(s), its mask {mask} "
+                              f"{mask_pages}")
+            continue
+        if image_pages > 1:
+            pages.update({_key(root, image): image_pages, _key(root, mask): mask_pages})
+            width = len(str(image_pages))
+            samples += [(f"{name}@{page.index + 1:0{width}d}", page, mask_page)
+                        for page, mask_page in zip(pages_of(image, image_pages),
+                                                   pages_of(mask, mask_pages), strict=True)]
+        else:
+            samples.append((name, image, mask))
+    if mismatched:
+        raise DataError(f"{len(mismatched)} stack(s) and their masks have different page counts:"
+                        f" {'; '.join(mismatched[:5])}; a stack pairs page by page, so give "
+                        f"each image stack a mask stack of the same pages")
+    return SplitFiles(samples, (pairing.image_suffix, pairing.mask_suffix),
+                      pairing.line(f"{split} ({image_dir})"), pages)
+
+
+def carve_holdout(root, share=HOLDOUT_SHARE, layout=None, test_share=0.0, pattern=None):
+    """(val names, test names, warning or None) held out of the train samples by group when
+    the layout has no val split (splits.carve): the same on every machine and run."""
+    layout = layout or find_layout(root)
+    samples = list_samples(root, "train", layout).samples
+    return carve(samples, share, test_share, pattern, where=str(layout_folders(root, layout,
+                                                                                "train")[0]))
+
+
+def split_pairs(root, split, holdout=None, layout=None):
+    """The samples of a split: read from the layout's folders, or, where the layout holds it
+    out of train (holdout: the val names, layout["test_holdout"]: the test names), those train
+    samples, the train split keeping the others (never one of them)."""
+    layout = layout or find_layout(root)
+    held = {"val": set(holdout or ()), "test": set(layout.get("test_holdout") or ())}
+    if split != "train" and not carves(layout, split):
+        return list_samples(root, split, layout).samples
+    if split != "train" and not held[split]:
+        raise DataError(f"{Path(root)} has no {split} split (layout: {layout['kind']})"
+                        + (": pass --test-share to hold one out of train" if split == "test"
+                           else ""))
+    samples = list_samples(root, "train", layout).samples
+    kept = {name for name, _, _ in samples}
+    if split == "train":
+        held_out = (held["val"] if carves(layout, "val") else set()) | (
+            held["test"] if carves(layout, "test") else set())
+        return [sample for sample in samples if sample[0] not in held_out]
+    missing = held[split] - kept
     if missing:
-        raise DataError(f"the hold-out lists train stems that are gone from "
-                        f"{Path(root) / 'train' / 'images'}: {name_list(sorted(missing))}; "
-                        f"put them back, or start a new run")
-    return [pair for pair in pairs if (pair[0] in held) == (split == "val")]
+        raise DataError(f"the hold-out lists train samples that are gone from "
+                        f"{layout_folders(root, layout, 'train')[0]}: "
+                        f"{name_list(sorted(missing))}; put them back, or start a new run")
+    return [sample for sample in samples if sample[0] in held[split]]
+
+
+def list_pairs(root, split):
+    """Sorted (name, image, mask) of a split as ROOT's layout holds it (no hold-out)."""
+    return list_samples(root, split, find_layout(root)).samples

@@ -1,7 +1,7 @@
 """A scan of an unchanged dataset, kept: dataset.scan_dataset's info cached on disk, keyed on
 the scan's arguments, the code that scans, and every data file's path, size and modification
 time, so a second run on the same data spends its time budget training. Any change to a file
-(added, removed, rewritten) or to an argument scans again."""
+(added, removed, rewritten) or to an argument (the layout among them) scans again."""
 import hashlib
 import json
 import os
@@ -9,33 +9,38 @@ import warnings
 from pathlib import Path
 
 from segnet.data.dataset import scan_dataset
+from segnet.data.layouts import find_layout, layout_folders
 from segnet.utils import atomic_write
 
 CACHE_ENV = "SEGNET_CACHE"  # the cache folder; default ~/.cache/segnet
 # The modules whose code decides what a scan finds: a change to any of them scans again.
 SCAN_MODULES = ("dataset", "pairs", "images", "masks", "checks", "labelstats", "classtable",
-                "maskadvice", "scancache")
+                "maskadvice", "scancache", "layouts", "pairing", "stacks", "splits", "listing")
 
 
 def cache_folder():
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "segnet") / "scans"
 
 
-def _files(root, class_table):
-    """(relative path, size, mtime in ns) of every file a scan may read, sorted."""
+def _files(root, layout, class_table):
+    """(path, size, mtime in ns) of every file a scan may read (in the layout's folders, and
+    the class tables), sorted."""
     root = Path(root)
     found = []
-    for top in [root / "train", root / "val", root / "test"]:
+    folders = {folder for split in layout["folders"]
+               for folder in layout_folders(root, layout, split)}
+    for top in sorted(folders):
         for folder, _, names in os.walk(top):
             for name in names:
                 path = Path(folder) / name
                 try:
                     stat = path.stat()
                 except OSError:  # a broken link: the scan names it; key it as unreadable
-                    found.append((str(path.relative_to(root)), -1, -1))
+                    found.append((str(path), -1, -1))
                     continue
-                found.append((str(path.relative_to(root)), stat.st_size, stat.st_mtime_ns))
-    for table in {root / "classes.json", Path(class_table) if class_table else None} - {None}:
+                found.append((str(path), stat.st_size, stat.st_mtime_ns))
+    for table in {root / "classes.json", root / "dataset.json",
+                  Path(class_table) if class_table else None} - {None}:
         if table.is_file():
             stat = table.stat()
             found.append((str(table), stat.st_size, stat.st_mtime_ns))
@@ -53,7 +58,8 @@ def _code_digest():
 def scan_key(root, arguments):
     """The key of a scan: its arguments, the scanning code and the files' sizes and times."""
     payload = json.dumps({"arguments": arguments, "code": _code_digest(),
-                          "files": _files(root, arguments.get("class_table"))},
+                          "files": _files(root, arguments["layout"],
+                                          arguments.get("class_table"))},
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -64,6 +70,7 @@ def cached_scan(root, **arguments):
     tuples) either way, so a reused scan is the same data as a fresh one. A cache that cannot
     be written is a warning, never an error."""
     root = Path(root)
+    arguments["layout"] = arguments.get("layout") or find_layout(root)
     path = cache_folder() / f"{hashlib.sha1(str(root.resolve()).encode()).hexdigest()}.json"
     key = scan_key(root, arguments)
     try:

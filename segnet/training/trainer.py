@@ -214,12 +214,14 @@ def log_start(run, root, train_images, val_images):
            if run.world_size > 1 else ""))
     if info.get("scan_reused"):
         log("data: the scan of an unchanged dataset was reused (scancache.py)")
+    for line in info.get("layout_lines", []):
+        log(f"data: {line}")
     if info.get("holdout"):
         held = info["holdout"]
         log(f"no val/ split in {root}: validating on {len(held)} of {train_images + len(held)}"
-            f" train images held out (about {HOLDOUT_SHARE:.0%}, chosen by a hash of the file "
-            f"name; config.json lists them under 'holdout'): {', '.join(held[:5])}"
-            + (f" and {len(held) - 5} more" if len(held) > 5 else ""))
+            f" train images held out (about {HOLDOUT_SHARE:.0%}, whole stacks and groups chosen "
+            f"by a hash of the name; config.json lists them under 'holdout'): "
+            f"{', '.join(held[:5])}" + (f" and {len(held) - 5} more" if len(held) > 5 else ""))
     for line in planning.table_lines(run.plan, run.world_size):
         log(line)
     if run.weights is not None:
