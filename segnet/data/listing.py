@@ -77,7 +77,10 @@ def hold_out(layout, listing, splits, holdout=None):
 
 
 def layout_warnings(layout, split_samples):
-    """Warnings about the splits: groups (stacks, --group-pattern) found in two of them."""
+    """Warnings about the splits read from folders (a hold-out takes whole groups): groups
+    (stacks, --group-pattern) found in two of them."""
+    split_samples = {split: samples for split, samples in split_samples.items()
+                     if not carves(layout, split)}
     grouped = layout.get("group_pattern") or any(
         isinstance(image, Page) for samples in split_samples.values() for _, image, _ in samples)
     warning = grouped and leak_warning(leaking_groups(split_samples, layout.get("group_pattern")))

@@ -13,7 +13,7 @@ import numpy as np
 from segnet.data.classtable import (CLASS_TABLE_NAME, class_names_colors,  # noqa: F401
                                     load_class_table, table_classes)
 from segnet.data.images import EXIF_ORIENTATION, open_image
-from segnet.data.stacks import as_source, is_nifti
+from segnet.data.stacks import as_source, is_nifti, nifti_slice
 from segnet.data.maskadvice import (INSTANCE_IDS_PER_MASK, VOID_SHARE,  # noqa: F401
                                     describe_decoding, grouped_problem, instance_advice,
                                     likely_cause, undecidable)

@@ -75,7 +75,9 @@ def carve(samples, share=HOLDOUT_SHARE, test_share=0.0, pattern=None, where="tra
                         f"{needed}; add a val split (ROOT/val/images and ROOT/val/masks) or more "
                         f"data")
     if len(groups) == 1:
-        return _carve_one_stack(samples, share, test_share, next(iter(groups)))
+        first = samples[0][1]
+        return _carve_one_stack(samples, share, test_share,
+                                first.path.name if isinstance(first, Page) else next(iter(groups)))
     if len(groups) < needed:
         raise DataError(f"{where} has {len(groups)} group(s) ({name_list(list(groups))}): "
                         f"a hold-out for {held} by whole groups needs at least {needed}; add "

@@ -34,7 +34,7 @@ TEXT_KEYS = ("input", "outputs", "project_version", "torch_version")
 INFO_KEYS = (*utils.DATA_KEYS, "train_image_size", "dropout")
 # ... and what files exported before them lack: the training scale, the flips (--tta) and the
 # train images held out for validation where the data has no val/ (evaluate.py --split val).
-OPTIONAL_INFO = {"train_scale": 1.0, "flips": ["h", "v"], "holdout": None}
+OPTIONAL_INFO = {"train_scale": 1.0, "flips": ["h", "v"], "holdout": None, "layout": None}
 
 
 def missing_packages(names=EXPORT_PACKAGES):
