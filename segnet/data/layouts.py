@@ -149,11 +149,12 @@ def find_layout(root, images=None, masks=None, **options):
 
 
 def layout_for(root, saved):
-    """A run's saved layout where ROOT still has its folders, else ROOT's own layout (with the
-    saved options): evaluate on another copy or another dataset reads what is there."""
+    """A run's saved layout where ROOT still has its folders (its stacks' pages counted again:
+    files may have changed since), else ROOT's own layout (with the saved options): evaluate
+    on another copy or another dataset reads what is there."""
     if saved and all(folder.is_dir() for split in saved["folders"]
                      for folder in layout_folders(root, saved, split)):
-        return saved
+        return {key: value for key, value in saved.items() if key != "pages"}  # counted anew
     return find_layout(root, **{key: (saved or {}).get(key) for key in LAYOUT_OPTIONS
                                 if (saved or {}).get(key) is not None})
 

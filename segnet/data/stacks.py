@@ -143,18 +143,17 @@ def read_page(page):
     """A decoded PIL image of one page of a stack (a Page), or of a NIfTI file's only slice."""
     if is_nifti(page.path if isinstance(page, Page) else page):
         return nifti_pil(page)
-    with Image.open(page.path) as pil:
-        count = _frames(pil, page.path)
-        if count != page.count:
-            raise DataError(f"{page.path} now has {count} pages, not the {page.count} the "
-                            f"data was scanned with: scan it again (a new run, or the check)")
-        try:
+    try:
+        with Image.open(page.path) as pil:  # seek walks the page directory, reads one page
             pil.seek(page.index)
             pil.load()
-        except (OSError, SyntaxError, ValueError, EOFError) as error:
-            raise DataError(f"{page} cannot be read ({error}): the stack is corrupt or "
-                            f"truncated; re-export it") from error
-        return pil.copy()
+            return pil.copy()
+    except EOFError as error:
+        raise DataError(f"{page.path} has fewer pages than the {page.count} it was scanned "
+                        f"with: scan it again (a new run, or the check)") from error
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(f"{page} cannot be read ({error}): the stack is corrupt or "
+                        f"truncated; re-export it") from error
 
 
 def _frames(pil, path):
