@@ -20,11 +20,11 @@ from segnet.data.demo import make_demo
 from segnet.data.layouts import add_layout_args, layout_from_args
 from segnet.data.scancache import cached_scan
 from segnet.plan import plan as planning
-from segnet.plan.trainflags import (AUTO_RESUME, exclusive_flag_problems, number_problems,
-                                    place_problems)
+from segnet.plan.trainflags import (AUTO_RESUME, exclusive_flag_problems, minutes_or_none,
+                                    number_problems, place_problems)
 from segnet.runtime import (PeerLost, Runtime, barrier, init_distributed, is_distributed, is_main,
                             peer_failures, seed_everything, tune_cpu_allocator)
-from segnet.training import engine, memory, trainer
+from segnet.training import engine, folds, memory, trainer
 from segnet.training.runfiles import Logger, remove_temp_files, write_config
 
 # What a run writes before its first checkpoint: --resume auto may start afresh over these.
@@ -193,6 +193,10 @@ def get_args_parser():
                        "than this over the last 25 percent of its steps (the learning rate "
                        f"then decays over a last 20 percent); 0: never (default: "
                        f"{DEFAULTS.plateau_gain:g}; a resumed run keeps its own)")
+    group.add_argument("--folds", type=int, default=None, metavar="K",
+                       help="K-fold cross-validation over train + val by group: RUN/fold_k "
+                            "runs, RUN/cv.json; the time budget covers the whole job; rerun "
+                            "to resume (docs/cross-validation.md)")
     group.add_argument("--early-stop", type=int, default=0, metavar="PATIENCE",
                        help="stop after PATIENCE validations without a better mIoU; 0 = never")
     group.add_argument("--dry-run", action="store_true",
@@ -337,9 +341,10 @@ def setup(args):
             checkpoint = utils.load_checkpoint(resume_path)
         except (ValueError, FileNotFoundError) as error:
             raise SystemExit(f"error: {error}") from None
-    holdout = checkpoint["data"].get("holdout") if checkpoint else None
+    saved = checkpoint["data"] if checkpoint else {}  # a fold's first start: folds.py's
+    holdout = saved.get("holdout") or getattr(args, "fold_holdout", None)
     try:
-        layout = ((checkpoint["data"].get("layout") if checkpoint else None)
+        layout = (saved.get("layout") or getattr(args, "fold_layout", None)
                   or layout_from_args(root, args))
         info, reused = cached_scan(root, in_channels=args.in_channels,
                                    num_classes=args.num_classes, class_table=args.class_table,
@@ -382,16 +387,6 @@ def out_of_memory(run, state, run_dir, log):
     return 1
 
 
-def minutes_or_none(text):
-    """--time-budget: minutes, or 'none' (0): no budget."""
-    if text.strip().lower() == "none":
-        return 0.0
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected minutes or 'none', got {text!r}") from None
-
-
 def init_encoder(model, weights, log):
     """The encoder from VGG16-BN weights when the plan says so."""
     if weights:
@@ -403,8 +398,29 @@ def init_encoder(model, weights, log):
         log(f"encoder initialised from VGG16-BN ({weights})")
 
 
+def cross_validate(args):
+    """--folds K: this process's folds, then (rank 0) the CV report (training/folds.py)."""
+    validate_args(args)
+    if args.folds < 2 or args.resume or (args.out is None and folds.process_slot()[1] > 1):
+        raise SystemExit("error: --folds needs K >= 2, no --resume (rerunning the command "
+                         "resumes it) and, under torchrun, --out (one folder for every process)")
+    args.out = args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S-cv")
+    root = resolve_data_root(args, Logger())
+    try:
+        return folds.run_folds(args, root, layout_from_args(root, args), run_fold)
+    except DataError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def run_fold(args):
+    """One run of a cross-validation (its planning pass, or a fold), in this process alone."""
+    return train(args, 0, 1, folds.process_slot()[2], time.monotonic())
+
+
 def main(args):
     """Train; 0, or 130 after SIGINT/SIGTERM (checkpoint saved). One call per torchrun rank."""
+    if args.folds is not None:
+        return cross_validate(args)
     started = time.monotonic()  # the time budget counts from here
     rank, world_size, local_rank = init_distributed(args.device, args.dist_timeout)
     try:
@@ -422,9 +438,10 @@ def train(args, rank, world_size, local_rank, started):
     runtime = Runtime(trainer.base_plan(args), local_rank)
     if runtime.device.type == "cpu":
         tune_cpu_allocator()
+    template = getattr(args, "plan_template", None)  # a fold's: the planning pass's plan
     try:
-        plan = trainer.resolve_plan(args, info, model, runtime, world_size, started, checkpoint,
-                                    root)
+        plan = trainer.resolve_plan(args, info, model, runtime, world_size, started,
+                                    checkpoint or (template and {"plan": template}), root)
     except planning.BudgetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -432,6 +449,8 @@ def train(args, rank, world_size, local_rank, started):
         plan.sources["time_budget"] = "demo"
     if args.plan_only:
         print("\n".join(planning.table_lines(plan, world_size)))
+        if getattr(args, "plan_file", None):  # a cross-validation's planning pass
+            folds.write_json(args.plan_file, plan.to_dict())
         return 0
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -176,8 +176,10 @@ def layout_folders(root, layout, split):
 
 
 def carves(layout, split):
-    """Whether a split is held out of train rather than read from folders of its own."""
-    return split in ("val", "test") and split not in layout["folders"]
+    """Whether a split is held out of train rather than read from folders of its own (a
+    cross-validation pools val into train: layout["pool"], folds.py)."""
+    return split in ("val", "test") and (split not in layout["folders"]
+                                         or split in layout.get("pool", ()))
 
 
 def describe(layout):

@@ -111,8 +111,17 @@ def _key(root, path):
 
 
 def list_samples(root, split, layout):
-    """SplitFiles of a split read from its folders; DataError when a folder is missing, the
-    split is empty, a file has no partner, or a stack's pages differ from its mask's."""
+    """SplitFiles of a split read from its folders (train: with the splits pooled into it,
+    layout["pool"]); DataError when a folder is missing, the split is empty, a file has no
+    partner, or a stack's pages differ from its mask's."""
+    pool = layout.get("pool") if split == "train" else None
+    if pool and len(pool) > 1:  # names of the pooled splits' samples: val/a (train's: a)
+        parts = {part: list_samples(root, part, dict(layout, pool=None)) for part in pool}
+        pooled = [(name if part == "train" else f"{part}/{name}", image, mask)
+                  for part, found in parts.items() for name, image, mask in found.samples]
+        return SplitFiles(pooled, parts["train"].suffixes, parts["train"].line,
+                          {key: count for found in parts.values()
+                           for key, count in found.pages.items()})
     pairing, image_dir = _paired(root, split, layout)
     samples, pages, mismatched = [], {}, []
     for name, image, mask in pairing.pairs:

@@ -1,6 +1,7 @@
 """The checks of train.py's flags before any work starts: values out of range, flags that would
 set the same thing, and files, folders and the device the flags name; each problem a line that
-train.validate_args prints together."""
+train.validate_args prints together; and the type of --time-budget."""
+import argparse
 import math
 from pathlib import Path
 
@@ -112,3 +113,13 @@ def _sign_problems(args):
     problems += [f"--{name} must be a finite number, got {value}" for name, value in
                  non_negative.items() if not math.isfinite(value)]  # NaN passes `< 0`
     return problems
+
+
+def minutes_or_none(text):
+    """--time-budget: minutes, or 'none' (0): no budget."""
+    if text.strip().lower() == "none":
+        return 0.0
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected minutes or 'none', got {text!r}") from None
