@@ -1,10 +1,12 @@
 """Score a checkpoint on a labelled split: `python evaluate.py --checkpoint runs/x/best.pt
 --data data --split test --out runs/x/eval`. Prints per-class IoU, Dice, precision and recall and
 the SegNet paper's G, C, mIoU and boundary F1 (BF), calibration (ECE) and health warnings;
-writes report.json, confusion_matrix.png, reliability.png and the worst images."""
+writes report.json, confusion_matrix.png, reliability.png and the worst images. A fold ensemble
+(a cross-validation run folder, or several checkpoints) is scored with each fold beside it."""
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from segnet.data.layouts import layout_for
 from segnet.data.images import IMAGE_CONVERSIONS, load_image
 from segnet.data.maskadvice import describe_decoding
 from segnet.data.masks import decode_mask
-from segnet.inference import inference, inferoptions, measures, plots
+from segnet.inference import ensemble, inference, inferoptions, measures, plots
 
 
 def get_args_parser():
@@ -26,13 +28,16 @@ def get_args_parser():
                              "data/ folder next to this script (train.py's default)")
     parser.add_argument("--split", default="test", help="the split to score")
     parser.add_argument("--out", type=Path, default=None,
-                        help="folder for the report (default: eval-SPLIT next to the checkpoint)")
+                        help="folder for the report (default: eval-SPLIT next to the checkpoint, "
+                             "in a cross-validation run folder, or in the folder several "
+                             "checkpoints share)")
     inferoptions.add_inference_args(
         parser, batch_note="",
         mc_output="score their mean, reporting the mean predictive entropy on correct and on "
                   "wrong pixels",
         seed_note=" (reseeded per image)",
         size_note="scores are always taken at each image's native size")
+    ensemble.accept_ensembles(parser)
     parser.add_argument("--worst", type=int, default=4, metavar="K",
                         help="draw the K images with the lowest mIoU; 0 = none")
     parser.add_argument("--bf-tolerance", type=float, default=measures.BF_TOLERANCE,
@@ -107,6 +112,21 @@ def softmax_calibration(model, info, args, options):
     return calibration.compute()
 
 
+def score_folds(model, info, args, options):
+    """[{checkpoint, miou, pixel_acc}]: each member of a fold ensemble scored alone on the same
+    split with the same options, through its own normalisation."""
+    folds = []
+    for path, member, normalization in zip(info["ensemble"], model.members,
+                                           model.normalizations):
+        confusion, _ = inference.evaluate_split(member, dict(info, normalization=normalization),
+                                                args.data, args.split, args.batch_size,
+                                                progress=True, **options)
+        metrics = measures.metrics_from_confusion(confusion, info["class_names"])
+        folds.append({"checkpoint": path, "miou": metrics["miou"],
+                      "pixel_acc": metrics["pixel_acc"]})
+    return folds
+
+
 # ---------------------------------------------------------------- outputs
 
 def number(value, width=0):
@@ -148,6 +168,17 @@ def format_calibration(calibrations, tolerance):
                  f"{number(sampled['ece'])}")
     return (f"boundary F1 (BF): tolerance {tolerance:.2%} of each image's diagonal\n{line} "
             f"({len(softmax['bins'])} bins, {softmax['pixels']:,} labelled pixels)")
+
+
+def format_folds(folds, metrics):
+    """Each fold's model alone beside the ensemble of them, as printed."""
+    rows = [(fold["checkpoint"], fold["miou"], fold["pixel_acc"]) for fold in folds]
+    rows.append((f"ensemble of {len(folds)} (mean softmax)", metrics["miou"],
+                 metrics["pixel_acc"]))
+    width = max(len(name) for name, _, _ in rows)
+    return "\n".join([f"{'model':<{width}}  {'mIoU':>6}  {'G':>6}"] + [
+        f"{name:<{width}}  {number(miou, 6)}  {number(pixel_acc, 6)}"
+        for name, miou, pixel_acc in rows])
 
 
 def format_uncertainty(summary):
@@ -193,7 +224,8 @@ def write_report(path, metrics, confusion, ranking, worst_files, args, info, unc
     report = {**metrics, **(extra or {}),
               **({"uncertainty": uncertainty} if uncertainty else {}),
               "confusion_matrix": confusion.tolist(),
-              "checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
+              "checkpoint": checkpoint_text(args.checkpoint), "data": str(args.data),
+              "split": args.split,
               "images": len(ranking), "tta": args.tta,
               "image_size": inferoptions.resolve_image_size(info, args.image_size),
               "train_scale": inferoptions.resolve_scale(info, args.train_scale, args.image_size),
@@ -207,8 +239,8 @@ def write_report(path, metrics, confusion, ranking, worst_files, args, info, unc
 # ---------------------------------------------------------------- main
 
 def validate_args(args):
-    problems = []
-    problems += inferoptions.common_problems(args)
+    problems = inferoptions.common_problems(argparse.Namespace(**dict(vars(args), checkpoint=None)))
+    problems += ensemble.checkpoint_problems(args.checkpoint)
     if args.worst < 0:
         problems.append(f"--worst must be >= 0, got {args.worst}")
     if not 0 <= args.bf_tolerance <= 1:
@@ -224,9 +256,11 @@ def validate_args(args):
 
 def main(args):
     args.data = args.data or utils.DEFAULT_DATA
+    args.checkpoint = ensemble.checkpoint_argument(args.checkpoint)
     validate_args(args)
     try:
-        model, info, dtype = inference.load_for_inference(args.checkpoint, args.device, args.amp)
+        model, info, dtype = ensemble.load_ensemble_for_inference(args.checkpoint,
+                                                                  args.device, args.amp)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from None
     try:  # without ROOT/val, the val split is the hold-out training validated on
@@ -238,7 +272,8 @@ def main(args):
         runtime.tune_cpu_allocator()
     warn_converted(converted_images([image for _, image, _ in pairs], info["in_channels"]),
                    info["in_channels"])
-    mc_samples, note = inferoptions.mc_samples_to_run(args.mc_samples, info, args.checkpoint)
+    names = ensemble.checkpoint_names(args.checkpoint)
+    mc_samples, note = inferoptions.mc_samples_to_run(args.mc_samples, info, names)
     if note:
         print(f"warning: {note}", file=sys.stderr)
     options = {"tta": inferoptions.tta_option(args.tta, info), "dtype": dtype,
@@ -246,27 +281,47 @@ def main(args):
                "mc_samples": mc_samples, "seed": args.seed}
     try:
         confusion, per_image, boundary, calibrations = measure(model, info, args, options)
+        folds = score_folds(model, info, args, options) if "ensemble" in info else None
     except DataError as error:
-        raise SystemExit(f"error: {error}\n(the checkpoint {args.checkpoint} reads masks as "
+        raise SystemExit(f"error: {error}\n(the checkpoint {names} reads masks as "
                          f"{describe_decoding(info['mask_decoding'])})") from None
     uncertainty = (inference.uncertainty_summary(per_image, confusion, mc_samples, info)
                    if mc_samples else None)
     report(args, model, info, options, (confusion, per_image, boundary, calibrations),
-           uncertainty)
+           uncertainty, folds)
     return 0
 
 
-def report(args, model, info, options, measured, uncertainty):
-    """Print the results and write report.json and the pictures to --out."""
+def checkpoint_text(checkpoint):
+    """--checkpoint as report.json states it: the path, or the list of paths given."""
+    return [str(path) for path in checkpoint] if isinstance(checkpoint, list) else str(checkpoint)
+
+
+def default_out(checkpoint, split):
+    """eval-SPLIT beside the checkpoint, inside a cross-validation run folder, or in the folder
+    several checkpoints share."""
+    if isinstance(checkpoint, list):
+        folder = Path(os.path.commonpath([path.absolute().parent for path in checkpoint]))
+    else:
+        folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    return folder / f"eval-{split}"
+
+
+def report(args, model, info, options, measured, uncertainty, folds=None):
+    """Print the results and write report.json and the pictures to --out. folds: each fold's
+    model alone (score_folds), beside a fold ensemble's results."""
     confusion, per_image, boundary, calibrations = measured
     metrics = measures.metrics_from_confusion(confusion, info["class_names"])
     ranking = rank_images(per_image, info["class_names"])
     health = measures.health_warnings(confusion, info["class_names"])
-    out = args.out or args.checkpoint.parent / f"eval-{args.split}"
+    out = args.out or default_out(args.checkpoint, args.split)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"{args.checkpoint} on {args.data / args.split}: {len(per_image)} images"
-          + (" (flip TTA)" if args.tta else ""))
+    print(f"{ensemble.checkpoint_names(args.checkpoint)} on {args.data / args.split}: "
+          f"{len(per_image)} images" + (" (flip TTA)" if args.tta else "")
+          + (f", a fold ensemble of {len(folds)} models" if folds else ""))
     print(format_table(metrics, boundary, health))
+    if folds:
+        print(format_folds(folds, metrics))
     print(format_calibration(calibrations, args.bf_tolerance))
     if uncertainty:
         print(format_uncertainty(uncertainty))
@@ -282,7 +337,8 @@ def report(args, model, info, options, measured, uncertainty):
                                                    if "mc_dropout" in calibrations else {}))
     write_report(out / "report.json", metrics, confusion, ranking, worst_files, args, info,
                  uncertainty, {**boundary, "bf_tolerance": args.bf_tolerance,
-                               "calibration": calibration, "health": health})
+                               "calibration": calibration, "health": health,
+                               **({"folds": folds} if folds else {})})
     print(f"wrote {out / 'report.json'}, {out / 'confusion_matrix.png'}, "
           f"{out / 'reliability.png'}"
           + (f" and {len(worst_files)} picture(s) in {out / 'worst'}" if worst_files else ""))

@@ -1,7 +1,8 @@
 """Export a checkpoint to ONNX for ONNX Runtime and other runtimes:
 `python export.py --checkpoint runs/x/best.pt --output model.onnx`. The graph takes images
 scaled to [0, 1] (any batch, H, W >= 8) and returns class probabilities and labels; the file's
-metadata holds the class names and colours, channels and tiling facts. Checked with onnx.checker
+metadata holds the class names and colours, channels and tiling facts. A cross-validation run
+folder gives one file whose graph averages its folds' probabilities. Checked with onnx.checker
 and one ONNX Runtime run against PyTorch before it is written. Needs requirements-export.txt."""
 import argparse
 import sys
@@ -11,15 +12,18 @@ from model import MIN_SIZE
 from segnet import utils
 from segnet.inference import deploy
 
+ENSEMBLE_FILE = "ensemble.onnx"  # --output's default in a cross-validation run folder
+
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=utils.HelpFormatter)
     add = parser.add_argument
     add("--checkpoint", type=Path, required=True,
-        help="checkpoint written by train.py (best.pt or last.pt)")
+        help="checkpoint written by train.py (best.pt or last.pt), or a cross-validation run "
+             "folder (fold_<k>/ and cv.json): one graph averaging its folds' probabilities")
     add("--output", type=Path, default=None,
-        help="the .onnx file to write (default: the checkpoint's name with .onnx, beside it); "
-             "its folder must exist")
+        help="the .onnx file to write (default: the checkpoint's name with .onnx, beside it; "
+             f"{ENSEMBLE_FILE} in a run folder); its folder must exist")
     add("--opset", type=int, default=deploy.OPSET,
         help="ONNX opset of the graph (18 or newer: torch's dynamo exporter)")
     add("--check-size", type=int, nargs=2, default=list(deploy.CHECK_SIZE), metavar=("H", "W"),
@@ -60,6 +64,11 @@ def report_lines(args, report):
              f"{deploy.CHECK_BATCH} images of {height}x{width}: probabilities within "
              f"{report['max_prob_diff']:.1e}, labels equal on "
              f"{report['label_agreement']:.3%} of pixels"]
+    if meta.get("ensemble"):
+        lines.append(f"a fold ensemble of {len(meta['ensemble'])} models ("
+                     + ", ".join(member["checkpoint"] for member in meta["ensemble"])
+                     + "): the graph re-normalises the images for each and averages their "
+                       "probabilities")
     if report["dropout"]:
         lines.append(f"note: the checkpoint was trained with dropout {report['dropout']}; the "
                      f"export is its deterministic (eval) form, without Monte Carlo dropout "
@@ -69,7 +78,8 @@ def report_lines(args, report):
 
 def main(args):
     validate_args(args)
-    output = args.output or args.checkpoint.with_suffix(".onnx")
+    output = args.output or (args.checkpoint / ENSEMBLE_FILE if args.checkpoint.is_dir()
+                             else args.checkpoint.with_suffix(".onnx"))
     try:
         report = deploy.export_checkpoint(args.checkpoint, output, args.opset,
                                           tuple(args.check_size), args.atol)

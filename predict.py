@@ -1,6 +1,7 @@
 """Masks for new images from a checkpoint:
 `python predict.py --checkpoint best.pt --input IMG|DIR|GLOB --output out/`, or from a model
-exported by export.py, run with ONNX Runtime: `--onnx model.onnx` instead of --checkpoint.
+exported by export.py, run with ONNX Runtime: `--onnx model.onnx` instead of --checkpoint; a
+cross-validation run folder (or several checkpoints) predicts with the mean of its folds' softmax.
 Large images are predicted in overlapping tiles, blended so that the result equals whole-image
 prediction when the overlap covers SegNet's receptive field."""
 import argparse
@@ -19,7 +20,7 @@ from segnet.data.dataset import IMAGE_EXTENSIONS, DataError
 from segnet.data.images import normalize
 from segnet.data.pairing import data_stem, data_suffix
 from segnet.data.stacks import Page, is_nifti, may_be_stack, pages_of
-from segnet.inference import deploy, inference, inferoptions, measures, plots
+from segnet.inference import deploy, ensemble, inference, inferoptions, measures, plots
 from segnet.inference.stackout import StackOutputs, stack_mask_path
 
 
@@ -59,6 +60,7 @@ def get_args_parser():
         seed_note="; each image is sampled under it, so its maps do not depend on the other "
                   "inputs",
         size_note="masks always come out at the input's size", checkpoint_group=models)
+    ensemble.accept_ensembles(parser)
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first unreadable input instead of skipping it")
     return parser
@@ -236,7 +238,9 @@ def validate_args(args):
         inference.check_tiling(args.tile, args.overlap)
     except ValueError as error:
         problems.append(str(error))
-    problems += inferoptions.common_problems(args) + onnx_problems(args)
+    problems += inferoptions.common_problems(argparse.Namespace(**dict(vars(args),
+                                                                     checkpoint=None)))
+    problems += ensemble.checkpoint_problems(args.checkpoint) + onnx_problems(args)
     if args.output.exists() and not args.output.is_dir():
         problems.append(f"--output {args.output} is a file, not a folder")
     if problems:
@@ -260,15 +264,17 @@ def onnx_problems(args):
 
 
 def load_predictor(args):
-    """(model, info, autocast dtype or None): the checkpoint in its inference form, or the
-    --onnx model in ONNX Runtime (deploy.OnnxRuntimeModel, which inference.py runs alike)."""
+    """(model, info, autocast dtype or None): the checkpoint (or fold ensemble: ensemble.
+    load_ensemble_for_inference) in its inference form, or the --onnx model in ONNX Runtime
+    (deploy.OnnxRuntimeModel, which inference.py runs alike)."""
     if args.onnx is not None:
         model, info = deploy.load_onnx(args.onnx)
         return model, info, None
-    return inference.load_for_inference(args.checkpoint, args.device, args.amp)
+    return ensemble.load_ensemble_for_inference(args.checkpoint, args.device, args.amp)
 
 
 def main(args):
+    args.checkpoint = ensemble.checkpoint_argument(args.checkpoint)
     validate_args(args)
     paths = expand_pages(expand_inputs(args.input))
     check_outputs(paths, args.output)
@@ -278,10 +284,11 @@ def main(args):
         raise SystemExit(f"error: {error}") from None
     if inference.model_device(model).type == "cpu":
         runtime.tune_cpu_allocator()  # x1.46 inference img/s here (bench.py), as in training
+    names = ensemble.checkpoint_names(args.checkpoint)
     if info["num_classes"] > 256:
-        raise SystemExit(f"error: {args.checkpoint or args.onnx} has {info['num_classes']} "
-                         f"classes; a PNG mask holds at most 256")
-    mc_samples, note = inferoptions.mc_samples_to_run(args.mc_samples, info, args.checkpoint)
+        raise SystemExit(f"error: {names or args.onnx} has {info['num_classes']} classes; a "
+                         f"PNG mask holds at most 256")
+    mc_samples, note = inferoptions.mc_samples_to_run(args.mc_samples, info, names)
     if note:
         print(f"warning: {note}", file=sys.stderr)
     args.output.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,10 @@
 """Deployment: a checkpoint exported to ONNX (images in [0, 1] -> class probabilities and labels,
 the training normalisation inside the graph, the metadata a deployer needs), checked against
 PyTorch, and run with ONNX Runtime through inference.py's tiling and batching (predict.py --onnx).
-onnx, onnxscript and onnxruntime are optional (requirements-export.txt): only the functions that
-use them import them."""
+A fold ensemble (a cross-validation run folder) goes into ONE file with the averaging inside the
+graph: a deployer runs one graph and gets the ensemble's probabilities, with no manifest of member
+files and weights to keep in sync. onnx, onnxscript and onnxruntime are optional
+(requirements-export.txt): only the functions that use them import them."""
 import contextlib
 import importlib
 import importlib.util
@@ -18,6 +20,7 @@ import torch.nn as nn
 
 from model import MIN_SIZE, context_radius, inference_model
 from segnet import utils
+from segnet.inference import ensemble
 
 OPSET = 18          # the first opset of torch's dynamo exporter; ONNX Runtime >= 1.14 runs it
 CHECK_SIZE = (97, 130)  # odd sizes: the poolings floor and the unpoolings restore them
@@ -77,6 +80,20 @@ def deployable_model(checkpoint, path="checkpoint"):
     return DeployedSegNet(folded, checkpoint["data"]["normalization"]).eval()
 
 
+def deployable_members(members):
+    """DeployedSegNet of [(path, checkpoint)] (ensemble.load_members): deployable_model's for
+    one; for several, their folded fp32 NCHW models in an ensemble.EnsembleSegNet, which
+    re-normalises the input for each member and averages their softmax, behind member 0's
+    normalisation (so the graph still takes [0, 1] images)."""
+    if len(members) == 1:
+        return deployable_model(members[0][1], members[0][0])
+    folded = [inference_model(utils.build_model(checkpoint, path), dtype=None,
+                              channels_last=False) for path, checkpoint in members]
+    model = ensemble.EnsembleSegNet(folded, [checkpoint["data"]["normalization"]
+                                             for _, checkpoint in members])
+    return DeployedSegNet(model, members[0][1]["data"]["normalization"]).eval()
+
+
 # ---------------------------------------------------------------- metadata
 
 def project_version():
@@ -89,7 +106,13 @@ def project_version():
     return result.stdout.strip() if result.returncode == 0 else "unknown (not a git checkout)"
 
 
-def onnx_metadata(checkpoint, opset=OPSET):
+def trained(checkpoint):
+    """{epoch, best_epoch, best_val_miou} of a checkpoint (None where it has none)."""
+    return {"epoch": checkpoint.get("epoch"), "best_epoch": checkpoint.get("best_epoch"),
+            "best_val_miou": checkpoint.get("best_metric")}
+
+
+def onnx_metadata(checkpoint, opset=OPSET, members=()):
     """{key: str} for the model's metadata_props: what a deployer needs besides the graph.
 
     Plain text for TEXT_KEYS, JSON for the rest (numbers, lists, dicts, null). The checkpoint's
@@ -97,15 +120,20 @@ def onnx_metadata(checkpoint, opset=OPSET):
     preprocessing (train_image_size: the square the model was trained at, null = native;
     train_scale: the factor images were resized by, 1 = native; flips: those training used), its
     epoch and best validation mIoU, the receptive-field radius and pooling grid for tiling, and
-    the versions it came from.
+    the versions it came from. members: a fold ensemble's [(path, checkpoint)], `checkpoint`
+    being the first: "ensemble" lists each one's {checkpoint, epoch, best_epoch, best_val_miou},
+    and the top-level epoch entries, which no single model has, are null.
     """
     info = utils.checkpoint_info(checkpoint)
     channels = info["in_channels"]
     values = {key: info[key] for key in (*INFO_KEYS, *OPTIONAL_INFO)}
     values.update(
-        epoch=checkpoint.get("epoch"), best_epoch=checkpoint.get("best_epoch"),
-        best_val_miou=checkpoint.get("best_metric"), context_radius=context_radius(),
-        min_size=MIN_SIZE, opset=opset, checkpoint_format_version=checkpoint["format_version"])
+        trained(checkpoint) if len(members) < 2 else dict.fromkeys(trained(checkpoint)),
+        context_radius=context_radius(), min_size=MIN_SIZE, opset=opset,
+        checkpoint_format_version=checkpoint["format_version"])
+    if len(members) > 1:
+        values["ensemble"] = [dict(checkpoint=str(path), **trained(member))
+                              for path, member in members]
     text = {
         "input": f"{INPUT_NAME}: float32 [N, {channels}, H, W], H, W >= {MIN_SIZE}, pixels "
                  f"scaled to [0, 1] (8-bit / 255, 16-bit / 65535); the normalisation is applied "
@@ -270,23 +298,27 @@ def check_output_path(output, checkpoint):
 
 
 def export_checkpoint(checkpoint_path, output, opset=OPSET, check_size=CHECK_SIZE, atol=ATOL):
-    """Export a checkpoint to `output` (ONNX, metadata included) after checking it; returns a
-    report {output, bytes, opset, metadata, dropout, max_prob_diff, label_agreement, check_size}.
+    """Export a checkpoint, or the fold ensemble of a cross-validation run folder
+    (ensemble.checkpoint_paths; one graph, deployable_members), to `output` (ONNX, metadata
+    included) after checking it; returns a report {output, bytes, opset, metadata, dropout,
+    max_prob_diff, label_agreement, check_size}.
 
     The file is written (atomically) only when onnx.checker and the ONNX Runtime run agree with
-    PyTorch. ValueError / FileNotFoundError name the file at fault; ImportError says what to
-    install.
+    PyTorch (for an ensemble, the PyTorch ensemble). ValueError / FileNotFoundError name the
+    file at fault; ImportError says what to install.
     """
     _require(EXPORT_PACKAGES)
     check_output_path(output, checkpoint_path)
-    checkpoint = utils.load_checkpoint(checkpoint_path)
-    deployed = deployable_model(checkpoint, checkpoint_path)
+    members = ensemble.load_members(checkpoint_path)
+    checkpoint = members[0][1]
+    deployed = deployable_members(members)
     in_channels = checkpoint["data"]["in_channels"]
     proto = export_graph(deployed, in_channels, opset)
-    metadata = onnx_metadata(checkpoint, opset)
+    metadata = onnx_metadata(checkpoint, opset, members)
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
-    proto.doc_string = f"SegNet segmentation exported from {Path(checkpoint_path).name}"
+    proto.doc_string = f"SegNet segmentation exported from {Path(checkpoint_path).name}" + (
+        f" (a fold ensemble of {len(members)} models)" if len(members) > 1 else "")
     report = check_export(proto, deployed, check_input(in_channels, check_size), atol)
     data = proto.SerializeToString()
     with utils.atomic_write(output, "wb") as handle:

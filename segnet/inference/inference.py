@@ -14,6 +14,7 @@ from model import MIN_SIZE, context_radius
 from segnet import utils
 from segnet.data.dataset import SegmentationDataset
 from segnet.data.images import load_image, normalize, to_model_array
+from segnet.inference import ensemble
 from segnet.inference.inferoptions import BATCH_SIZE, resolve_image_size, resolve_scale
 from segnet.inference.measures import ConfusionMatrix, entropy_map, image_confusions
 from segnet.runtime import (autocast, device_inference_model, resolve_channels_last, resolve_device,
@@ -445,18 +446,23 @@ def uncertainty_summary(per_image, confusion, mc_samples, info):
 # ---------------------------------------------------------------- notebook API
 
 def load_model(path, device="cpu"):
-    """Notebook API: (model in eval mode on `device`, metadata dict) from a checkpoint file.
+    """Notebook API: (model in eval mode on `device`, metadata dict) from a checkpoint file,
+    or a fold ensemble from a cross-validation run folder (ensemble.checkpoint_paths).
 
-    The model is the plain SegNet as trained (fine-tune it, or pass it to predict). The
-    metadata holds class_names, class_colors, mask_decoding, normalization, in_channels,
-    ignore_index, num_classes, train_image_size and dropout: everything predict() needs.
+    The model is the plain SegNet as trained (fine-tune it, or pass it to predict); for a run
+    folder, an ensemble.EnsembleSegNet of the folds' SegNets, with member 0's metadata plus
+    "ensemble" (the checkpoint paths). The metadata holds class_names, class_colors,
+    mask_decoding, normalization, in_channels, ignore_index, num_classes, train_image_size and
+    dropout: everything predict() needs.
     """
     device = resolve_device(device) if isinstance(device, str) else device
-    checkpoint = utils.load_checkpoint(path)
-    model = utils.build_model(checkpoint, path).to(device).eval()
-    info = dict(utils.checkpoint_info(checkpoint), model_args=checkpoint["model_args"],
-                epoch=checkpoint.get("epoch"), best_metric=checkpoint.get("best_metric"))
-    return model, info
+    members = ensemble.load_members(path)
+    model, info = ensemble.combine([utils.build_model(checkpoint, member).to(device)
+                                    for member, checkpoint in members], members)
+    checkpoint = members[0][1]
+    info = dict(info, model_args=checkpoint["model_args"], epoch=checkpoint.get("epoch"),
+                best_metric=checkpoint.get("best_metric"))
+    return model.eval(), info
 
 
 def predict(model, info, image, amp="auto"):
