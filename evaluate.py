@@ -37,7 +37,6 @@ def get_args_parser():
                   "wrong pixels",
         seed_note=" (reseeded per image)",
         size_note="scores are always taken at each image's native size")
-    ensemble.accept_ensembles(parser)
     parser.add_argument("--worst", type=int, default=4, metavar="K",
                         help="draw the K images with the lowest mIoU; 0 = none")
     parser.add_argument("--bf-tolerance", type=float, default=measures.BF_TOLERANCE,
@@ -207,17 +206,6 @@ def save_worst(folder, model, info, per_image, ranking, count, options):
     return files
 
 
-def json_safe(value):
-    """NaN (a class absent from labels and predictions) -> null, recursively."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [json_safe(item) for item in value]
-    return value
-
-
 def write_report(path, metrics, confusion, ranking, worst_files, args, info, uncertainty=None,
                  extra=None):
     """report.json; extra: further keys (bf, mean_bf, bf_tolerance, calibration, health)."""
@@ -233,14 +221,13 @@ def write_report(path, metrics, confusion, ranking, worst_files, args, info, unc
               "mask_decoding": info["mask_decoding"],
               "per_image": ranking, "worst_images": worst_files}
     with utils.atomic_write(path, encoding="utf-8") as handle:
-        handle.write(json.dumps(json_safe(report), indent=2) + "\n")
+        handle.write(json.dumps(utils.json_safe(report), indent=2) + "\n")
 
 
 # ---------------------------------------------------------------- main
 
 def validate_args(args):
-    problems = inferoptions.common_problems(argparse.Namespace(**dict(vars(args), checkpoint=None)))
-    problems += ensemble.checkpoint_problems(args.checkpoint)
+    problems = inferoptions.common_problems(args)
     if args.worst < 0:
         problems.append(f"--worst must be >= 0, got {args.worst}")
     if not 0 <= args.bf_tolerance <= 1:

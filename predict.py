@@ -60,7 +60,6 @@ def get_args_parser():
         seed_note="; each image is sampled under it, so its maps do not depend on the other "
                   "inputs",
         size_note="masks always come out at the input's size", checkpoint_group=models)
-    ensemble.accept_ensembles(parser)
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first unreadable input instead of skipping it")
     return parser
@@ -238,9 +237,7 @@ def validate_args(args):
         inference.check_tiling(args.tile, args.overlap)
     except ValueError as error:
         problems.append(str(error))
-    problems += inferoptions.common_problems(argparse.Namespace(**dict(vars(args),
-                                                                     checkpoint=None)))
-    problems += ensemble.checkpoint_problems(args.checkpoint) + onnx_problems(args)
+    problems += inferoptions.common_problems(args) + onnx_problems(args)
     if args.output.exists() and not args.output.is_dir():
         problems.append(f"--output {args.output} is a file, not a folder")
     if problems:

@@ -4,6 +4,7 @@ reporter. Imports nothing of this project but model.py and segnet/runtime.py, wh
 precision, seeds and torchrun helpers it re-exports (they were here once)."""
 import argparse
 import contextlib
+import math
 import os
 import sys
 import time
@@ -114,6 +115,17 @@ def format_colors(packed, limit=6):
               for value in sorted(int(v) for v in packed)]
     more = f" and {len(colors) - limit} more" if len(colors) > limit else ""
     return ", ".join(colors[:limit]) + more
+
+
+def json_safe(value):
+    """NaN (a class absent from labels and predictions) -> null, recursively: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def name_list(paths, limit=MAX_LISTED):

@@ -15,6 +15,8 @@ from segnet.runtime import (device_inference_model, resolve_channels_last, resol
 
 CV_FILE = "cv.json"  # in a CV run folder: {"folds_count": K, "checkpoint": "last.pt", ...}
 DEFAULT_CHECKPOINT = "last.pt"  # each fold's model when cv.json names none
+# What train.py --folds (segnet/training/folds.py) writes: the split, and a fold's end.
+SPLITS_FILE, DONE_FILE = "splits.json", "done.json"
 FOLD = re.compile(r"fold_(\d+)")
 # What every member must share (utils.checkpoint_info's keys): how images are read, resized and
 # labelled. The normalisation may differ (each fold's train split has its own statistics).
@@ -90,6 +92,13 @@ def fold_checkpoints(run):
                                 f"{utils.name_list(missing)} folder: its training has not "
                                 f"finished; finish it, or name the fold checkpoints there are")
     paths = [run / f"fold_{k}" / name for k in range(folds)]
+    unfinished = [path.parent for path in paths if (run / SPLITS_FILE).is_file()
+                  and not (path.parent / DONE_FILE).is_file()]
+    if unfinished:  # train.py --folds marks a fold done when its run ends
+        raise FileNotFoundError(f"{utils.name_list(unfinished)} of {run} has not finished "
+                                f"training (no {DONE_FILE}): rerun the train.py --folds command "
+                                f"to finish it, or name the fold checkpoints to use them as "
+                                f"they are")
     absent = [path for path in paths if not path.is_file()]
     if absent:
         raise FileNotFoundError(f"fold checkpoint {utils.name_list(absent)} does not exist "
@@ -134,10 +143,9 @@ def check_members(members):
 
 def load_members(path_or_paths):
     """[(path, checkpoint)] of checkpoint_paths(path_or_paths), each loaded safely
-    (utils.load_checkpoint) and checked to agree with the others (check_members)."""
-    members = [(path, utils.load_checkpoint(path)) for path in checkpoint_paths(path_or_paths)]
-    check_members(members)
-    return members
+    (utils.load_checkpoint); combine checks that they agree, once each is built (build_model
+    names a file that is no SegNet checkpoint first)."""
+    return [(path, utils.load_checkpoint(path)) for path in checkpoint_paths(path_or_paths)]
 
 
 # ---------------------------------------------------------------- the ensemble model
@@ -196,7 +204,9 @@ class EnsembleSegNet(nn.Module):
 def combine(models, members):
     """(model, info) of models built from members ([(path, checkpoint)], load_members): the
     one model and its checkpoint_info for one member; else an EnsembleSegNet of them on their
-    device, with member 0's info plus "ensemble": the checkpoint paths as text."""
+    device, with member 0's info plus "ensemble": the checkpoint paths as text. ValueError
+    naming two members that disagree (check_members)."""
+    check_members(members)
     info = utils.checkpoint_info(members[0][1])
     if len(models) == 1:
         return models[0], info
@@ -228,13 +238,6 @@ def load_ensemble_for_inference(path_or_paths, device="auto", amp="auto"):
 CHECKPOINT_HELP = ("checkpoint written by train.py (best.pt or last.pt); several checkpoint files, "
                    "or a cross-validation run folder (fold_<k>/ and cv.json), make a fold "
                    "ensemble that averages their probabilities")
-
-
-def accept_ensembles(parser):
-    """Let the --checkpoint flag inferoptions.add_inference_args declared take a fold ensemble:
-    one or more paths (checkpoint_argument turns them into what the loaders take)."""
-    action = next(action for action in parser._actions if action.dest == "checkpoint")
-    action.nargs, action.help = "+", CHECKPOINT_HELP
 
 
 def as_list(path_or_paths):

@@ -4,6 +4,7 @@ flips of test-time augmentation, the Monte Carlo passes worth running)."""
 from pathlib import Path
 
 from model import MIN_SIZE
+from segnet.inference.ensemble import CHECKPOINT_HELP, checkpoint_problems
 from segnet.utils import add_hardware_args
 
 MAX_IMAGE_SIZE = 16384  # --image-size: a square this large already needs gigabytes
@@ -17,8 +18,8 @@ def add_inference_args(parser, batch_note, mc_output, seed_note, size_note,
     with --onnx) instead of being required."""
     add = parser.add_argument
     (checkpoint_group or parser).add_argument(
-        "--checkpoint", type=Path, required=checkpoint_group is None,
-        help="checkpoint written by train.py (best.pt or last.pt)")
+        "--checkpoint", type=Path, nargs="+", required=checkpoint_group is None,
+        help=CHECKPOINT_HELP)
     add("--batch-size", type=int, default=BATCH_SIZE,
         help="images of one size predicted together" + batch_note)
     add("--tta", action="store_true",
@@ -57,9 +58,7 @@ def common_problems(args):
     if not image_size_ok(args.image_size):
         problems.append(f"--image-size must be 0 (native) or {MIN_SIZE}..{MAX_IMAGE_SIZE}, "
                         f"got {args.image_size}")
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        problems.append(f"--checkpoint {args.checkpoint} is not a file")
-    return problems
+    return problems + checkpoint_problems(args.checkpoint)
 
 
 def resolve_image_size(info, image_size=None):

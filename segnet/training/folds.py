@@ -19,11 +19,13 @@ import numpy as np
 from segnet.data.pairs import list_samples
 from segnet.data.splits import groups_of
 from segnet.inference import inference, measures
+from segnet.inference.ensemble import CV_FILE as REPORT_FILE
+from segnet.inference.ensemble import DONE_FILE, SPLITS_FILE
 from segnet.plan import plan as planning
 from segnet.runtime import resolve_device
-from segnet.utils import DataError, atomic_write
+from segnet.utils import DataError, atomic_write, json_safe
 
-SPLITS_FILE, PLAN_FILE, REPORT_FILE, DONE_FILE = "splits.json", "plan.json", "cv.json", "done.json"
+PLAN_FILE = "plan.json"  # the planning pass's plan, every fold's
 # nnU-Net scores each fold's final model: picking best.pt on the very images it is scored on is
 # optimistic (nnU-Net #1206).
 SCORED_CHECKPOINT = "last.pt"
@@ -278,18 +280,8 @@ def run_folds(args, root, layout, train_run, log=print):
     scored = score_folds(run_dir, root, args.folds, args.device, args.amp)
     class_names = inference.load_model(fold_dir(run_dir, 0) / SCORED_CHECKPOINT)[1]["class_names"]
     report = cv_report(scored, class_names, splits, cv_commands(run_dir, root))
-    write_json(run_dir / REPORT_FILE, finite(report))
+    write_json(run_dir / REPORT_FILE, json_safe(report))
     for line in report_lines(report):
         log(line)
     return 0
 
-
-def finite(value):
-    """NaN (a class absent from a fold's labels and predictions) -> None, recursively."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [finite(item) for item in value]
-    return value

@@ -216,7 +216,10 @@ def log_start(run, root, train_images, val_images):
         log("data: the scan of an unchanged dataset was reused (scancache.py)")
     for line in info.get("layout_lines", []):
         log(f"data: {line}")
-    if info.get("holdout"):
+    if info.get("holdout") and (info.get("layout") or {}).get("pool"):
+        log(f"cross-validation fold: validating on the {len(info['holdout'])} images it holds "
+            f"out of {train_images + len(info['holdout'])} (train and val pooled; splits.json)")
+    elif info.get("holdout"):
         held = info["holdout"]
         log(f"no val/ split in {root}: validating on {len(held)} of {train_images + len(held)}"
             f" train images held out (about {HOLDOUT_SHARE:.0%}, whole stacks and groups chosen "

@@ -14,7 +14,7 @@ import torch
 
 import train
 from helpers import write_tiny_dataset
-from segnet.inference import measures
+from segnet.inference import ensemble, measures
 from segnet.training import engine, folds
 from segnet.utils import DataError
 
@@ -122,6 +122,8 @@ def test_a_fold_killed_midway_resumes_and_finished_folds_stay(tiny, tmp_path, mo
     monkeypatch.setattr(engine, "StopFlag", StopAfter)
     assert train.main(cv_args(tiny, out, "--steps", "4")) == 130
     assert not (out / "cv.json").exists()
+    with pytest.raises(FileNotFoundError, match="fold_1 of .* has not finished training"):
+        ensemble.checkpoint_paths(out)  # an ensemble never takes a fold cut off midway
     monkeypatch.undo()
     assert train.main(cv_args(tiny, out, "--steps", "4")) == 0
     assert (out / "fold_0" / "last.pt").stat().st_mtime_ns == fold_0  # not retrained
