@@ -400,10 +400,11 @@ def init_encoder(model, weights, log):
 
 def cross_validate(args):
     """--folds K: this process's folds, then (rank 0) the CV report (training/folds.py)."""
+    if args.folds < 2 or args.resume not in (None, AUTO_RESUME) or (
+            args.out is None and (args.resume or folds.process_slot()[1] > 1)):
+        raise SystemExit("error: --folds needs K >= 2, --resume auto or none (the command "
+                         "resumes itself when rerun) and, with it or under torchrun, --out")
     validate_args(args)
-    if args.folds < 2 or args.resume or (args.out is None and folds.process_slot()[1] > 1):
-        raise SystemExit("error: --folds needs K >= 2, no --resume (rerunning the command "
-                         "resumes it) and, under torchrun, --out (one folder for every process)")
     args.out = args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S-cv")
     root = resolve_data_root(args, Logger())
     try:

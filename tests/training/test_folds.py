@@ -125,7 +125,7 @@ def test_a_fold_killed_midway_resumes_and_finished_folds_stay(tiny, tmp_path, mo
     with pytest.raises(FileNotFoundError, match="fold_1 of .* has not finished training"):
         ensemble.checkpoint_paths(out)  # an ensemble never takes a fold cut off midway
     monkeypatch.undo()
-    assert train.main(cv_args(tiny, out, "--steps", "4")) == 0
+    assert train.main(cv_args(tiny, out, "--steps", "4", "--resume", "auto")) == 0
     assert (out / "fold_0" / "last.pt").stat().st_mtime_ns == fold_0  # not retrained
     log = (out / "fold_1" / "train.log").read_text()
     assert "resumed from" in log
@@ -134,6 +134,7 @@ def test_a_fold_killed_midway_resumes_and_finished_folds_stay(tiny, tmp_path, mo
 
 @pytest.mark.parametrize("flags, message", [
     (["--folds", "1"], "--folds needs K >= 2"),
+    (["--folds", "2", "--resume", "x.pt"], "--folds needs K >= 2, --resume auto or none"),
     (["--folds", "9"], "--folds 9: needs 2 <= K <= the 7 groups"),
 ])
 def test_bad_folds_values_stop_with_one_line(tiny, tmp_path, flags, message):
