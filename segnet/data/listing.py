@@ -25,7 +25,9 @@ class Listing:
 def list_layout(root, layout, splits):
     """List train and the given splits that have folders; record in the layout the suffixes
     that paired each split and the page counts of the stacks."""
-    listing = Listing(lines=[f"layout: {describe(layout)}"])
+    folders = "; ".join(f"{split}: {images}/" + (f" + {masks}/" if masks != images else "")
+                        for split, (images, masks) in layout["folders"].items())
+    listing = Listing(lines=[f"layout: {describe(layout)} ({folders})"])
     pages = dict(layout.get("pages") or {})
     layout.setdefault("pairing", {})
     for split in dict.fromkeys(["train", *splits]):
