@@ -86,10 +86,12 @@ FINDERS = (("splits", _splits_layout), ("camvid", _camvid_layout), ("nnunet", _n
 def _relative(path, root):
     """A folder as saved: relative to ROOT (POSIX) when inside it, else absolute."""
     path = Path(path)
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return str(path.resolve())
+    for inside, top in ((path, root), (path.resolve(), root.resolve())):  # a link stays a link
+        try:
+            return inside.relative_to(top).as_posix()
+        except ValueError:
+            continue
+    return str(path.resolve())
 
 
 def make_layout(kind, root, folders, options=None):
