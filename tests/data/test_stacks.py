@@ -12,7 +12,7 @@ import dataset
 import predict
 import train
 from helpers import save_test_checkpoint
-from segnet.data import stacks
+from segnet.data import pairs, scancache, stacks
 from segnet.data.images import load_image
 from segnet.data.pairs import split_pairs
 from segnet.data.splits import carve
@@ -199,3 +199,21 @@ def test_nifti_volumes_are_sliced_along_the_last_axis(tmp_path):
     written = nibabel.load(tmp_path / "out/case_000_0000.nii.gz")
     assert written.shape == volume.shape and np.allclose(written.affine, np.eye(4))
     assert stacks.page_count(tmp_path / "out/case_000_0000.nii.gz") == 5
+
+
+def test_a_rerun_reuses_the_page_counts_instead_of_reopening_the_stacks(tmp_path, monkeypatch):
+    for index in range(3):
+        write_stack_pair(tmp_path / f"images/s{index}.tif", tmp_path / f"masks/s{index}.tif", 5,
+                         seed=index)
+    monkeypatch.setenv("SEGNET_CACHE", str(tmp_path / "cache"))
+    counted = []
+    real = stacks.page_count
+    monkeypatch.setattr(stacks, "page_count", lambda path: counted.append(path) or real(path))
+    monkeypatch.setattr(pairs, "page_count", stacks.page_count)
+    info, reused = scancache.cached_scan(tmp_path)
+    assert not reused and len(counted) == 6  # 3 stacks and their 3 masks
+    counted.clear()
+    info, reused = scancache.cached_scan(tmp_path)
+    assert reused and counted == []
+    dataset_pairs = split_pairs(tmp_path, "train", info["holdout"], info["layout"])
+    assert len(dataset_pairs) == 10 and counted == []  # the dataset lists from the saved counts
