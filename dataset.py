@@ -5,19 +5,22 @@ and `python dataset.py make-demo ROOT` (writes the generated demo set).
 Contract: a sample is (image float32 [C,H,W] normalised with the train split's mean/std,
 mask int64 [H,W] with values in 0..num_classes-1 or ignore_index). Every problem with user data
 raises DataError naming the file(s), the problem and the fix. The code is in
-segnet/data/dataset.py; this module re-exports it, so the names stay first-class here.
+segnet/data/ (check/scan.py, feed/dataset.py); this module re-exports it, so the names stay first-class here.
 """
 import argparse
 import sys
 from pathlib import Path
 
-from segnet.data.checks import problems_line, report_lines
-from segnet.data.classtable import CLASS_TABLE_NAME
-from segnet.data.dataset import *  # noqa: F401,F403  (the public names of the design card)
-from segnet.data.dataset import (DataError, SegmentationDataset, inspect_dataset,  # noqa: F401
-                                 intensity_baseline, scan_dataset)
+from segnet.data.check.checks import problems_line, report_lines
+from segnet.data.check.scan import *  # noqa: F401,F403  (the public names of the design card)
+from segnet.data.check.scan import inspect_dataset
+from segnet.data.feed.baseline import intensity_baseline
+from segnet.data.feed.dataset import *  # noqa: F401,F403
+from segnet.data.files.pairs import *  # noqa: F401,F403
+from segnet.data.pixels.classtable import CLASS_TABLE_NAME
+from segnet.data.pixels.images import *  # noqa: F401,F403
 from segnet.data.demo import make_demo
-from segnet.data.layouts import add_layout_args, carves, layout_from_args
+from segnet.data.files.layouts import add_layout_args, carves, layout_from_args
 from segnet.runtime import tune_cpu_allocator
 from segnet.utils import SPLITS, HelpFormatter, channels_flag
 

@@ -1,8 +1,9 @@
 """Score a checkpoint on a labelled split: `python evaluate.py --checkpoint runs/x/best.pt
 --data data --split test --out runs/x/eval`. Prints per-class IoU, Dice, precision and recall and
 the SegNet paper's G, C, mIoU and boundary F1 (BF), calibration (ECE) and health warnings;
-writes report.json, confusion_matrix.png, reliability.png and the worst images. A fold ensemble
-(a cross-validation run folder, or several checkpoints) is scored with each fold beside it."""
+writes report.json, confusion_matrix.png, reliability.png, the worst images and report.html (every
+image worst first, with its layers; docs/report.md). A fold ensemble (a cross-validation run
+folder, or several checkpoints) is scored with each fold beside it."""
 import argparse
 import json
 import math
@@ -13,12 +14,14 @@ from pathlib import Path
 from PIL import Image
 
 from segnet import runtime, utils
-from segnet.data.dataset import DataError, split_pairs
-from segnet.data.layouts import layout_for
-from segnet.data.images import IMAGE_CONVERSIONS, load_image
-from segnet.data.maskadvice import describe_decoding
-from segnet.data.masks import decode_mask
+from segnet.data.files.pairs import split_pairs
+from segnet.utils import DataError
+from segnet.data.files.layouts import layout_for
+from segnet.data.pixels.images import IMAGE_CONVERSIONS, load_image
+from segnet.data.pixels.maskadvice import describe_decoding
+from segnet.data.pixels.masks import decode_mask
 from segnet.inference import ensemble, inference, inferoptions, measures, plots
+from segnet.report import contents, page, pagedata, pictures, trainingrun
 
 
 def get_args_parser():
@@ -44,6 +47,8 @@ def get_args_parser():
                         help="boundary F1: a boundary pixel matches when the other boundary "
                              "lies within this fraction of the image diagonal (the default is "
                              "the SegNet paper's)")
+    page.add_report_args(parser, True, "the summary, and every image worst first by its mIoU "
+                                       "with its ground truth, prediction and errors")
     return parser
 
 
@@ -79,16 +84,24 @@ def rank_images(per_image, class_names):
     return sorted(scores, key=lambda s: (math.isnan(s["miou"]), s["miou"]))
 
 
-def measure(model, info, args, options):
+def measure(model, info, args, options, folder=None):
     """(confusion, per-image entries with their BF, BF over the split, calibrations): one
     scoring pass gathers BF and calibration image by image. calibrations: {"softmax": ...} and,
-    with Monte Carlo dropout, {"mc_dropout": ...} too, the softmax's from a plain second pass."""
+    with Monte Carlo dropout, {"mc_dropout": ...} too, the softmax's from a plain second pass.
+    folder: the report page's pictures.PageFolder, which gets each image's layers as it is
+    scored (its page number is the entry's "page_number"), or None."""
     boundary = measures.BoundaryF1(info["num_classes"], info["ignore_index"], args.bf_tolerance)
     calibration = measures.Calibration(info["num_classes"], info["ignore_index"])
 
     def on_image(index, probs, preds, mask):
         calibration.update(probs, preds, mask)
-        return {"bf": measures.nanmean(boundary.update(preds, mask))}
+        scores = boundary.update(preds, mask)
+        if folder is not None:
+            folder.add_layers(index, preds.numpy(), mask.numpy(), pictures.scaled_entropy(
+                measures.entropy_map(probs), info["num_classes"]).numpy()
+                if options["mc_samples"] else None)
+        return {"bf": measures.nanmean(scores), "bf_classes": scores.tolist(),
+                "page_number": index}
 
     confusion, per_image = inference.evaluate_split(model, info, args.data, args.split,
                                                     args.batch_size, progress=True,
@@ -112,8 +125,8 @@ def softmax_calibration(model, info, args, options):
 
 
 def score_folds(model, info, args, options):
-    """[{checkpoint, miou, pixel_acc}]: each member of a fold ensemble scored alone on the same
-    split with the same options, through its own normalisation."""
+    """[{checkpoint, miou, pixel_acc, iou}]: each member of a fold ensemble scored alone on the
+    same split with the same options, through its own normalisation; iou: per class."""
     folds = []
     for path, member, normalization in zip(info["ensemble"], model.members,
                                            model.normalizations):
@@ -122,7 +135,8 @@ def score_folds(model, info, args, options):
                                                 progress=True, **options)
         metrics = measures.metrics_from_confusion(confusion, info["class_names"])
         folds.append({"checkpoint": path, "miou": metrics["miou"],
-                      "pixel_acc": metrics["pixel_acc"]})
+                      "pixel_acc": metrics["pixel_acc"],
+                      "iou": [entry["iou"] for entry in metrics["per_class"]]})
     return folds
 
 
@@ -208,7 +222,8 @@ def save_worst(folder, model, info, per_image, ranking, count, options):
 
 def write_report(path, metrics, confusion, ranking, worst_files, args, info, uncertainty=None,
                  extra=None):
-    """report.json; extra: further keys (bf, mean_bf, bf_tolerance, calibration, health)."""
+    """report.json, and its dict; extra: further keys (bf, mean_bf, bf_tolerance, calibration,
+    health)."""
     report = {**metrics, **(extra or {}),
               **({"uncertainty": uncertainty} if uncertainty else {}),
               "confusion_matrix": confusion.tolist(),
@@ -222,6 +237,31 @@ def write_report(path, metrics, confusion, ranking, worst_files, args, info, unc
               "per_image": ranking, "worst_images": worst_files}
     with utils.atomic_write(path, encoding="utf-8") as handle:
         handle.write(json.dumps(utils.json_safe(report), indent=2) + "\n")
+    return report
+
+
+def page_pictures(folder, per_image, in_channels):
+    """Each scored image's picture and thumbnail in the page's folder (its layers were written
+    while it was scored); their {number, image, thumb, layers, width, height}, in order."""
+    bar = utils.Progress(len(per_image), "report page", "image")
+    files = []
+    for entry in per_image:
+        image = load_image(entry["image_path"], in_channels)
+        files.append(folder.add_image(entry["page_number"], image))
+        bar.update(1)
+    bar.close()
+    return files
+
+
+def write_page(out, report_dict, info, per_image, ranking, folder, args):
+    """report.html in --out: the summary of report.json, every image worst first, the training
+    behind the checkpoint (its run folder's or each fold's metrics.csv and plan)."""
+    files = page_pictures(folder, per_image, info["in_channels"])
+    colors = plots.class_colors(info)
+    rows = pagedata.evaluate_rows(per_image, ranking, files)
+    folders = trainingrun.run_folders(args.checkpoint, info.get("ensemble"))
+    return page.write_page(out, contents.evaluate_values(report_dict, colors, out, folders),
+                           contents.evaluate_data(report_dict, info, colors, rows))
 
 
 # ---------------------------------------------------------------- main
@@ -233,6 +273,7 @@ def validate_args(args):
     if not 0 <= args.bf_tolerance <= 1:
         problems.append(f"--bf-tolerance must be in [0, 1] (a fraction of the image diagonal), "
                         f"got {args.bf_tolerance}")
+    problems += page.report_problems(args)
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         problems.append(f"--out {args.out} is a file, not a folder")
     if not args.data.is_dir():
@@ -266,8 +307,10 @@ def main(args):
     options = {"tta": inferoptions.tta_option(args.tta, info), "dtype": dtype,
                "image_size": args.image_size, "scale": args.train_scale,
                "mc_samples": mc_samples, "seed": args.seed}
+    folder = page_folder(args, info)
     try:
-        confusion, per_image, boundary, calibrations = measure(model, info, args, options)
+        confusion, per_image, boundary, calibrations = measure(model, info, args, options,
+                                                               folder)
         folds = score_folds(model, info, args, options) if "ensemble" in info else None
     except DataError as error:
         raise SystemExit(f"error: {error}\n(the checkpoint {names} reads masks as "
@@ -275,8 +318,20 @@ def main(args):
     uncertainty = (inference.uncertainty_summary(per_image, confusion, mc_samples, info)
                    if mc_samples else None)
     report(args, model, info, options, (confusion, per_image, boundary, calibrations),
-           uncertainty, folds)
+           uncertainty, folds, folder)
     return 0
+
+
+def page_folder(args, info):
+    """The report page's pictures.PageFolder in --out, or None with --no-report."""
+    if not args.report:
+        return None
+    args.out = args.out or default_out(args.checkpoint, args.split)
+    try:
+        return pictures.PageFolder(args.out, plots.class_colors(info), info["ignore_index"],
+                                   args.report_max_side)
+    except ValueError as error:
+        raise SystemExit(f"error: {error} (--no-report skips it)") from None
 
 
 def checkpoint_text(checkpoint):
@@ -294,9 +349,10 @@ def default_out(checkpoint, split):
     return folder / f"eval-{split}"
 
 
-def report(args, model, info, options, measured, uncertainty, folds=None):
+def report(args, model, info, options, measured, uncertainty, folds=None, folder=None):
     """Print the results and write report.json and the pictures to --out. folds: each fold's
-    model alone (score_folds), beside a fold ensemble's results."""
+    model alone (score_folds), beside a fold ensemble's results; folder: the report page's
+    (page_folder), which then gets report.html, named in the last line."""
     confusion, per_image, boundary, calibrations = measured
     metrics = measures.metrics_from_confusion(confusion, info["class_names"])
     ranking = rank_images(per_image, info["class_names"])
@@ -322,13 +378,16 @@ def report(args, model, info, options, measured, uncertainty, folds=None):
             f"{score['name']} {score['miou']:.4f}" for score in ranking[:len(worst_files)]))
     calibration = dict(calibrations["softmax"], **({"mc_dropout": calibrations["mc_dropout"]}
                                                    if "mc_dropout" in calibrations else {}))
-    write_report(out / "report.json", metrics, confusion, ranking, worst_files, args, info,
-                 uncertainty, {**boundary, "bf_tolerance": args.bf_tolerance,
+    written = write_report(out / "report.json", metrics, confusion, ranking, worst_files, args,
+                           info, uncertainty, {**boundary, "bf_tolerance": args.bf_tolerance,
                                "calibration": calibration, "health": health,
                                **({"folds": folds} if folds else {})})
     print(f"wrote {out / 'report.json'}, {out / 'confusion_matrix.png'}, "
           f"{out / 'reliability.png'}"
           + (f" and {len(worst_files)} picture(s) in {out / 'worst'}" if worst_files else ""))
+    if folder is not None:
+        path = write_page(out, written, info, per_image, ranking, folder, args)
+        print(f"report page: {path} ({len(per_image)} images; open it in a browser)")
 
 
 def warn_converted(paths, in_channels):

@@ -16,12 +16,14 @@ from PIL import Image
 
 from model import MIN_SIZE, context_radius
 from segnet import runtime, utils
-from segnet.data.dataset import IMAGE_EXTENSIONS, DataError
-from segnet.data.images import normalize
-from segnet.data.pairing import data_stem, data_suffix
-from segnet.data.stacks import Page, is_nifti, may_be_stack, pages_of
+from segnet.data.files.pairs import IMAGE_EXTENSIONS
+from segnet.utils import DataError
+from segnet.data.pixels.images import normalize
+from segnet.data.files.pairing import data_stem, data_suffix
+from segnet.data.pixels.stacks import Page, is_nifti, may_be_stack, pages_of
 from segnet.inference import deploy, ensemble, inference, inferoptions, measures, plots
 from segnet.inference.stackout import StackOutputs, stack_mask_path
+from segnet.report import contents, page, pagedata, pictures
 
 
 def get_args_parser():
@@ -62,6 +64,8 @@ def get_args_parser():
         size_note="masks always come out at the input's size", checkpoint_group=models)
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first unreadable input instead of skipping it")
+    page.add_report_args(parser, False, "every image, most uncertain first (review.csv's "
+                                        "order), with its prediction and uncertainty")
     return parser
 
 
@@ -195,10 +199,11 @@ def write_outputs(path, image, labels, probs, variance, info, args):
 # ---------------------------------------------------------------- main loop
 
 
-def predict_files(model, info, paths, args, dtype, mc_samples=0):
+def predict_files(model, info, paths, args, dtype, mc_samples=0, folder=None):
     """Predict and write every input (and, with --review, review.csv for those read); returns
-    [(path, message)] of those that could not be read."""
-    failures, reviews = [], []
+    ([(path, message)] of those that could not be read, the review rows of those read and,
+    with a report page's pictures.PageFolder, their files in it, in order)."""
+    failures, reviews, files = [], [], []
     args.stacks = StackOutputs(args.output, binary=info["num_classes"] == 2)
     image_size = inferoptions.resolve_image_size(info, args.image_size)
     scale = inferoptions.resolve_scale(info, args.train_scale, args.image_size)
@@ -215,9 +220,11 @@ def predict_files(model, info, paths, args, dtype, mc_samples=0):
         # The arg-max and the review's statistics run where the model ran: only uint8 labels
         # cross to the host, and the probabilities only when an output is made of them.
         labels = probs.argmax(1).to(torch.uint8).cpu().numpy()
-        if args.review:
+        if args.review or folder is not None:
             reviews += [measures.review_row(path, probs[index], info["class_names"])
                         for index, (path, _) in enumerate(batch)]
+        if folder is not None:
+            files += page_pictures(folder, batch, labels, probs, len(files))
         host = probs.cpu() if args.probs or variance is not None else None
         for index, (path, image) in enumerate(batch):
             write_outputs(path, image, labels[index], None if host is None else host[index],
@@ -228,7 +235,41 @@ def predict_files(model, info, paths, args, dtype, mc_samples=0):
                  for path in args.stacks.abandon()]
     if args.review:
         measures.write_review(args.output / "review.csv", reviews, info["class_names"])
-    return failures
+    return failures, reviews, files
+
+
+def page_pictures(folder, batch, labels, probs, first):
+    """Each image of a batch in the report page's folder, numbered from `first`: its picture,
+    its prediction and its uncertainty (the predictive entropy, from the probabilities where
+    the model ran). Returns their files (pictures.PageFolder.add_image)."""
+    files = []
+    for index, (_, image) in enumerate(batch):
+        entropy = pictures.scaled_entropy(measures.entropy_map(probs[index]), probs.shape[1])
+        folder.add_layers(first + index, labels[index], uncertainty=entropy.cpu().numpy())
+        files.append(folder.add_image(first + index, image))
+    return files
+
+
+def page_folder(args, info):
+    """The report page's pictures.PageFolder in --output, or None without --report."""
+    if not args.report:
+        return None
+    try:
+        return pictures.PageFolder(args.output, plots.class_colors(info),
+                                   info.get("ignore_index", 255), args.report_max_side)
+    except ValueError as error:
+        raise SystemExit(f"error: {error} (leave out --report)") from None
+
+
+def write_page(args, info, predicted, mc_samples):
+    """report.html in --output, from predict_files' (failures, reviews, files)."""
+    failures, reviews, files = predicted
+    colors = plots.class_colors(info)
+    rows = pagedata.predict_rows(reviews, files, info["class_names"])
+    source = ensemble.checkpoint_names(args.checkpoint) or str(args.onnx)
+    return page.write_page(args.output, contents.predict_values(
+        source, rows, info, colors, len(failures), mc_samples),
+        contents.predict_data(info, colors, rows))
 
 
 def validate_args(args):
@@ -237,7 +278,8 @@ def validate_args(args):
         inference.check_tiling(args.tile, args.overlap)
     except ValueError as error:
         problems.append(str(error))
-    problems += inferoptions.common_problems(args) + onnx_problems(args)
+    problems += (inferoptions.common_problems(args) + onnx_problems(args)
+                 + page.report_problems(args))
     if args.output.exists() and not args.output.is_dir():
         problems.append(f"--output {args.output} is a file, not a folder")
     if problems:
@@ -289,7 +331,9 @@ def main(args):
     if note:
         print(f"warning: {note}", file=sys.stderr)
     args.output.mkdir(parents=True, exist_ok=True)
-    failures = predict_files(model, info, paths, args, dtype, mc_samples)
+    folder = page_folder(args, info)
+    predicted = predict_files(model, info, paths, args, dtype, mc_samples, folder)
+    failures = predicted[0]
     if failures and args.strict:
         raise SystemExit(f"error: {failures[0][1]}\n(--strict: stopped there; the inputs before "
                          f"it were written to {args.output})")
@@ -303,6 +347,9 @@ def main(args):
              else ""))
     if args.review:
         print(f"review list, most uncertain first: {args.output / 'review.csv'}")
+    if folder is not None:
+        path = write_page(args, info, predicted, mc_samples)
+        print(f"report page, most uncertain first: {path} (open it in a browser)")
     if failures:
         print(f"{len(failures)} of {len(paths)} input(s) could not be read:\n"
               + "\n".join(f"- {path}" for path, _ in failures), file=sys.stderr)

@@ -15,10 +15,10 @@ import torch.distributed as dist
 
 from model import IMAGENET, SegNet, load_imagenet_weights, load_vgg16_bn_encoder
 from segnet import utils
-from segnet.data.dataset import DataError
+from segnet.utils import DataError
 from segnet.data.demo import make_demo
-from segnet.data.layouts import add_layout_args, layout_from_args
-from segnet.data.scancache import cached_scan
+from segnet.data.files.layouts import add_layout_args, layout_from_args
+from segnet.data.check.scancache import cached_scan
 from segnet.plan import plan as planning
 from segnet.plan.trainflags import (AUTO_RESUME, exclusive_flag_problems, minutes_or_none,
                                     number_problems, place_problems)

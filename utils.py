@@ -14,7 +14,7 @@ MOVED = {"load_model": "segnet.inference.inference", "predict": "segnet.inferenc
          **dict.fromkeys(("confusion_matrix", "ConfusionMatrix", "metrics_from_confusion",
                           "health_warnings", "HEALTH_MIN_IOU", "HEALTH_ONE_CLASS_SHARE"),
                          "segnet.inference.measures"),
-         "open_image": "segnet.data.images"}
+         "open_image": "segnet.data.pixels.images"}
 
 
 def __getattr__(name):

@@ -11,10 +11,11 @@ job, in the order the data flows; imports go down this list only (tests/test_lay
     plan/                  the recipe from the data and the machine: crop, batch, length, saves
     inference/             a checkpoint -> labels and scores: tiling, TTA, measures, ONNX, pictures
     training/              one training run: the loop, the engine, losses, run files, timing
+    report/                report.html: every scored or predicted image, its layers and scores
     bench/                 bench.py's report, loader line and GPU check
 """
 from model import SegNet
-from segnet.data.dataset import SegmentationDataset
+from segnet.data.feed.dataset import SegmentationDataset
 from segnet.inference.inference import load_model, predict
 
 __all__ = ["SegNet", "SegmentationDataset", "load_model", "predict"]

@@ -1,6 +1,6 @@
 """Make the repository root importable (model.py, dataset.py, segnet/, ...) and tests/helpers.py
 importable from the test folders, keep tests small, and keep the scan cache
-(segnet/data/scancache.py) of the tests' datasets out of the user's ~/.cache."""
+(segnet/data/check/scancache.py) of the tests' datasets out of the user's ~/.cache."""
 import os
 import sys
 import tempfile

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segnet.data import loaders
-from segnet.data.dataset import scan_dataset
+from segnet.data.feed import loaders
+from segnet.data.check.scan import scan_dataset
 
 
 def write_synthetic_dataset(root, count, size, in_channels, num_classes):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segnet.data.classtable import CLASS_TABLE_NAME
+from segnet.data.pixels.classtable import CLASS_TABLE_NAME
 from segnet.utils import SPLITS, name_list
 
 DEMO_CLASSES = [{"name": "background", "color": [0, 0, 0]},

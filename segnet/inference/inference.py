@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from model import MIN_SIZE, context_radius
 from segnet import utils
-from segnet.data.dataset import SegmentationDataset
-from segnet.data.images import load_image, normalize, to_model_array
+from segnet.data.feed.dataset import SegmentationDataset
+from segnet.data.pixels.images import load_image, normalize, to_model_array
 from segnet.inference import ensemble
 from segnet.inference.inferoptions import BATCH_SIZE, resolve_image_size, resolve_scale
 from segnet.inference.measures import ConfusionMatrix, entropy_map, image_confusions

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, TiffImagePlugin
 
-from segnet.data.stacks import Page, is_nifti, write_nifti_like
+from segnet.data.pixels.stacks import Page, is_nifti, write_nifti_like
 
 
 def stack_mask_path(source, output):

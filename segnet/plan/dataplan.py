@@ -2,8 +2,8 @@
 model's channels (colour), rare-class sampling and class weights (the class shares), flips and
 rotation (the classes' layout). A pure function of the Fingerprint and the flags; plan.py
 puts it in the Plan."""
-from segnet.data.images import colour_channels
-from segnet.data.labelstats import layout_asymmetry
+from segnet.data.pixels.images import colour_channels
+from segnet.data.check.labelstats import layout_asymmetry
 
 # Rare classes (Stanford Background, 8 classes, water 4% and mountain 1.2% of the pixels, a
 # 10-minute CPU budget: docs/plan.md): cross-entropy weighted by 1/sqrt(share) lifted water

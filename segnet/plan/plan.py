@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass, field
 
 from model import IMAGENET
-from segnet.data import loaders
-from segnet.data.fingerprint import (SMALL_IMAGES, Fingerprint, fingerprint,  # noqa: F401
+from segnet.data.feed import loaders
+from segnet.data.check.fingerprint import (SMALL_IMAGES, Fingerprint, fingerprint,  # noqa: F401
                                      size_counts)
 from segnet.plan.curve import OPEN_FACTOR, PLATEAU_GAIN, PLATEAU_WINDOW
 from segnet.plan.dataplan import plan_data

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from model import IMAGENET, MIN_SIZE
-from segnet.data.masks import MAX_MASK_VALUE
+from segnet.data.pixels.masks import MAX_MASK_VALUE
 from segnet.runtime import resolve_device, resolve_precision
 
 AUTO_RESUME = Path("auto")  # --resume auto

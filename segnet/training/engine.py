@@ -15,10 +15,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from segnet.data import transforms
-from segnet.data.dataset import normalize
-# Moved to loaders.py, losses.py and runtime.py in the split by job; importable from here too.
-from segnet.data.loaders import (EpochSampler, EpochSeeded, base_dataset,  # noqa: F401
+from segnet.data.feed import transforms
+from segnet.data.pixels.images import normalize
+from segnet.data.feed.loaders import (EpochSampler, EpochSeeded, base_dataset,  # noqa: F401
                                  build_datasets, build_loader, cache_bytes, loader_workers,
                                  quiet_worker, steps_per_epoch)
 from segnet.inference.inference import batch_probs, model_size, score_dataset

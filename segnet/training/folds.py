@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segnet.data.pairs import list_samples
-from segnet.data.splits import groups_of
+from segnet.data.files.pairs import list_samples
+from segnet.data.files.splits import groups_of
 from segnet.inference import inference, measures
 from segnet.inference.ensemble import CV_FILE as REPORT_FILE
 from segnet.inference.ensemble import DONE_FILE, SPLITS_FILE

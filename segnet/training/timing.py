@@ -10,9 +10,9 @@ import time
 
 import torch
 
-from segnet.data import augment, loaders
-from segnet.data.dataset import SegmentationDataset
-from segnet.data.transforms import WorkerCrop
+from segnet.data.feed import augment, loaders
+from segnet.data.feed.dataset import SegmentationDataset
+from segnet.data.feed.transforms import WorkerCrop
 from segnet.inference.inference import TILE, batch_probs
 from segnet.plan.plan import Speed
 from segnet.runtime import synchronize

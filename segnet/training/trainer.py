@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 
 from model import imagenet_weights_file
 from segnet import utils
-from segnet.data import loaders
-from segnet.data.pairs import HOLDOUT_SHARE
+from segnet.data.feed import loaders
+from segnet.data.files.pairs import HOLDOUT_SHARE
 from segnet.inference import plots
 from segnet.inference.measures import HEALTH_MIN_IOU, health_warnings
 from segnet.plan import plan as planning, saves

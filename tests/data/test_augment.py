@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from helpers import write_tiny_dataset
-from segnet.data import augment, loaders
-from segnet.data.dataset import SegmentationDataset, normalize, pack_sample, scan_dataset
-from segnet.data.transforms import TrainTransform, WorkerCrop
+from segnet.data.feed import augment, loaders
+from segnet.data.check.scan import scan_dataset
+from segnet.data.feed.dataset import SegmentationDataset, pack_sample
+from segnet.data.pixels.images import normalize
+from segnet.data.feed.transforms import TrainTransform, WorkerCrop
 from segnet.plan.plan import Plan
 
 NORMALIZATION = {"mean": [0.4], "std": [0.2]}

@@ -9,7 +9,9 @@ import torch
 from PIL import Image
 
 import dataset
-from segnet.data.dataset import SegmentationDataset, inspect_dataset, load_image, to_model_array
+from segnet.data.check.scan import inspect_dataset
+from segnet.data.feed.dataset import SegmentationDataset
+from segnet.data.pixels.images import load_image, to_model_array
 
 ROTATED = 6  # EXIF orientation: viewers rotate the stored pixels 90 degrees clockwise
 

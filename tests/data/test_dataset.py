@@ -12,11 +12,14 @@ from PIL import Image
 
 import dataset
 from segnet import utils
-from segnet.data import loaders
-from segnet.data.dataset import SegmentationDataset, list_pairs, load_image, normalize, scan_dataset
+from segnet.data.feed import loaders
+from segnet.data.check.scan import scan_dataset
+from segnet.data.feed.dataset import SegmentationDataset
+from segnet.data.files.pairs import list_pairs
+from segnet.data.pixels.images import load_image, normalize
 from segnet.data.demo import make_demo
-from segnet.data.masks import decode_mask
-from segnet.data.transforms import EvalTransform, TrainTransform, pad_collate
+from segnet.data.pixels.masks import decode_mask
+from segnet.data.feed.transforms import EvalTransform, TrainTransform, pad_collate
 from segnet.plan.plan import Plan
 from segnet.utils import DataError
 

@@ -15,8 +15,10 @@ import train
 from helpers import write_tiny_dataset
 from model import SegNet
 from segnet import utils
-from segnet.data import sampling, scancache, transforms
-from segnet.data.dataset import SegmentationDataset, scan_dataset
+from segnet.data.feed import sampling, transforms
+from segnet.data.check import scancache
+from segnet.data.check.scan import scan_dataset
+from segnet.data.feed.dataset import SegmentationDataset
 from segnet.inference import inference
 from segnet.plan import dataplan, plan as planning
 from segnet.plan.plan import Fingerprint, Speed, make_plan

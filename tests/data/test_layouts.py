@@ -9,8 +9,8 @@ from PIL import Image
 
 import dataset
 import train
-from segnet.data.layouts import find_layout
-from segnet.data.pairs import split_pairs
+from segnet.data.files.layouts import find_layout
+from segnet.data.files.pairs import split_pairs
 from segnet.utils import DataError
 
 

@@ -23,8 +23,8 @@ import dataset
 import train
 from model import SegNet
 from segnet import utils
-from segnet.data import masks
-from segnet.data.dataset import SegmentationDataset
+from segnet.data.pixels import masks
+from segnet.data.feed.dataset import SegmentationDataset
 from segnet.inference import inference, plots
 from segnet.utils import DataError
 

@@ -12,10 +12,12 @@ import dataset
 import predict
 import train
 from helpers import save_test_checkpoint
-from segnet.data import pairs, scancache, stacks
-from segnet.data.images import load_image
-from segnet.data.pairs import split_pairs
-from segnet.data.splits import carve
+from segnet.data.files import pairs
+from segnet.data.check import scancache
+from segnet.data.pixels import stacks
+from segnet.data.pixels.images import load_image
+from segnet.data.files.pairs import split_pairs
+from segnet.data.files.splits import carve
 from segnet.utils import DataError
 
 

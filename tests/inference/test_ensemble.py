@@ -16,7 +16,7 @@ import predict
 from helpers import data_info, random_model, save_test_checkpoint, write_image, write_tiny_dataset
 from model import SegNet
 from segnet import utils
-from segnet.data.dataset import normalize
+from segnet.data.pixels.images import normalize
 from segnet.inference import deploy, ensemble, inference, measures
 
 needs_export = pytest.mark.skipif(bool(deploy.missing_packages()),

@@ -16,7 +16,7 @@ import evaluate
 import train
 from helpers import random_model, save_test_checkpoint, write_image, write_tiny_dataset
 from segnet import utils
-from segnet.data import dataset as data
+from segnet.data.feed import dataset as data
 from segnet.inference import inference, measures
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ import export
 import predict
 from helpers import data_info, save_test_checkpoint, write_image
 from segnet import utils
-from segnet.data.dataset import normalize
+from segnet.data.pixels.images import normalize
 from segnet.inference import deploy, inference
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import torch
 import train
 from helpers import write_tiny_dataset
 from model import SegNet
-from segnet.data.dataset import scan_dataset
+from segnet.data.check.scan import scan_dataset
 from segnet.plan import curve, plan as planning, speed as speedplan
 from segnet.plan.plan import Fingerprint, Speed, make_plan
 from segnet.runtime import Runtime

@@ -13,8 +13,8 @@ from PIL import Image
 import train
 from helpers import write_tiny_dataset
 from model import SegNet
-from segnet.data import loaders
-from segnet.data.dataset import scan_dataset
+from segnet.data.feed import loaders
+from segnet.data.check.scan import scan_dataset
 from segnet.inference import inference
 from segnet.plan.plan import Plan
 from segnet.runtime import Runtime

@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from segnet.data.images import normalize
+from segnet.data.pixels.images import normalize
 
 # One sample's draws: the output window's centre in source pixels (rows, cols: pixel i spans
 # [i, i+1)), the scale factor, the rotation (radians), flips (0/1), gamma/contrast/brightness

@@ -4,7 +4,7 @@ its structures are (how far the images may be scaled down), and whether it keeps
 the image (which flips keep a scene plausible)."""
 import numpy as np
 
-from segnet.data.masks import value_classes
+from segnet.data.pixels.masks import value_classes
 
 # A class's layout counts along an axis when it is in at least this many images.
 MIN_LAYOUT_IMAGES = 3

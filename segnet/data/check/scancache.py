@@ -8,14 +8,13 @@ import os
 import warnings
 from pathlib import Path
 
-from segnet.data.dataset import scan_dataset
-from segnet.data.layouts import find_layout, layout_folders
+from segnet.data.check.scan import scan_dataset
+from segnet.data.files.layouts import find_layout, layout_folders
 from segnet.utils import atomic_write
 
 CACHE_ENV = "SEGNET_CACHE"  # the cache folder; default ~/.cache/segnet
-# The modules whose code decides what a scan finds: a change to any of them scans again.
-SCAN_MODULES = ("dataset", "pairs", "images", "masks", "checks", "labelstats", "classtable",
-                "maskadvice", "scancache", "layouts", "pairing", "stacks", "splits", "listing")
+# The rooms whose code decides what a scan finds: a change to any of their modules scans again.
+SCAN_ROOMS = ("files", "pixels", "check")
 
 
 def cache_folder():
@@ -48,10 +47,10 @@ def _files(root, layout, class_table):
 
 
 def _code_digest():
-    here = Path(__file__).resolve().parent
+    data = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for name in SCAN_MODULES:
-        digest.update((here / f"{name}.py").read_bytes())
+    for path in sorted(path for room in SCAN_ROOMS for path in (data / room).glob("*.py")):
+        digest.update(path.relative_to(data).as_posix().encode() + path.read_bytes())
     return digest.hexdigest()
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 # Moved to classtable.py and maskadvice.py in the split by job; importable from here too.
-from segnet.data.classtable import (CLASS_TABLE_NAME, class_names_colors,  # noqa: F401
+from segnet.data.pixels.classtable import (CLASS_TABLE_NAME, class_names_colors,  # noqa: F401
                                     load_class_table, table_classes)
-from segnet.data.images import EXIF_ORIENTATION, open_image
-from segnet.data.stacks import as_source, is_nifti, nifti_slice
-from segnet.data.maskadvice import (INSTANCE_IDS_PER_MASK, VOID_SHARE,  # noqa: F401
+from segnet.data.pixels.images import EXIF_ORIENTATION, open_image
+from segnet.data.pixels.stacks import as_source, is_nifti, nifti_slice
+from segnet.data.pixels.maskadvice import (INSTANCE_IDS_PER_MASK, VOID_SHARE,  # noqa: F401
                                     describe_decoding, grouped_problem, instance_advice,
                                     likely_cause, undecidable)
 from segnet.utils import MAX_LISTED, DataError, Problem, format_colors, format_values

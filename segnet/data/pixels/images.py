@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from segnet.data.stacks import Page, check_single_page, is_nifti, read_page
+from segnet.data.pixels.stacks import Page, check_single_page, is_nifti, read_page
 from segnet.utils import DataError
 
 EXIF_ORIENTATION = 0x0112  # the EXIF tag; 1 = stored as shown, 2..8 = flipped and/or rotated

@@ -5,10 +5,10 @@ and the val (and test) held out of train by group when the layout has no such sp
 from dataclasses import dataclass
 from pathlib import Path
 
-from segnet.data.layouts import carves, describe, find_layout, layout_folders
-from segnet.data.pairing import data_stem, data_suffix, pair_files, split_side_by_side
-from segnet.data.splits import HOLDOUT_SHARE, carve  # noqa: F401  (HOLDOUT_SHARE re-exported)
-from segnet.data.stacks import may_be_stack, page_count, pages_of
+from segnet.data.files.layouts import carves, describe, find_layout, layout_folders
+from segnet.data.files.pairing import data_stem, data_suffix, pair_files, split_side_by_side
+from segnet.data.files.splits import HOLDOUT_SHARE, carve  # noqa: F401  (HOLDOUT_SHARE re-exported)
+from segnet.data.pixels.stacks import may_be_stack, page_count, pages_of
 from segnet.utils import DataError, name_list
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".nii", ".nii.gz")

@@ -8,8 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from segnet.data import augment
-from segnet.data.augment import FIELD
+from segnet.data.feed import augment
+from segnet.data.feed.augment import FIELD
 
 
 def _as_size(size):

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from segnet.data import augment, transforms
-from segnet.data.dataset import SegmentationDataset
+from segnet.data.feed import augment, transforms
+from segnet.data.feed.dataset import SegmentationDataset
 from segnet.runtime import physical_memory, seed_everything
 
 CACHE_MEMORY_SHARE = 0.25  # of the machine's memory, for all the decoded-sample caches together

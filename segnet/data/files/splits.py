@@ -7,7 +7,7 @@ import hashlib
 import re
 from collections import defaultdict
 
-from segnet.data.stacks import Page
+from segnet.data.pixels.stacks import Page
 from segnet.utils import DataError, name_list
 
 HOLDOUT_SHARE = 0.15  # of the train samples held out for validation when there is no val split

@@ -7,8 +7,8 @@ is a JSON-able dict saved with a run (config.json, the checkpoint), so evaluate,
 import json
 from pathlib import Path
 
-from segnet.data.pairing import data_suffix
-from segnet.data.splits import check_pattern
+from segnet.data.files.pairing import data_suffix
+from segnet.data.files.splits import check_pattern
 from segnet.utils import SPLITS, DataError
 
 IMAGE_DIRS = ("images", "imgs", "image", "img")  # Pytorch-UNet's data/imgs, Kvasir's images

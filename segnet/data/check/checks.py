@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model import MIN_SIZE
-from segnet.data.classtable import CLASS_TABLE_NAME
-from segnet.data.images import COLOUR_SPREAD, ORIENTATIONS, channel_sums
-from segnet.data.maskadvice import VOID_SHARE, describe_decoding, instance_advice
-from segnet.data.masks import mask_array
+from segnet.data.pixels.classtable import CLASS_TABLE_NAME
+from segnet.data.pixels.images import COLOUR_SPREAD, ORIENTATIONS, channel_sums
+from segnet.data.pixels.maskadvice import VOID_SHARE, describe_decoding, instance_advice
+from segnet.data.pixels.masks import mask_array
 from segnet.utils import MAX_LISTED, Problem, name_list
 
 VOID_NAMES = re.compile(r"void|unlabel|ignore|unknown|undefined|don.?t.?care", re.IGNORECASE)

@@ -5,10 +5,10 @@ splits (one stack carved into blocks, groups found in two splits)."""
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segnet.data.layouts import carves, describe, layout_folders
-from segnet.data.pairs import list_samples
-from segnet.data.splits import HOLDOUT_SHARE, carve, leak_warning, leaking_groups
-from segnet.data.stacks import Page
+from segnet.data.files.layouts import carves, describe, layout_folders
+from segnet.data.files.pairs import list_samples
+from segnet.data.files.splits import HOLDOUT_SHARE, carve, leak_warning, leaking_groups
+from segnet.data.pixels.stacks import Page
 from segnet.utils import DataError
 
 

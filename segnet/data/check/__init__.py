@@ -1,0 +1,1 @@
+"""Checking a dataset: the scan that reads every file once, its findings and report, label statistics, the dataset's fingerprint and the scan cache. Imports: segnet.data.files, segnet.data.pixels, segnet.utils."""

@@ -1,0 +1,1 @@
+"""Feeding training: the Dataset, transforms, batched augmentation, rare-class sampling and the loaders. Imports: segnet.data.check, segnet.data.files, segnet.data.pixels, segnet.runtime, segnet.utils."""
