@@ -402,7 +402,11 @@ def run_pairs(args, progress, onnx=False):
 
 def run_gpu_check(args, device):
     """The GPU check (segnet/bench/gpucheck.py) on --gpu-check DATA; its run folders go to a
-    temporary folder."""
+    temporary folder. Without a CUDA device it stops at once, in one line: its runs would
+    otherwise train on the CPU for minutes before saying anything."""
+    problem = gpucheck.device_problem(device, torch.cuda.is_available(), torch.__version__)
+    if problem:
+        raise SystemExit(f"error: {problem}")
     if not (args.gpu_check / "train").is_dir():
         raise SystemExit(f"error: --gpu-check {args.gpu_check} has no train/ folder: give a "
                          f"dataset root (e.g. ../shared/data/stanford_background)")

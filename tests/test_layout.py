@@ -17,10 +17,12 @@ DESIGN_CARD = {"model", "dataset", "utils"}  # first-class at the root, no warni
 SHIMS = {"inference"}  # old paths the README showed, kept one release with a DeprecationWarning
 # What each part of the package may import (besides itself and model.py, the torch-only leaf).
 # The order the data flows: runtime and utils at the bottom, then data, then the plan and
-# inference beside each other, then training; bench's measurements sit on top of them all.
+# inference beside each other, then training and the report page (which shows inference's
+# results); bench's measurements sit on top of them all.
 BASE = {"runtime", "utils"}
 LAYERS = {"runtime": set(), "utils": {"runtime"}, "data": BASE, "plan": {"data"} | BASE,
-          "inference": {"data"} | BASE, "training": {"plan", "inference", "data"} | BASE,
+          "inference": {"data"} | BASE, "report": {"inference"} | BASE,
+          "training": {"plan", "inference", "data"} | BASE,
           "bench": {"training", "plan", "inference", "data"} | BASE}
 MAX_LINES = 500  # a module longer than this does more than one job: split it by job
 MAX_FUNCTION_LINES = 60  # argparse builders aside (a flag a few lines, one place for all)
@@ -31,7 +33,7 @@ def python_files():
 
 
 def module_name(path):
-    """segnet/data/masks.py -> segnet.data.masks, segnet/__init__.py -> segnet, train.py ->
+    """segnet/data/pixels/masks.py -> segnet.data.pixels.masks, segnet/__init__.py -> segnet, train.py ->
     train."""
     parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -42,7 +44,7 @@ MODULES = {module_name(path): path for path in python_files()}
 
 def resolve(node):
     """The project modules an import statement names (`from segnet import utils` names the
-    module segnet.utils; `from segnet.data.masks import decode_mask` names segnet.data.masks)."""
+    module segnet.utils; `from segnet.data.pixels.masks import decode_mask` names segnet.data.pixels.masks)."""
     if isinstance(node, ast.Import):
         names = [alias.name for alias in node.names]
     elif node.level == 0:
@@ -69,7 +71,7 @@ def project_graph():
 
 
 def part(module):
-    """The part of the package a module is in: segnet.data.masks -> data, segnet.utils -> utils."""
+    """The part of the package a module is in: segnet.data.pixels.masks -> data, segnet.utils -> utils."""
     pieces = module.split(".")
     return pieces[1] if len(pieces) > 1 else None
 
@@ -127,10 +129,10 @@ def test_an_upward_import_is_caught():
     """The rule above fails when a lower part imports a higher one (data -> training), a
     part imports a command, or the package imports a root module other than model.py."""
     graph = project_graph()
-    graph["segnet.data.masks"] = graph["segnet.data.masks"] | {"segnet.training.engine"}
+    graph["segnet.data.pixels.masks"] = graph["segnet.data.pixels.masks"] | {"segnet.training.engine"}
     graph["segnet.inference.plots"] = graph["segnet.inference.plots"] | {"train", "dataset"}
     assert layering_problems(graph) == [
-        "segnet.data.masks -> segnet.training.engine (data may import ['runtime', 'utils'] "
+        "segnet.data.pixels.masks -> segnet.training.engine (data may import ['runtime', 'utils'] "
         "of the package)",
         "segnet.inference.plots -> dataset (the package imports model.py only)",
         "segnet.inference.plots -> train (the package imports model.py only)"]

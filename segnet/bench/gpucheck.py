@@ -20,6 +20,18 @@ from segnet.bench import speedreport
 STOPPED = re.compile(r"stopped at step (\d+): (.*)")
 
 
+def device_problem(device, cuda_available, torch_version):
+    """Why the check cannot run on `device`, in one sentence, or None on a CUDA device."""
+    if device.type == "cuda":
+        return None
+    if cuda_available:
+        return (f"--gpu-check runs on a CUDA GPU, not --device {device.type}: leave out "
+                f"--device")
+    return (f"--gpu-check needs a CUDA GPU and this machine has none that torch "
+            f"{torch_version} can use (torch.cuda.is_available() is False); run it on a GPU "
+            f"machine")
+
+
 def command(script, *args):
     return [sys.executable, str(script), *map(str, args)]
 

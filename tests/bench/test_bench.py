@@ -3,6 +3,7 @@ headline keys with sane values (speed is measured by running bench.py, not by te
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,10 +148,27 @@ def test_the_gpu_check_reads_each_command_and_prints_one_table(monkeypatch, tmp_
 
 
 def test_the_gpu_check_needs_a_dataset_root(tmp_path):
+    args = bench.get_args_parser().parse_args(["--gpu-check", str(tmp_path)])
+    with pytest.raises(SystemExit, match="has no train/ folder"):
+        bench.run_gpu_check(args, torch.device("cuda"))  # a GPU's device, built, not used
+
+
+def test_the_gpu_check_without_cuda_says_so_at_once_in_one_line(tmp_path):
+    (tmp_path / "train").mkdir()
+    start = time.monotonic()
     result = subprocess.run([sys.executable, "bench.py", "--gpu-check", str(tmp_path),
                              "--device", "cpu"], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
-    assert result.returncode == 1 and "has no train/ folder" in result.stderr
+    assert time.monotonic() - start < 60  # the interpreter and torch's import, no training run
+    assert result.returncode == 1 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 and "CUDA GPU" in result.stderr
+
+
+def test_the_gpu_check_names_the_device_at_fault():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert gpucheck.device_problem(cuda, True, "2.13.0") is None
+    assert "leave out --device" in gpucheck.device_problem(cpu, True, "2.13.0")
+    assert "torch 2.13.0+cpu" in gpucheck.device_problem(cpu, False, "2.13.0+cpu")
 
 
 def test_the_fusion_choice_is_reported_as_measured():
