@@ -21,10 +21,10 @@ ARGUMENTS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-u
 
 
 def require_chromium():
-    """Skip the calling test, with one line saying why, where Chromium or its driver is
-    missing."""
+    """Skip the calling test module, with one line saying why, where Chromium or its driver
+    is missing."""
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip(MISSING)
+        pytest.skip(MISSING, allow_module_level=True)
 
 
 def free_port():
