@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model import MIN_SIZE
 from segnet.data.pixels.classtable import CLASS_TABLE_NAME
-from segnet.data.pixels.images import COLOUR_SPREAD, ORIENTATIONS, channel_sums
+from segnet.data.pixels.images import COLOUR_SPREAD, ORIENTATIONS
 from segnet.data.pixels.maskadvice import VOID_SHARE, describe_decoding, instance_advice
 from segnet.data.pixels.masks import mask_array
 from segnet.utils import MAX_LISTED, Problem, name_list
@@ -48,28 +47,36 @@ class SplitScan:
     pixel_count: int = 0
     value_range: tuple = (np.inf, -np.inf)  # smallest and largest pixel value
 
-    def add_image(self, path, pixels, mode, orientation=1):
-        """Record one image (pixels [H,W,n] as read, n = 1 or 3): its size, mode, channels,
-        EXIF orientation, value range and pixel sums (as grey and as RGB: images.channel_sums)."""
-        height, width = pixels.shape[:2]
+    def add_read(self, read):
+        """Fold one pair as read (pairread.PairRead), in sample order."""
+        if read.image is not None:
+            self.add_image(read.image)
+        if read.mask is not None:
+            self.add_mask(read.image, read.mask)
+        self.problems.extend(read.problems)
+
+    def add_image(self, image):
+        """Record one image (pairread.ImageStats): its size, mode, channels, EXIF orientation,
+        value range and pixel sums (as grey and as RGB: images.channel_sums)."""
+        path, (height, width) = image.path, image.size
         self.sizes[(height, width)] += 1
-        self.image_modes[mode] += 1
-        self.channels.append((path, pixels.shape[2]))
-        if orientation in ORIENTATIONS:
-            self.oriented.append((path, orientation))
-        low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
-        if low < -1e-6 or high > 1 + 1e-6:  # rounding
+        self.image_modes[image.mode] += 1
+        self.channels.append((path, image.channels))
+        if image.orientation in ORIENTATIONS:
+            self.oriented.append((path, image.orientation))
+        if image.low < -1e-6 or image.high > 1 + 1e-6:  # rounding
             self.outside_unit.append(path)
-        self.value_range = (min(self.value_range[0], low), max(self.value_range[1], high))
-        if min(height, width) < MIN_SIZE:
-            self.problems.append(f"{path} is {height}x{width}: SegNet needs at least "
-                                 f"{MIN_SIZE} pixels per side; remove or enlarge it")
-        for channels, (total, squares) in channel_sums(pixels).items():
+        self.value_range = (min(self.value_range[0], image.low),
+                            max(self.value_range[1], image.high))
+        self.problems.extend(image.problems)
+        for channels, (total, squares) in image.sums.items():
             before = self.sums.get(channels, (0.0, 0.0))
             self.sums[channels] = (before[0] + total, before[1] + squares)
         self.pixel_count += height * width
-        if pixels.shape[2] == 3:
-            self.add_colour(path, pixels)
+        if image.spread == ():
+            self.grey_rgb.append(path)
+        elif image.spread is not None:
+            self.colour.append((path, *image.spread))
 
     def convert(self, in_channels):
         """Mark the images whose channels differ from in_channels as converted."""
@@ -80,25 +87,16 @@ class SplitScan:
         coloured = sum(spread >= COLOUR_SPREAD for _, _, spread in self.colour)
         return coloured / max(len(self.channels), 1)
 
-    def add_colour(self, path, rgb):
-        """Record how much colour an RGB image holds (rgb: [H,W,3] in [0,1])."""
-        spread = rgb.max(axis=2) - rgb.min(axis=2)
-        if not spread.any():
-            self.grey_rgb.append(path)
-        else:
-            self.colour.append((path, float(np.mean(spread > 1 / 255)), float(spread.mean())))
-
-    def add_mask(self, image_path, image, summary):
-        """Record a mask with its image: hashes, the mask's orientation tag, the size check.
-        image: (pixel hash, EXIF orientation, stored (H, W), (H, W) as shown)."""
-        digest, orientation, stored, shown = image
+    def add_mask(self, image, summary):
+        """Record a mask with its image (pairread.ImageStats): hashes, the mask's orientation
+        tag, the size check."""
         self.mask_modes[summary.mode] += 1
-        self.fingerprints.append((image_path, summary.path, digest, summary.digest))
+        self.fingerprints.append((image.path, summary.path, image.digest, summary.digest))
         if summary.orientation in ORIENTATIONS:
             self.oriented_masks.append((summary.path, summary.orientation))
-        if tuple(summary.size) != tuple(shown):
-            self.mismatches.append((image_path, shown, summary.path, summary.size, orientation,
-                                    summary.orientation, stored))
+        if tuple(summary.size) != tuple(image.size):
+            self.mismatches.append((image.path, image.size, summary.path, summary.size,
+                                    image.orientation, summary.orientation, image.stored))
         else:
             self.summaries.append(summary)
 

@@ -12,41 +12,29 @@ from tqdm import tqdm
 from segnet.data.check.checks import (SplitScan, add_findings, data_warnings, mismatch_problems,
                                       size_summary, unused_paths)
 from segnet.data.check.labelstats import class_statistics, label_statistics
+from segnet.data.check.pairread import read_pair
+from segnet.data.check.readpool import read_in_order
 from segnet.data.files.layouts import (carves, describe, find_layout, layout_folders,
                                        nnunet_class_table)
 from segnet.data.files.listing import hold_out, layout_warnings, list_layout
 from segnet.data.files.pairs import is_hidden, split_pairs
 from segnet.data.pixels.classtable import CLASS_TABLE_NAME, class_names_colors, load_class_table
-from segnet.data.pixels.images import colour_channels, pil_pixels, pixel_digest, read_image
+from segnet.data.pixels.images import colour_channels
 from segnet.data.pixels.maskadvice import describe_decoding
-from segnet.data.pixels.masks import (check_class_count, check_masks, infer_mask_decoding,
-                                      summarize_mask)
+from segnet.data.pixels.masks import check_class_count, check_masks, infer_mask_decoding
 from segnet.utils import DataError
 
-def scan_split(root, split, progress=False, holdout=None, layout=None):
+def scan_split(root, split, progress=False, holdout=None, layout=None, workers=None):
     """Read every pair (every page of a stack) of one split once: image statistics and hashes,
-    mask summaries and problems (checks.SplitScan). holdout, layout: see split_pairs."""
+    mask summaries and problems (checks.SplitScan). holdout, layout: see split_pairs; workers:
+    processes reading (readpool.read_workers; the scan is the same whatever their number)."""
     scan = SplitScan(split_pairs(root, split, holdout, layout))
-    for name, image_path, mask_path in tqdm(scan.pairs, desc=f"checking {split}", leave=False,
-                                            disable=not progress):
-        try:
-            _scan_pair(scan, name, image_path, mask_path)
-        except DataError as error:  # collected: the check reports every problem at once
-            scan.problems.extend(error.problems)
+    reads = read_in_order(read_pair, scan.pairs, workers)
+    for read in tqdm(reads, total=len(scan.pairs), desc=f"checking {split}", leave=False,
+                     disable=not progress):
+        scan.add_read(read)  # in sample order: problems and sums as one process finds them
     scan.problems.extend(mismatch_problems(scan.mismatches))
     return scan
-
-
-def _scan_pair(scan, name, image_path, mask_path):
-    """Read one image and its mask, once each, into the scan."""
-    pil, orientation, stored = read_image(image_path)
-    shown, digest = pil_pixels(pil, image_path), pixel_digest(pil)
-    scan.add_image(image_path, shown, pil.mode, orientation)
-    size = shown.shape[:2]
-    del pil, shown  # before the mask is read: a lower peak
-    summary = summarize_mask(mask_path, size)
-    summary.name = name
-    scan.add_mask(image_path, (digest, orientation, stored, size), summary)
 
 
 def _normalization(scan, in_channels):
@@ -155,7 +143,7 @@ def _add_decoding(info, scans, table, table_path, num_classes, mask_threshold):
 
 def inspect_dataset(root, in_channels=1, num_classes=None, class_table=None, mask_threshold=None,
                     ignore_index=255, splits=("train", "val"), progress=False, holdout=None,
-                    layout=None):
+                    layout=None, workers=None):
     """scan_dataset that returns (info, problems) instead of raising on data problems.
 
     info holds whatever could be determined (None / empty where a problem prevented it).
@@ -183,7 +171,7 @@ def inspect_dataset(root, in_channels=1, num_classes=None, class_table=None, mas
         if split in listing.problems or (carves(layout, split) and not held):
             continue  # reported: its files, or those it is held out of, are in doubt
         try:
-            scans[split] = scan_split(root, split, progress, holdout, layout)
+            scans[split] = scan_split(root, split, progress, holdout, layout, workers)
         except DataError as error:  # collected: the check reports every problem at once
             problems.extend(error.problems)
             continue
@@ -206,7 +194,7 @@ def inspect_dataset(root, in_channels=1, num_classes=None, class_table=None, mas
 
 def scan_dataset(root, in_channels=1, num_classes=None, class_table=None, mask_threshold=None,
                  ignore_index=255, splits=("train", "val"), progress=False, holdout=None,
-                 layout=None):
+                 layout=None, workers=None):
     """Check a dataset before training and describe it; DataError listing every problem.
 
     Reads every image and mask of the splits once (the masks of duplicate images twice):
@@ -228,10 +216,12 @@ def scan_dataset(root, in_channels=1, num_classes=None, class_table=None, mask_t
     names, or the one given: a resumed run's), with the suffixes that paired them, the page
     counts of its stacks and the carved test names.
     in_channels "auto": 3 when enough train images carry colour (images.colour_channels).
+    workers: processes reading the files (None: every core, readpool.read_workers); the info
+    is the same whatever their number.
     """
     info, problems = inspect_dataset(root, in_channels, num_classes, class_table,
                                      mask_threshold, ignore_index, splits, progress, holdout,
-                                     layout)
+                                     layout, workers)
     if problems:
         raise DataError(problems)
     for message in info["warnings"]:

@@ -63,11 +63,12 @@ def scan_key(root, arguments):
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def cached_scan(root, **arguments):
-    """(info, reused): scan_dataset(root, **arguments), or the info of an identical earlier
-    scan (its warnings shown again). The info is returned as JSON gives it back (lists, not
-    tuples) either way, so a reused scan is the same data as a fresh one. A cache that cannot
-    be written is a warning, never an error."""
+def cached_scan(root, workers=None, **arguments):
+    """(info, reused): scan_dataset(root, workers=workers, **arguments), or the info of an
+    identical earlier scan (its warnings shown again). The info is returned as JSON gives it
+    back (lists, not tuples) either way, so a reused scan is the same data as a fresh one. The
+    key leaves workers out: any number of processes scans the same. A cache that cannot be
+    written is a warning, never an error."""
     root = Path(root)
     arguments["layout"] = arguments.get("layout") or find_layout(root)
     path = cache_folder() / f"{hashlib.sha1(str(root.resolve()).encode()).hexdigest()}.json"
@@ -80,7 +81,7 @@ def cached_scan(root, **arguments):
         for message in saved["info"]["warnings"]:
             warnings.warn(message, stacklevel=2)
         return saved["info"], True
-    info = json.loads(json.dumps(scan_dataset(root, **arguments)))
+    info = json.loads(json.dumps(scan_dataset(root, workers=workers, **arguments)))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, encoding="utf-8") as handle:

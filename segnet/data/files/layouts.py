@@ -1,86 +1,31 @@
-"""Which folders hold a dataset's images and masks, found by their names: ROOT/{train,val,test}/
-{images,masks}; ROOT/images + ROOT/masks with no splits; the SegNet tutorial's CamVid folders
-(train + trainannot, ...); nnU-Net's imagesTr + labelsTr (imagesTs + labelsTs); one folder,
-per split or whole, with images and masks side by side; or --images DIR --masks DIR. A layout
-is a JSON-able dict saved with a run (config.json, the checkpoint), so evaluate, predict and
---resume read the same files."""
+"""Which folders hold a dataset's images and masks: a benchmark recognised by its folders
+(benchmarks.py: Pascal VOC, Cityscapes, ADE20K, Oxford-IIIT Pet), else a generic layout found
+by folder names (finders.py), split list files where a pool has them (splitlists.py), or
+--images / --masks. A layout is a JSON-able dict saved with a run (config.json, the
+checkpoint), so evaluate, predict and --resume read the same files."""
 import json
 from pathlib import Path
 
-from segnet.data.files.pairing import data_suffix
+from segnet.data.files.benchmarks import benchmark_found, find_benchmark
+from segnet.data.files.finders import (IMAGE_DIRS, SPLIT_NAMES, Found, find_generic, holds_data,
+                                       split_folder, subfolder)
+from segnet.data.files.splitlists import find_lists
 from segnet.data.files.splits import check_pattern
 from segnet.utils import SPLITS, DataError
 
-IMAGE_DIRS = ("images", "imgs", "image", "img")  # Pytorch-UNet's data/imgs, Kvasir's images
-MASK_DIRS = ("masks", "mask", "labels", "label", "annotations", "gt")
-DATA_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".npy", ".nii",
-                 ".nii.gz")
-NNUNET = {"train": ("imagesTr", "labelsTr"), "test": ("imagesTs", "labelsTs")}
 # The flags that choose files, saved in the layout, and their defaults.
 LAYOUT_OPTIONS = {"image_suffix": None, "mask_suffix": None, "test_share": 0.0,
                   "group_pattern": None}
 # kind -> what the check prints
 DESCRIPTIONS = {"splits": "ROOT/{train,val,test}/{images,masks}",
+                "nested-splits": "ROOT/images/{train,val} + ROOT/masks/{train,val}",
+                "split-named": "ROOT/train_images + ROOT/train_masks (split-named folders)",
                 "images-masks": "ROOT/images + ROOT/masks, no split folders",
                 "camvid": "CamVid / SegNet tutorial: train + trainannot, val + valannot, ...",
                 "nnunet": "nnU-Net: imagesTr + labelsTr (imagesTs + labelsTs)",
                 "side-by-side": "images and masks side by side in one folder a split",
                 "side-by-side-root": "images and masks side by side in ROOT",
-                "folders": "--images / --masks folders"}
-
-
-def _alias(folder, names):
-    """The first subfolder of folder named as one of names, or None."""
-    for name in names:
-        if (folder / name).is_dir():
-            return folder / name
-    return None
-
-
-def _has_data_files(folder):
-    return folder.is_dir() and any(path.is_file() and data_suffix(path) in DATA_SUFFIXES
-                                   and not path.name.startswith(".") for path in folder.iterdir())
-
-
-def _splits_layout(root):
-    """Split folders with images/ and masks/ inside; a split folder that lacks one of them
-    stays, so that reading it names what is missing."""
-    folders = {}
-    for split in SPLITS:
-        images, masks = _alias(root / split, IMAGE_DIRS), _alias(root / split, MASK_DIRS)
-        if images or masks or (split != "train" and (root / split).is_dir()):
-            folders[split] = (images or root / split / "images", masks or root / split / "masks")
-    complete = [split for split, (images, masks) in folders.items()
-                if images.is_dir() and masks.is_dir()]
-    return folders if complete else {}  # evaluate may read a test split alone
-
-
-def _camvid_layout(root):
-    return {split: (root / split, root / f"{split}annot") for split in SPLITS
-            if (root / split).is_dir() and (root / f"{split}annot").is_dir()
-            } if (root / "trainannot").is_dir() else {}
-
-
-def _nnunet_layout(root):
-    return {split: (root / images, root / labels) for split, (images, labels) in NNUNET.items()
-            if (root / images).is_dir() and (root / labels).is_dir()
-            } if (root / "imagesTr").is_dir() else {}
-
-
-def _flat_layout(root):
-    images, masks = _alias(root, IMAGE_DIRS), _alias(root, MASK_DIRS)
-    return {"train": (images, masks)} if images and masks else {}
-
-
-def _side_by_side_layout(root):
-    """Split folders holding data files themselves (no images/ or masks/ inside)."""
-    return {split: (root / split, root / split) for split in SPLITS
-            if _has_data_files(root / split) and not _alias(root / split, IMAGE_DIRS)
-            and not (root / f"{split}annot").is_dir()}
-
-
-FINDERS = (("splits", _splits_layout), ("camvid", _camvid_layout), ("nnunet", _nnunet_layout),
-           ("images-masks", _flat_layout), ("side-by-side", _side_by_side_layout))
+                "folders": "--images / --masks folders", "benchmark": "a benchmark's folders"}
 
 
 def _relative(path, root):
@@ -94,60 +39,125 @@ def _relative(path, root):
     return str(path.resolve())
 
 
-def make_layout(kind, root, folders, options=None):
-    """The layout dict: kind, {split: [images folder, masks folder]} and the options that
-    choose files (LAYOUT_OPTIONS: the suffix flags, --test-share, --group-pattern)."""
+def make_layout(kind, root, found, options=None, lists=None, benchmark=None):
+    """The layout dict: kind, {split: [images folder, masks folder]}, {split: images folder}
+    of unlabelled splits, the split lists, the benchmark's convention, the notes of what was
+    found, and the options that choose files (LAYOUT_OPTIONS: the suffix flags, --test-share,
+    --group-pattern; a benchmark's suffixes where the flags give none)."""
     root = Path(root)
-    return {"kind": kind, "folders": {split: [_relative(images, root), _relative(masks, root)]
-                                      for split, (images, masks) in folders.items()},
-            **{key: (options or {}).get(key, default) for key, default in LAYOUT_OPTIONS.items()}}
+    layout = {"kind": kind, "folders": {split: [_relative(images, root), _relative(masks, root)]
+                                        for split, (images, masks) in found.folders.items()},
+              **{key: (options or {}).get(key, default)
+                 for key, default in LAYOUT_OPTIONS.items()}}
+    if found.unlabelled:
+        layout["unlabelled"] = {split: _relative(folder, root)
+                                for split, folder in found.unlabelled.items()}
+    if lists:
+        layout["lists"] = {split: _relative(path, root) for split, path in lists.items()}
+    if found.notes:
+        layout["notes"] = list(found.notes)
+    if benchmark is not None:
+        layout["benchmark"] = {"name": benchmark.name, "convention": benchmark.convention,
+                               "decoding": benchmark.decoding, "classes": benchmark.classes}
+        layout["mask_only"] = benchmark.mask_only
+        for key, suffix in zip(("image_suffix", "mask_suffix"), benchmark.suffixes):
+            layout[key] = layout[key] if layout[key] is not None else suffix
+    return layout
+
+
+def _resolve(root, folder):
+    """A folder named on the command line: absolute, under ROOT, or from here; else None."""
+    path = Path(folder)
+    for candidate in [path] if path.is_absolute() else [root / path, path]:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _per_split(root, name):
+    """{split: ROOT/<split folder>/NAME} of every split folder (any case, training too) that
+    holds a folder NAME."""
+    found = {}
+    for split in SPLIT_NAMES:
+        folder = split_folder(root, split)
+        chosen = subfolder(folder, (name.lower(),)) if folder is not None else None
+        if chosen is not None:
+            found[split] = chosen
+    return found
+
+
+def _parse_items(root, items, flag):
+    """{split: folder} of --images or --masks items: DIR (relative to ROOT, here, or each split
+    folder: --masks 1st_manual reads training/1st_manual and test/1st_manual) or SPLIT=DIR."""
+    parsed = {}
+    for item in items or []:
+        split, _, folder = item.rpartition("=") if "=" in item else ("", "", item)
+        if split and split not in SPLITS:
+            raise DataError(f"{flag} {item}: name a split as train=DIR, val=DIR or test=DIR "
+                            f"(or give one DIR, from which val is held out)")
+        path = _resolve(root, folder)
+        if path is not None:
+            parsed[split or "train"] = path
+        elif not split and _per_split(root, folder):
+            parsed.update(_per_split(root, folder))
+        else:
+            raise DataError(f"{flag} {folder} is not a folder: looked in {root} and in its split "
+                            f"folders ({', '.join(n for names in SPLIT_NAMES.values() for n in names)})")
+    return parsed
 
 
 def _given_folders(root, images, masks):
-    """{split: (images, masks)} of --images/--masks: one DIR each (the pool val is carved from)
-    or SPLIT=DIR items."""
-    def parse(items, flag):
-        parsed = {}
-        for item in items:
-            split, _, folder = item.rpartition("=") if "=" in item else ("train", "", item)
-            if split not in SPLITS:
-                raise DataError(f"{flag} {item}: name a split as train=DIR, val=DIR or test=DIR "
-                                f"(or give one DIR, from which val is held out)")
-            path = Path(folder) if Path(folder).is_absolute() else root / folder
-            if not path.is_dir() and Path(folder).is_dir():
-                path = Path(folder)
-            if not path.is_dir():
-                raise DataError(f"{flag} {folder} is not a folder")
-            parsed[split] = path
-        return parsed
-    images, masks = parse(images or [], "--images"), parse(masks or [], "--masks")
+    """Found of --images/--masks; --masks alone takes each split's image folder by its name."""
+    masks = _parse_items(root, masks, "--masks")
+    if images:
+        images = _parse_items(root, images, "--images")
+    else:
+        images = {split: subfolder(folder.parent, IMAGE_DIRS) for split, folder in masks.items()}
+        missing = [str(masks[split].parent) for split, folder in images.items() if folder is None]
+        if missing:
+            raise DataError(f"--masks without --images: no image folder (images/, imgs/, ...) "
+                            f"in {', '.join(missing)}; pass --images DIR too")
     if set(images) != set(masks) or "train" not in images:
         raise DataError(f"--images and --masks name the same splits, train among them (got "
                         f"--images {sorted(images)}, --masks {sorted(masks)})")
-    return {split: (images[split], masks[split]) for split in SPLITS if split in images}
+    return Found({split: (images[split], masks[split]) for split in SPLITS if split in images})
 
 
 def find_layout(root, images=None, masks=None, **options):
-    """The layout of ROOT from its folder names (or --images/--masks); options: LAYOUT_OPTIONS.
-    DataError when none is found, or when ROOT holds two."""
+    """The layout of ROOT: a benchmark, a generic layout from its folder names, or the
+    --images/--masks folders; options: LAYOUT_OPTIONS. DataError when none is found, or when
+    ROOT holds two."""
     root = Path(root)
     if images or masks:
         return make_layout("folders", root, _given_folders(root, images, masks), options)
-    found = [(kind, folders) for kind, finder in FINDERS if (folders := finder(root))]
+    benchmark = find_benchmark(root)
+    if benchmark is not None:
+        return make_layout("benchmark", root, benchmark_found(benchmark), options,
+                           benchmark.lists, benchmark)
+    found = find_generic(root)
     if len(found) > 1:
         (first, one), (second, other) = found[:2]
         raise DataError(f"{root} holds two layouts: {DESCRIPTIONS[first]} ({_names(one, root)})"
                         f" and {DESCRIPTIONS[second]} ({_names(other, root)}); move one of them "
                         f"out, or choose the folders with --images DIR --masks DIR")
     if found:
-        return make_layout(found[0][0], root, found[0][1], options)
-    if _has_data_files(root):
-        return make_layout("side-by-side-root", root, {"train": (root, root)}, options)
-    raise DataError(f"no dataset layout found in {root}: expected ROOT/train/images + "
-                    f"ROOT/train/masks (val/ and test/ likewise), ROOT/images + ROOT/masks, "
-                    f"CamVid's train + trainannot, nnU-Net's imagesTr + labelsTr, or images "
-                    f"and masks side by side (masks marked by a suffix); or pass --images DIR "
-                    f"--masks DIR")
+        kind, result = found[0]
+    elif holds_data(root):
+        kind, result = "side-by-side-root", Found({"train": (root, root)})
+    else:
+        raise DataError(f"no dataset layout found in {root}: expected ROOT/train/images + "
+                        f"ROOT/train/masks (val/ and test/ likewise; training/validation too), "
+                        f"ROOT/images/train + ROOT/masks/train, ROOT/train_images + "
+                        f"ROOT/train_masks, ROOT/images + ROOT/masks, CamVid's train + "
+                        f"trainannot, nnU-Net's imagesTr + labelsTr, a benchmark's folders (Pascal "
+                        f"VOC, Cityscapes, ADE20K, Oxford-IIIT Pet), or images and masks side by "
+                        f"side (masks marked by a suffix); or pass --images DIR --masks DIR")
+    lists = find_lists(root) if kind in ("images-masks", "side-by-side-root") else {}
+    if lists:
+        pool = result.folders["train"]
+        result = Found({split: pool for split in lists}, result.unlabelled,
+                       result.notes + [f"splits from the list files {', '.join(sorted(_relative(path, root) for path in lists.values()))}"])
+    return make_layout(kind, root, result, options, lists)
 
 
 def layout_for(root, saved):
@@ -161,8 +171,9 @@ def layout_for(root, saved):
                                 if (saved or {}).get(key) is not None})
 
 
-def _names(folders, root):
-    paths = sorted({_relative(path, root) + "/" for pair in folders.values() for path in pair})
+def _names(found, root):
+    paths = sorted({_relative(path, root) + "/" for pair in found.folders.values()
+                    for path in pair})
     return ", ".join(paths)
 
 
@@ -185,6 +196,9 @@ def carves(layout, split):
 
 
 def describe(layout):
+    benchmark = layout.get("benchmark")
+    if benchmark:
+        return f"{benchmark['name']}: {benchmark['convention']}"
     return DESCRIPTIONS[layout["kind"]]
 
 

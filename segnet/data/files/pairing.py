@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from segnet.data.pixels.maskfiles import MaskUnion
 from segnet.utils import DataError, Problem, name_list
 
 SEPARATORS = "_-. "  # a found suffix starts at one of these (or is the ending all names share)
@@ -37,9 +38,15 @@ class Pairing:
     pairs: list
     image_suffix: str = ""
     mask_suffix: str = ""
+    unions: int = 0  # images with several masks, read as their union
 
     def line(self, where):
         """The one line that says how files were paired, or None for plain stems."""
+        if self.unions:
+            example = next(mask for _, _, mask in self.pairs if isinstance(mask, MaskUnion))
+            return (f"{where}: {self.unions} image(s) have several masks, read as their union "
+                    f"(a pixel is labelled where any mask labels it), e.g. "
+                    f"{' + '.join(Path(path).name for path in example.paths)}")
         if not (self.image_suffix or self.mask_suffix):
             return None
         sides = [f"the suffix `{suffix}` on the {side}" for side, suffix in
@@ -63,12 +70,18 @@ def suffix_candidates(stems, limit=CANDIDATES):
     return [""] + [suffix for suffix, count in ranked[:limit] if count >= min(2, len(stems))]
 
 
-def _keyed(paths, suffix):
+def _stem(path, stems):
+    """A file's stem as pairing sees it: its path under its folder without the extension
+    (stems: {path: that}), else its file stem."""
+    return stems.get(path) or data_stem(path) if stems else data_stem(path)
+
+
+def _keyed(paths, suffix, stems=None):
     """{key: [paths]} of the files whose stem ends with suffix (key: the stem without it, lower
     case; never empty), and the files that do not."""
     keyed, others = defaultdict(list), []
     for path in paths:
-        stem = data_stem(path).lower()
+        stem = _stem(path, stems).lower()
         if stem.endswith(suffix) and len(stem) > len(suffix):
             keyed[stem[:len(stem) - len(suffix)]].append(path)
         else:
@@ -76,15 +89,15 @@ def _keyed(paths, suffix):
     return keyed, others
 
 
-def _pairs(images, masks, image_suffix, mask_suffix):
+def _pairs(images, masks, image_suffix, mask_suffix, stems=None):
     """(pairs sorted by name, images left, masks left) under one choice of suffixes."""
-    image_keys, lonely_images = _keyed(images, image_suffix)
-    mask_keys, lonely_masks = _keyed(masks, mask_suffix)
+    image_keys, lonely_images = _keyed(images, image_suffix, stems)
+    mask_keys, lonely_masks = _keyed(masks, mask_suffix, stems)
     pairs = []
     for key, found in image_keys.items():
         partners = mask_keys.get(key, [])
         if len(found) == 1 and len(partners) == 1:
-            stem = data_stem(found[0])
+            stem = _stem(found[0], stems)
             pairs.append((stem[:len(stem) - len(image_suffix)], found[0], partners[0]))
         else:
             lonely_images += found
@@ -94,26 +107,43 @@ def _pairs(images, masks, image_suffix, mask_suffix):
     return sorted(pairs, key=lambda pair: pair[0]), sorted(lonely_images), sorted(lonely_masks)
 
 
-def _tried(images, masks, image_suffix, mask_suffix):
+def _tried(images, masks, image_suffix, mask_suffix, stems=None):
     """[(image suffix, mask suffix, pairs, images left, masks left)] of every candidate pair of
     suffixes (the given ones only where given)."""
     image_options = [image_suffix] if image_suffix is not None else suffix_candidates(
-        [data_stem(path) for path in images])
+        [_stem(path, stems) for path in images])
     mask_options = [mask_suffix] if mask_suffix is not None else suffix_candidates(
-        [data_stem(path) for path in masks])
-    return [(image_option, mask_option, *_pairs(images, masks, image_option, mask_option))
+        [_stem(path, stems) for path in masks])
+    return [(image_option, mask_option, *_pairs(images, masks, image_option, mask_option, stems))
             for image_option in image_options for mask_option in mask_options]
 
 
-def pair_files(images, masks, where, image_suffix=None, mask_suffix=None):
+def pair_files(images, masks, where, image_suffix=None, mask_suffix=None, stems=None):
     """Pairing of image and mask paths (where: their folders, for messages): by stem when stems
-    match one to one, else by the one choice of suffixes that pairs every file one to one.
-    DataError naming the unpaired files, the best suffix with how many it pairs, and the flag."""
+    match one to one, else by the one choice of suffixes that pairs every file one to one;
+    masks numbered beside another mask of the image (a_mask.png, a_mask_1.png) join it as a
+    union. stems: {path: its stem under its folder} where files sit in subfolders. DataError
+    naming the unpaired files, the best suffix with how many it pairs, and the flag."""
+    try:
+        return _pair_one_to_one(images, masks, where, image_suffix, mask_suffix, stems)
+    except DataError:
+        extras = numbered_masks(masks, stems)
+        if not extras:
+            raise
+    try:
+        pairing = _pair_one_to_one(images, [mask for mask in masks if mask not in extras],
+                                   where, image_suffix, mask_suffix, stems)
+    except DataError:
+        return _pair_one_to_one(images, masks, where, image_suffix, mask_suffix, stems)
+    return join_numbered(pairing, extras)
+
+
+def _pair_one_to_one(images, masks, where, image_suffix, mask_suffix, stems):
     if image_suffix is None and mask_suffix is None:  # plain stems first: the usual case
-        pairs, lonely_images, lonely_masks = _pairs(images, masks, "", "")
+        pairs, lonely_images, lonely_masks = _pairs(images, masks, "", "", stems)
         if not lonely_images and not lonely_masks:
             return Pairing(pairs)
-    tried = _tried(images, masks, image_suffix, mask_suffix)
+    tried = _tried(images, masks, image_suffix, mask_suffix, stems)
     complete = [entry for entry in tried if not entry[3] and not entry[4]]
     if complete:
         complete.sort(key=lambda entry: (len(entry[0]) + len(entry[1]), entry[0], entry[1]))
@@ -125,6 +155,28 @@ def pair_files(images, masks, where, image_suffix=None, mask_suffix=None):
     best = max(tried, key=lambda entry: (len(entry[2]), -len(entry[0]) - len(entry[1])))
     raise DataError(Problem(_unpaired_message(best, len(images), len(masks), where),
                             files=len(best[3]) + len(best[4])))
+
+
+def numbered_masks(masks, stems=None):
+    """{extra mask: the mask it belongs with} of masks named as another mask plus _N (BUSI's
+    `benign (4)_mask_1.png` beside `benign (4)_mask.png`)."""
+    by_stem = {_stem(mask, stems).lower(): mask for mask in masks}
+    extras = {}
+    for stem, mask in by_stem.items():
+        base, separator, number = stem.rpartition("_")
+        if separator and number.isdigit() and base in by_stem:
+            extras[mask] = by_stem[base]
+    return extras
+
+
+def join_numbered(pairing, extras):
+    """The pairing with each extra mask joined to its image's mask (a MaskUnion)."""
+    joined = defaultdict(list)
+    for extra, base in extras.items():
+        joined[base].append(extra)
+    pairs = [(name, image, MaskUnion((mask, *sorted(joined[mask]))) if mask in joined else mask)
+             for name, image, mask in pairing.pairs]
+    return Pairing(pairs, pairing.image_suffix, pairing.mask_suffix, len(joined))
 
 
 def _pair_set(entry):
@@ -169,21 +221,22 @@ def _unpaired_message(best, image_count, mask_count, where):
             f"sets it): add the missing files or remove the extra ones")
 
 
-def split_side_by_side(files, folder, mask_suffix=None, image_suffix=None):
+def split_side_by_side(files, folder, mask_suffix=None, image_suffix=None, stems=None):
     """(images, masks, Pairing) of a folder holding both, the masks marked by a suffix: the
     suffix that pairs every file one to one; where both sides carry one, the side whose suffix
     names masks (MASK_WORDS) is the masks. DataError when none or several fit."""
-    stems = [data_stem(path) for path in files]
-    options = [mask_suffix.lower()] if mask_suffix else suffix_candidates(stems)[1:]
+    options = [mask_suffix.lower()] if mask_suffix else suffix_candidates(
+        [_stem(path, stems) for path in files])[1:]
     fitting, best = [], None
     for option in options:
-        masks = [path for path in files if _ends(path, option)]
-        images = [path for path in files if not _ends(path, option)]
+        masks = [path for path in files if _ends(path, option, stems) or _numbered(
+            path, option, stems)]
+        images = [path for path in files if path not in masks]
         if not masks or not images:
             continue
         try:
-            fitting.append((option, images, masks, pair_files(images, masks, (folder, folder),
-                                                              image_suffix, option)))
+            fitting.append((option, images, masks, pair_files(
+                images, masks, (folder, folder), image_suffix, option, stems)))
         except DataError as error:
             best = best or (option, error)
     named = [entry for entry in fitting if any(word in entry[0] for word in MASK_WORDS)]
@@ -200,6 +253,13 @@ def split_side_by_side(files, folder, mask_suffix=None, image_suffix=None):
                     f"images and masks in folders of their own (images/ and masks/)")
 
 
-def _ends(path, suffix):
-    stem = data_stem(path).lower()
+def _ends(path, suffix, stems=None):
+    stem = _stem(path, stems).lower()
     return stem.endswith(suffix) and len(stem) > len(suffix)
+
+
+def _numbered(path, suffix, stems=None):
+    """Whether a file is a numbered extra mask of that suffix (a_mask_1 of `_mask`)."""
+    base, separator, number = _stem(path, stems).lower().rpartition("_")
+    return bool(separator and number.isdigit() and base.endswith(suffix) and len(base) > len(
+        suffix))

@@ -2,10 +2,11 @@
 images paired with masks (pairing.py), stacks and volumes opened out into pages (stacks.py),
 and the val (and test) held out of train by group when the layout has no such split
 (splits.py). A sample is (name, image source, mask source): a path, or a stacks.Page."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from segnet.data.files.layouts import carves, describe, find_layout, layout_folders
+from segnet.data.files.listed import listed_files, masks_of_listed, skipped_notes
 from segnet.data.files.pairing import data_stem, data_suffix, pair_files, split_side_by_side
 from segnet.data.files.splits import HOLDOUT_SHARE, carve  # noqa: F401  (HOLDOUT_SHARE re-exported)
 from segnet.data.pixels.stacks import may_be_stack, page_count, pages_of
@@ -19,77 +20,104 @@ IGNORED_FILES = {"thumbs.db", "desktop.ini"}
 
 
 def is_hidden(path):
-    """Dotfiles and the files Windows/macOS leave behind (Thumbs.db, .DS_Store)."""
+    """Dotfiles (macOS's ._ files among them) and the files Windows leaves behind
+    (Thumbs.db, desktop.ini)."""
     return path.name.startswith(".") or path.name.lower() in IGNORED_FILES
 
 
 def list_files(folder, extensions):
-    """The data files of a folder, sorted; DataError on unsupported files, broken links or two
-    files of one stem (compared without case: a.png and A.tif)."""
-    files, seen, unsupported, duplicates, broken = [], {}, [], [], []
-    for path in sorted(folder.iterdir()):
-        if is_hidden(path):
-            continue
+    """(the data files under a folder and its subfolders, sorted; {path: its stem under the
+    folder} for files in subfolders; the files skipped, not of a data type). DataError on
+    broken links or two files of one stem (compared without case: a.png and A.tif)."""
+    files, seen, skipped, duplicates, broken, stems = [], {}, [], [], [], {}
+    for path in _walk(folder):
         if path.is_symlink() and not path.exists():  # is_file() would skip it silently
             broken.append(path)
             continue
         if not path.is_file():
             continue
-        stem = data_stem(path).lower()
+        stem = path.relative_to(folder).parent.joinpath(data_stem(path)).as_posix()
         if data_suffix(path) not in extensions:
-            unsupported.append(path)
-        elif stem in seen:
-            duplicates.append((seen[stem], path))
+            skipped.append(path)
+        elif stem.lower() in seen:
+            duplicates.append((seen[stem.lower()], path))
         else:
-            seen[stem] = path
+            seen[stem.lower()] = path
             files.append(path)
+            if "/" in stem:
+                stems[path] = stem
     if broken:
         raise DataError(f"broken symbolic links in {folder}: {name_list(broken)} point to "
                         f"missing files (or loop); fix the links or remove them")
-    if unsupported:
-        raise DataError(f"unsupported file type in {folder}: {name_list(unsupported)}; "
-                        f"supported: {' '.join(extensions)} (move other files elsewhere)")
     if duplicates:
         first, second = duplicates[0]
         raise DataError(f"{first} and {second} have the same stem; images and masks are paired "
                         f"by stem, so keep one file per stem ({len(duplicates)} such clashes)")
-    return files
+    return files, stems, skipped
+
+
+def _walk(folder):
+    """Every visible path under folder, sorted, subfolders after the files beside them."""
+    entries = sorted(path for path in folder.iterdir() if not is_hidden(path))
+    for path in entries:
+        if not path.is_dir() or path.is_symlink() and not path.exists():
+            yield path
+    for path in entries:
+        if path.is_dir():
+            yield from _walk(path)
 
 
 @dataclass
 class SplitFiles:
     """What listing a split's folders found: samples [(name, image, mask)], the pairing (its
-    suffixes and its one line) and {file: pages} of its stacks."""
+    suffixes and its one line), {file: pages} of its stacks and notes (files skipped)."""
 
     samples: list
     suffixes: tuple
     line: str = None
     pages: dict = None
+    notes: list = field(default_factory=list)
 
 
-def _paired(root, split, layout):
-    """pairing.Pairing of a split's folders, with the suffixes the layout saved for it."""
+def _folders(root, split, layout):
     folders = layout_folders(root, layout, split)
     if folders is None:
         raise DataError(f"{root} has no split {split!r} (its layout: {describe(layout)}; "
                         f"splits: {', '.join(layout['folders'])})")
-    image_dir, mask_dir = folders
-    for folder in {image_dir, mask_dir}:
+    for folder in set(folders):
         if not folder.is_dir():
             raise DataError(f"{folder} not found: the dataset's layout ({layout['kind']}) reads "
                             f"the {split} split from it")
+    return folders
+
+
+def _paired(root, split, layout):
+    """(pairing.Pairing of a split's folders, with the suffixes the layout saved for it; the
+    images folder; notes on the files not read)."""
+    image_dir, mask_dir = _folders(root, split, layout)
     saved = (layout.get("pairing") or {}).get(split) or [layout.get("image_suffix"),
                                                         layout.get("mask_suffix")]
     if image_dir == mask_dir:
-        files = list_files(image_dir, tuple(set(IMAGE_EXTENSIONS) | set(MASK_EXTENSIONS)))
-        return split_side_by_side(files, image_dir, saved[1], saved[0])[2], image_dir
-    images = list_files(image_dir, IMAGE_EXTENSIONS)
-    masks = list_files(mask_dir, MASK_EXTENSIONS)
+        files, stems, skipped = list_files(image_dir, tuple(set(IMAGE_EXTENSIONS) | set(
+            MASK_EXTENSIONS)))
+        files, notes = listed_files(root, layout, split, files, stems, skipped, image_dir)
+        return split_side_by_side(files, image_dir, saved[1], saved[0], stems)[2], image_dir, notes
+    images, image_stems, skipped = list_files(image_dir, IMAGE_EXTENSIONS)
+    masks, mask_stems, mask_skipped = list_files(mask_dir, MASK_EXTENSIONS)
+    if layout.get("mask_only") and saved[1]:  # a benchmark's other label files: not read
+        kept = [mask for mask in masks if data_stem(mask).lower().endswith(saved[1].lower())]
+        mask_skipped, masks = mask_skipped + [m for m in masks if m not in set(kept)], kept
+    images, notes = listed_files(root, layout, split, images, image_stems, skipped, image_dir)
+    notes += skipped_notes(mask_skipped, mask_dir)
+    if layout.get("lists", {}).get(split):
+        masks = masks_of_listed(masks, mask_stems, images, image_stems)
     if not images and not masks:
         raise DataError(f"split {split!r} is empty: no images in {image_dir} "
                         f"(supported: {' '.join(IMAGE_EXTENSIONS)}); add images or leave the "
                         f"split out")
-    return pair_files(images, masks, (image_dir, mask_dir), *saved), image_dir
+    pairing = pair_files(images, masks, (image_dir, mask_dir), *saved,
+                         stems={**image_stems, **mask_stems})
+    return pairing, image_dir, notes
 
 
 def _known_pages(root, layout, path):
@@ -122,7 +150,7 @@ def list_samples(root, split, layout):
         return SplitFiles(pooled, parts["train"].suffixes, parts["train"].line,
                           {key: count for found in parts.values()
                            for key, count in found.pages.items()})
-    pairing, image_dir = _paired(root, split, layout)
+    pairing, image_dir, notes = _paired(root, split, layout)
     samples, pages, mismatched = [], {}, []
     for name, image, mask in pairing.pairs:
         image_pages, mask_pages = (_known_pages(root, layout, path) for path in (image, mask))
@@ -143,7 +171,7 @@ def list_samples(root, split, layout):
                         f" {'; '.join(mismatched[:5])}; a stack pairs page by page, so give "
                         f"each image stack a mask stack of the same pages")
     return SplitFiles(samples, (pairing.image_suffix, pairing.mask_suffix),
-                      pairing.line(f"{split} ({image_dir})"), pages)
+                      pairing.line(f"{split} ({image_dir})"), pages, notes)
 
 
 def carve_holdout(root, share=HOLDOUT_SHARE, layout=None, test_share=0.0, pattern=None):

@@ -46,7 +46,7 @@ def table_classes(table):
     return [entry for entry in table if not entry["void"]]
 
 
-def _voc_color(index):
+def voc_color(index):
     """The PASCAL VOC colour map: distinct, deterministic colours for class ids."""
     red = green = blue = 0
     for bit in range(8):
@@ -63,11 +63,11 @@ def class_names_colors(decoding, table, palette):
     if table:
         classes = table_classes(table)
         return ([entry["name"] for entry in classes],
-                [entry["color"] or _voc_color(index) for index, entry in enumerate(classes)])
+                [entry["color"] or voc_color(index) for index, entry in enumerate(classes)])
     names = ["background", "foreground"] if count == 2 else [f"class_{i}" for i in range(count)]
     if decoding.get("source") == "palette" and palette:
         padded = list(palette) + [0] * (3 * count)
         return names, [padded[3 * index:3 * index + 3] for index in range(count)]
     if count == 2:
         return names, [[0, 0, 0], [255, 255, 255]]
-    return names, [_voc_color(index) for index in range(count)]
+    return names, [voc_color(index) for index in range(count)]

@@ -12,8 +12,8 @@ import numpy as np
 # Moved to classtable.py and maskadvice.py in the split by job; importable from here too.
 from segnet.data.pixels.classtable import (CLASS_TABLE_NAME, class_names_colors,  # noqa: F401
                                     load_class_table, table_classes)
-from segnet.data.pixels.images import EXIF_ORIENTATION, open_image
-from segnet.data.pixels.stacks import as_source, is_nifti, nifti_slice
+from segnet.data.pixels.maskfiles import is_jpeg, mask_array, read_mask_file  # noqa: F401
+from segnet.data.pixels.stacks import as_source
 from segnet.data.pixels.maskadvice import (INSTANCE_IDS_PER_MASK, VOID_SHARE,  # noqa: F401
                                     describe_decoding, grouped_problem, instance_advice,
                                     likely_cause, undecidable)
@@ -21,52 +21,9 @@ from segnet.utils import MAX_LISTED, DataError, Problem, format_colors, format_v
 
 MAX_MASK_VALUE = 65536  # larger single-channel values cannot be class ids (16-bit masks at most)
 UNKNOWN = np.iinfo(np.int64).min  # decoded class of a value that fits no class
-
-
-@dataclass
-class _MaskFile:
-    """A mask file as stored: values, Pillow mode, palette, alpha channel, EXIF orientation."""
-
-    array: np.ndarray  # [H,W] values (palette indices for "P"), [H,W,3] colours, or .npy's array
-    mode: str
-    palette: list = None
-    alpha: np.ndarray = None  # [H,W] of RGBA / LA / PA files
-    orientation: int = 1
-
-
-def _read_mask(path):
-    """A mask file as stored: [H,W] values (palette indices for "P" mode) or [H,W,3] colours
-    from image files, the stored array from .npy; alpha and EXIF orientation kept aside (an
-    orientation tag is reported, never applied)."""
-    if is_nifti(path):
-        return _MaskFile(nifti_slice(path), "NIfTI")
-    if path.suffix.lower() == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as error:
-            raise DataError(f"{path} cannot be read as .npy ({error}): save it with "
-                            f"numpy.save(path, array)") from error
-        return _MaskFile(array, f"npy {array.dtype}")
-    pil = open_image(path)
-    mode, palette, alpha = pil.mode, None, None
-    orientation = pil.getexif().get(EXIF_ORIENTATION, 1)
-    if mode in ("P", "PA"):
-        palette = pil.getpalette() or []
-    elif mode not in ("1", "L", "LA", "RGB", "RGBA", "F") and not mode.startswith("I"):
-        pil = pil.convert("RGB")
-    array = np.asarray(pil)
-    if array.ndim == 3 and array.shape[2] in (2, 4):
-        alpha = array[..., -1]
-    if array.ndim == 3 and mode in ("P", "PA", "LA"):
-        array = array[..., 0]  # drop alpha
-    elif array.ndim == 3:
-        array = array[..., :3]
-    return _MaskFile(array, mode, palette, alpha, orientation)
-
-
-def mask_array(path):
-    """A mask file's stored values (what decoding reads), e.g. to compare two masks."""
-    return _read_mask(as_source(path)).array
+# JPEG masks of two levels (Kvasir-SEG): this share of the pixels near 0 or 255, read at 128.
+TWO_LEVEL_SHARE = 0.95
+JPEG_MIDPOINT = 128
 
 
 def _digest(array):
@@ -100,7 +57,7 @@ def _as_ids(array, path):
 def _classify_mask(array, path):
     """("single", int64 [H,W] values), ("color", int64 [H,W] packed 0xRRGGBB) or
     ("onehot", [H,W,C] or [C,H,W] array from .npy)."""
-    is_npy = path.suffix.lower() == ".npy"
+    is_npy = str(path).lower().endswith(".npy")
     if is_npy and array.ndim == 3 and 1 in (array.shape[0], array.shape[2]):
         array = array.squeeze(0) if array.shape[0] == 1 else array[..., 0]
     if array.ndim == 2:
@@ -182,7 +139,7 @@ class MaskSummary:
 
 def summarize_mask(path, image_size):
     """Read one mask and summarise its values; image_size (H, W) orients one-hot masks."""
-    stored = _read_mask(path)
+    stored = read_mask_file(path)
     kind, data = _classify_mask(stored.array, path)
     layout, channels = None, 0
     if kind == "onehot":
@@ -232,6 +189,11 @@ def _lookup_table(decoding, ignore_index, top):
     if decoding["kind"] == "binary":
         lut[0] = 0
         lut[decoding["foreground_values"]] = 1
+    elif decoding.get("value_map"):  # a benchmark's ids (Cityscapes' labelIds): the rest void
+        lut[:-1] = ignore_index
+        for value, class_id in decoding["value_map"]:
+            if value < size - 1:
+                lut[value] = class_id
     else:  # index
         lut[:decoding["num_classes"]] = np.arange(decoding["num_classes"])
         lut[decoding.get("void_values", [])] = ignore_index
@@ -274,7 +236,7 @@ def decode_mask(path, mask_decoding, ignore_index=255):
     DataError naming the file, never map silently to a class.
     """
     path = as_source(path)
-    array = _read_mask(path).array
+    array = read_mask_file(path).array
     kind, data = _classify_mask(array, path)
     if kind != _expected_kind(mask_decoding):
         raise DataError(_kind_mismatch(path, kind, mask_decoding))
@@ -345,10 +307,23 @@ def _is_binary(present):
     return bool(present) and (present <= {0, 1} or present <= {0, 255}) and present != {0}
 
 
+def two_levels(values, counts):
+    """Whether 8-bit grey values lie near 0 and near 255 only, both present, but for JPEG's
+    ringing at the edges (TWO_LEVEL_SHARE of the pixels at the extremes)."""
+    if not len(values) or values.max() > 255 or len(values) <= 2:
+        return False
+    low, high = counts[values < 64].sum(), counts[values >= 192].sum()
+    return bool(low and high and (low + high) >= TWO_LEVEL_SHARE * counts.sum())
+
+
 def _inferred_decoding(summaries, ignore_index, expected):
     """Decoding of single-channel masks from their values, given the expected class count."""
     values, counts = _merged_counts(summaries)
     present = set(values.tolist())
+    if expected in (None, 2) and all(is_jpeg(summary.path) for summary in summaries) and (
+            two_levels(values, counts)):
+        return {"kind": "threshold", "num_classes": 2, "threshold": JPEG_MIDPOINT,
+                "source": "two-level JPEG"}
     if _is_binary(present) and expected in (None, 2):
         # 0/255 is binary even when 255 is the ignore index: one class plus void is no task.
         return {"kind": "binary", "num_classes": 2, "foreground_values": [max(present)]}

@@ -3,6 +3,7 @@ its last axis). A page is read on its own (a seek, or one slice of nibabel's pro
 whole file, and a file read as one image is checked to have one page: nothing is read in part
 without a line that says so. NIfTI needs nibabel, an optional dependency."""
 import importlib.util
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,9 @@ class Page:
 
 
 def as_source(path):
-    """A Page as it is, anything else as a Path: what the readers take."""
-    return path if isinstance(path, Page) else Path(path)
+    """A file name as a Path; a Page (or another source, maskfiles.MaskUnion) as it is: what
+    the readers take."""
+    return Path(path) if isinstance(path, (str, os.PathLike)) else path
 
 
 def is_nifti(path):
