@@ -245,8 +245,8 @@ def _void_finding(info, summaries):
 
 def unused_paths(root, layout, table_path, hidden):
     """Folders and files under ROOT that the check does not read (relative to ROOT): beside
-    the layout's folders, beside images/ and masks/ in a split folder, and folders inside the
-    data folders. hidden(path): files left out (dotfiles, Thumbs.db); READMEs and licences
+    the layout's folders and beside images/ and masks/ in a split folder (folders inside the
+    data folders are read: subfolders pair by relative path). hidden(path): files left out (dotfiles, Thumbs.db); READMEs and licences
     are left out too."""
     def visible(folder):
         return [path for path in sorted(folder.iterdir()) if not hidden(path)
@@ -254,15 +254,14 @@ def unused_paths(root, layout, table_path, hidden):
 
     root = Path(root).resolve()
     data = {Path(folder).resolve() if Path(folder).is_absolute() else root / folder
-            for pair in layout["folders"].values() for folder in pair}
+            for pair in [*layout["folders"].values(), *[[folder] for folder in layout.get(
+                "unlabelled", {}).values()]] for folder in pair}
     used = {CLASS_TABLE_NAME, "dataset.json", table_path.name if table_path else None}
     holders = {folder.parent for folder in data if folder != root}  # root/train of train/images
     found = []
     for folder in {root} | {holder for holder in holders if holder != root}:
         found += [path for path in visible(folder) if path.name not in used and path not in data
                   and path not in holders and (path.is_dir() or folder not in data)]
-    found += [path for folder in data for path in visible(folder) if path.is_dir()
-              and path not in data and path not in holders]
     return sorted(str(path.relative_to(root)) + ("/" if path.is_dir() else "")
                   for path in found if path.is_relative_to(root))
 
@@ -436,7 +435,9 @@ def _duplicates_line(info):
 
 def report_lines(info):
     """The check report (without problems) as lines of text."""
-    lines = [f"dataset {info['root']}", *info.get("layout_lines", []),
+    benchmark = (info.get("layout") or {}).get("benchmark")
+    lines = [f"{benchmark['name']}: {benchmark['convention']}"] * bool(benchmark) + [
+             f"dataset {info['root']}", *info.get("layout_lines", []),
              f"{'split':<7}{'pairs':>6}  {'image size (HxW)':<30}{'image modes':<16}mask modes"]
     for split, count in info["splits"].items():
         lines.append(f"{split:<7}{count:>6}  {_size_text(info['image_sizes'][split]):<30}"

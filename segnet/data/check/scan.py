@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from segnet.data.check.checks import (SplitScan, add_findings, data_warnings, mismatch_problems,
                                       size_summary, unused_paths)
+from segnet.data.check.roi import region_of_interest
 from segnet.data.check.labelstats import class_statistics, label_statistics
 from segnet.data.check.pairread import read_pair
 from segnet.data.check.readpool import read_in_order
@@ -114,12 +115,17 @@ def _base_info(root, in_channels, ignore_index, table_path, scans, holdout=None,
     }
 
 
-def _add_decoding(info, scans, table, table_path, num_classes, mask_threshold):
-    """Decide the decoding from train, validate every split with it, count the classes of train
-    into info. Returns the problems found."""
+def _add_decoding(info, scans, table, table_path, num_classes, mask_threshold, convention=None):
+    """Decide the decoding from train (a benchmark's convention: its own), validate every split
+    with it, count the classes of train into info. Returns the problems found."""
     ignore_index, train = info["ignore_index"], scans["train"].summaries
     try:
-        decoding = infer_mask_decoding(train, ignore_index, num_classes, table, mask_threshold)
+        decoding = convention if convention and mask_threshold is None else infer_mask_decoding(
+            train, ignore_index, num_classes, table, mask_threshold)
+        if decoding.get("source") == "two-level JPEG":
+            info["notes"].append(f"the masks are JPEG with two levels (near 0 and near 255, "
+                                 f"JPEG noise between): read as binary at "
+                                 f"{decoding['threshold']} (--mask-threshold sets another)")
         check_class_count(decoding, num_classes, table, table_path, ignore_index)
     except DataError as error:  # reported with the others; nothing below can run without it
         return error.problems
@@ -153,7 +159,9 @@ def inspect_dataset(root, in_channels=1, num_classes=None, class_table=None, mas
     _check_arguments(in_channels, num_classes, mask_threshold, class_table, splits)
     layout = copy.deepcopy(layout) if layout else find_layout(root)
     table_path = _class_table_path(root, class_table)
-    table = load_class_table(table_path) if table_path else nnunet_class_table(root, layout)
+    benchmark = layout.get("benchmark") or {}
+    table = (load_class_table(table_path) if table_path else benchmark.get("classes")
+             or nnunet_class_table(root, layout))
     listing = list_layout(root, layout, splits)
     problems = [problem for found in listing.problems.values() for problem in found]
     carve_warning = None
@@ -184,11 +192,16 @@ def inspect_dataset(root, in_channels=1, num_classes=None, class_table=None, mas
         problems.append(f"every train image in {layout_folders(root, layout, 'train')[0]} is "
                         f"one flat colour: there is nothing to learn from")
     if "train" in scans and scans["train"].summaries:
-        problems += _add_decoding(info, scans, table, table_path, num_classes, mask_threshold)
+        roi_problems, roi_warnings = region_of_interest(root, layout, scans["train"].summaries)
+        problems += roi_problems
+        info["warnings"] += roi_warnings
+        problems += _add_decoding(info, scans, table, table_path, num_classes, mask_threshold,
+                                  benchmark.get("decoding"))
     add_findings(info, scans, unused_paths(root, layout, table_path, is_hidden))
     info["warnings"] += [carve_warning] * bool(carve_warning) + layout_warnings(
         layout, {split: scan.pairs for split, scan in scans.items()})
     info["layout_lines"] = listing.lines
+    info["notes"] = list(layout.get("notes", [])) + listing.notes + info["notes"]
     return info, problems
 
 

@@ -20,6 +20,7 @@ class Listing:
     files: dict = field(default_factory=dict)
     problems: dict = field(default_factory=dict)
     lines: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
 
 
 def list_layout(root, layout, splits):
@@ -28,6 +29,9 @@ def list_layout(root, layout, splits):
     folders = "; ".join(f"{split}: {images}/" + (f" + {masks}/" if masks != images else "")
                         for split, (images, masks) in layout["folders"].items())
     listing = Listing(lines=[f"layout: {describe(layout)} ({folders})"])
+    if layout.get("unlabelled"):
+        listing.lines.append("unlabelled, not scored: " + ", ".join(
+            f"{split}: {folder}/" for split, folder in layout["unlabelled"].items()))
     pages = dict(layout.get("pages") or {})
     layout.setdefault("pairing", {})
     for split in dict.fromkeys(["train", *splits]):
@@ -43,6 +47,7 @@ def list_layout(root, layout, splits):
         pages.update(found.pages)
         if found.line:
             listing.lines.append(found.line)
+        listing.notes += found.notes
     layout["pages"] = pages
     stacks = [f"{path} {count}" for path, count in pages.items()
               if not _is_mask(root, layout, path)]

@@ -79,7 +79,7 @@ def _stem(path, stems):
 def _keyed(paths, suffix, stems=None):
     """{key: [paths]} of the files whose stem ends with suffix (key: the stem without it, lower
     case; never empty), and the files that do not."""
-    keyed, others = defaultdict(list), []
+    keyed, others, suffix = defaultdict(list), [], suffix.lower()
     for path in paths:
         stem = _stem(path, stems).lower()
         if stem.endswith(suffix) and len(stem) > len(suffix):

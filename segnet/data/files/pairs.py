@@ -138,6 +138,15 @@ def _key(root, path):
         return str(Path(path).resolve())
 
 
+def short_names(pairs):
+    """The pairs named by their file stems where those are unique (Cityscapes' stems hold their
+    city), else by their paths under the folder (benign/a and malignant/a)."""
+    short = [name.rpartition("/")[2] for name, _, _ in pairs]
+    if len({name.lower() for name in short}) < len(short):
+        return pairs
+    return [(name, image, mask) for name, (_, image, mask) in zip(short, pairs, strict=True)]
+
+
 def list_samples(root, split, layout):
     """SplitFiles of a split read from its folders (train: with the splits pooled into it,
     layout["pool"]); DataError when a folder is missing, the split is empty, a file has no
@@ -152,7 +161,7 @@ def list_samples(root, split, layout):
                            for key, count in found.pages.items()})
     pairing, image_dir, notes = _paired(root, split, layout)
     samples, pages, mismatched = [], {}, []
-    for name, image, mask in pairing.pairs:
+    for name, image, mask in short_names(pairing.pairs):
         image_pages, mask_pages = (_known_pages(root, layout, path) for path in (image, mask))
         if image_pages != mask_pages:
             mismatched.append(f"{image} has {image_pages} page(s), its mask {mask} "
