@@ -328,7 +328,7 @@ def check_resume_compatible(checkpoint, info, args, path):
 
 # ---------------------------------------------------------------- main
 
-def setup(args):
+def setup(args, fold=None):
     """Everything that can fail on bad input, checked before the first step."""
     validate_args(args)
     allow_leftovers = resolve_auto_resume(args)
@@ -341,11 +341,10 @@ def setup(args):
             checkpoint = utils.load_checkpoint(resume_path)
         except (ValueError, FileNotFoundError) as error:
             raise SystemExit(f"error: {error}") from None
-    saved = checkpoint["data"] if checkpoint else {}  # a fold's first start: folds.py's
-    holdout = saved.get("holdout") or getattr(args, "fold_holdout", None)
+    saved = checkpoint["data"] if checkpoint else {}
+    holdout = saved.get("holdout") or (list(fold.holdout) if fold else None)
     try:
-        layout = (saved.get("layout") or getattr(args, "fold_layout", None)
-                  or layout_from_args(root, args))
+        layout = saved.get("layout") or (fold and fold.layout) or layout_from_args(root, args)
         info, reused = cached_scan(root, in_channels=args.in_channels,
                                    num_classes=args.num_classes, class_table=args.class_table,
                                    mask_threshold=args.mask_threshold,
@@ -400,6 +399,7 @@ def init_encoder(model, weights, log):
 
 def cross_validate(args):
     """--folds K: this process's folds, then (rank 0) the CV report (training/folds.py)."""
+    started = time.monotonic()  # the time budget covers the whole command from here
     if args.folds < 2 or args.resume not in (None, AUTO_RESUME) or (
             args.out is None and (args.resume or folds.process_slot()[1] > 1)):
         raise SystemExit("error: --folds needs K >= 2, --resume auto or none (the command "
@@ -408,14 +408,15 @@ def cross_validate(args):
     args.out = args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S-cv")
     root = resolve_data_root(args, Logger())
     try:
-        return folds.run_folds(args, root, layout_from_args(root, args), run_fold)
+        return folds.run_folds(args, root, layout_from_args(root, args), run_fold, started)
     except DataError as error:
         raise SystemExit(f"error: {error}") from None
 
 
-def run_fold(args):
-    """One run of a cross-validation (its planning pass, or a fold), in this process alone."""
-    return train(args, 0, 1, folds.process_slot()[2], time.monotonic())
+def run_fold(args, fold):
+    """One run of a cross-validation (its planning pass, or a fold: a folds.FoldRun), in this
+    process alone; its time budget, if any, counts from here."""
+    return train(args, 0, 1, folds.process_slot()[2], time.monotonic(), fold=fold)
 
 
 def main(args):
@@ -434,14 +435,16 @@ def main(args):
             dist.destroy_process_group()
 
 
-def train(args, rank, world_size, local_rank, started):
-    run_dir, root, info, checkpoint, model = setup(args)
+def train(args, rank, world_size, local_rank, started, fold=None):
+    """One run; fold: a cross-validation's folds.FoldRun (None: a plain run)."""
+    run_dir, root, info, checkpoint, model = setup(args, fold)
     runtime = Runtime(trainer.base_plan(args), local_rank)
     if runtime.device.type == "cpu":
         tune_cpu_allocator()
-    template = getattr(args, "plan_template", None)  # a fold's: the planning pass's plan
-    try:
-        plan = trainer.resolve_plan(args, info, model, runtime, world_size, started,
+    template = fold and fold.plan  # a fold's plan: the planning pass's (fold 0's length)
+    try:  # a planning pass's timing is not charged to the folds it plans
+        plan = trainer.resolve_plan(args, info, model, runtime, world_size,
+                                    None if fold and fold.planning else started,
                                     checkpoint or (template and {"plan": template}), root)
     except planning.BudgetError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -450,8 +453,8 @@ def train(args, rank, world_size, local_rank, started):
         plan.sources["time_budget"] = "demo"
     if args.plan_only:
         print("\n".join(planning.table_lines(plan, world_size)))
-        if getattr(args, "plan_file", None):  # a cross-validation's planning pass
-            folds.write_json(args.plan_file, plan.to_dict())
+        if fold and fold.planning:
+            folds.write_json(fold.plan_file, plan.to_dict())
         return 0
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -464,7 +467,7 @@ def train(args, rank, world_size, local_rank, started):
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
     run = trainer.build_run(args, plan, info, model, runtime, root, run_dir, log, rank,
-                            world_size, started)
+                            world_size, started, deadline=fold and fold.deadline)
     state = engine.new_state()
     if checkpoint is not None:
         state = trainer.rebatched(engine.restore(checkpoint, run.model, run.optimizer,

@@ -23,6 +23,7 @@ STOP_REASONS = {
     "budget_schedule": "the time budget's end (the {scheduler} schedule)",
     "plateau": "val mIoU stopped improving: gain under {gain:g} over the last {window:.0%} of "
                "the steps from step {plateau_step}, then the decay phase",
+    "deadline": "the deadline of its share of a time budget, before its planned length",
     "cap": "the step cap ({factor}x the steps the data needs) before val mIoU plateaued",
     "early_stop": "--early-stop: no better val mIoU for {stale} validations",
 }

@@ -1,10 +1,10 @@
-"""How a run ends: the time budget's re-planned last step, the learning curve's plateau and
-its decay phase (plan/curve.py), why the run stopped, and the closing lines with what to try
-for a weak model."""
+"""How a run ends: the time budget's re-planned last step, a deadline that a run of fixed length
+keeps (plan/deadline.py), the learning curve's plateau and its decay phase (plan/curve.py), why
+the run stopped, and the closing lines with what to try for a weak model."""
 import time
 
 from model import IMAGENET
-from segnet.plan import curve, plan as planning
+from segnet.plan import curve, deadline, plan as planning
 from segnet.plan.dataplan import CLASS_SAMPLING
 from segnet.runtime import broadcast_object
 
@@ -32,6 +32,31 @@ def replan(run, state):
                 f"{curve.DECAY_SHARE:.0%}")
 
 
+def hold_deadline(run, state):
+    """A run of fixed length with a deadline (run.deadline: a cross-validation fold's share of
+    the job's time budget) keeps its length while it can end by then, at the latest measured
+    seconds a step and a validation: it validates less often first (val_every doubled), and
+    only when the steps alone overrun does it end earlier (plan.steps cut; the schedule, which
+    reads plan.steps, still completes). Rank 0 decides: every rank must stop at the same step."""
+    plan = run.plan
+    if run.deadline is None or plan.time_budget or state["global_step"] >= plan.steps:
+        return
+    left = run.deadline - time.monotonic()
+    final = max(plan.measured.get("check_seconds", 0.0), run.val_seconds) * (
+        2 if plan.val_images else 1)  # the whole split, and best.pt re-scored on it
+    every, steps = broadcast_object(deadline.fit_deadline(
+        state["global_step"], plan.steps, plan.val_every, left, run.step_seconds,
+        run.val_seconds, final))
+    if every != plan.val_every:
+        run.log(f"deadline ({left:.0f} s left): validating every {every} steps, not "
+                f"{plan.val_every}" + (" (the final validation alone)" if every >= steps else ""))
+    if steps != plan.steps:
+        run.log(f"deadline ({left:.0f} s left): {plan.steps} -> {steps} steps, fewer than "
+                f"planned: the steps alone would end past it")
+        state["ending"] = "deadline"
+    plan.val_every, plan.steps = every, steps
+
+
 def check_plateau(run, state):
     """After a validation: when the learning curve has plateaued (curve.plateaued), start the
     decay phase now and end the run with it. Only where no flag fixes the length and the
@@ -53,8 +78,8 @@ def stop_reason(plan, state):
     """Why the run stopped where it did, in words (curve.STOP_REASONS)."""
     if state["ending"] == "plateau":
         return curve.stop_text("plateau", gain=plan.plateau_gain, plateau_step=plan.decay_start)
-    if state["ending"] == "early_stop":
-        return curve.stop_text("early_stop", stale=state["stale"])
+    if state["ending"] in ("early_stop", "deadline"):
+        return curve.stop_text(state["ending"], stale=state["stale"])
     if plan.sources.get("steps") == "flag" or plan.dry_run:
         return curve.stop_text("length")
     if plan.time_budget and plan.scheduler != "wsd":  # cosine where the budget binds

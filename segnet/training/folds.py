@@ -1,15 +1,17 @@
 """Cross-validation: K folds by group over train + val (nnU-Net's 5-fold CV by case; splits.json
 kept in the run folder and reused), one normal run folder a fold (RUN/fold_k), every fold the
-same plan and length, the time budget divided between the folds and the final scoring, folds
-r, r+G, ... on rank r of a torchrun job (independent runs, no DDP), and the CV report
-(RUN/cv.json): every image scored by the fold that did not train on it. It sits above the
-training loop and calls it (train.py hands it the function that trains one run): the loop
+same plan and length, folds r, r+G, ... on rank r of a torchrun job (independent runs, no DDP),
+and the CV report (RUN/cv.json, cvreport.py). The time budget covers the whole command
+(foldclock.py): fold 0 trains under its share as a plain run does, re-planning from its measured
+step and validation times, and its length is every later fold's, each of them with a deadline
+that it keeps by validating less often, or at worst by ending early. It sits above the training
+loop and calls it (train.py hands it the function that trains one run) with a FoldRun: the loop
 knows nothing of folds."""
 import argparse
 import copy
+import dataclasses
 import hashlib
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -18,20 +20,34 @@ import numpy as np
 
 from segnet.data.files.pairs import list_samples
 from segnet.data.files.splits import groups_of
-from segnet.inference import inference, measures
 from segnet.inference.ensemble import CV_FILE as REPORT_FILE
 from segnet.inference.ensemble import DONE_FILE, SPLITS_FILE
-from segnet.plan import plan as planning
-from segnet.runtime import resolve_device
+from segnet.training import cvreport, foldclock
+from segnet.training.foldclock import folds_of
 from segnet.utils import DataError, atomic_write, json_safe
 
 PLAN_FILE = "plan.json"  # the planning pass's plan, every fold's
-# nnU-Net scores each fold's final model: picking best.pt on the very images it is scored on is
-# optimistic (nnU-Net #1206).
-SCORED_CHECKPOINT = "last.pt"
-SCORING_SHARE = 0.05  # of the time budget kept for scoring every fold's held-out images
 SPLIT_SEED = 12345  # nnU-Net's KFold seed: the same folds on every machine
 WAIT_SECONDS = 5.0  # how often rank 0 looks whether the other ranks' folds are done
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldRun:
+    """What a cross-validation hands one run of train.py's train(), as a value (never as
+    attributes added to args): which run it is, the data it validates on, the plan it follows
+    and the time it must end by. The flags of the run (its --out, --steps, --resume auto) are
+    train.py's own, in its arguments."""
+
+    fold: int | None  # None: the planning pass, which plans (RUN/plan.json) and trains nothing
+    layout: dict  # the pooled layout: train and val in the train split (pooled_layout)
+    holdout: tuple  # the names it validates on (and the fold scores): fold 0's when planning
+    plan: dict | None = None  # the plan a fold follows: the planning pass's, with its budget
+    plan_file: Path | None = None  # where the planning pass writes its plan
+    deadline: float | None = None  # time.monotonic() a fold of fold 0's length must end by
+
+    @property
+    def planning(self):
+        return self.fold is None
 
 
 def pooled_layout(layout):
@@ -87,9 +103,14 @@ def load_or_make_splits(run_dir, samples, folds, pattern=None):
     return splits
 
 
+
 def write_json(path, value):
     with atomic_write(path, encoding="utf-8") as handle:
         json.dump(value, handle, indent=2)
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def process_slot():
@@ -97,31 +118,6 @@ def process_slot():
     the folds need no process group (each fold is a run of its own)."""
     return tuple(int(os.environ.get(name, default)) for name, default in
                  (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")))
-
-
-def folds_of(rank, processes, folds):
-    """The folds rank r trains: r, r + G, ..."""
-    return list(range(rank, folds, processes))
-
-
-def budget_division(total_seconds, folds, processes):
-    """(seconds a fold, seconds for the scoring) of a time budget for the whole job: each
-    process trains ceil(K / G) folds one after another, after SCORING_SHARE is kept aside."""
-    if not total_seconds:
-        return None, None
-    scoring = SCORING_SHARE * total_seconds
-    return (total_seconds - scoring) / math.ceil(folds / processes), scoring
-
-
-def division_line(total_seconds, folds, processes):
-    """The line that prints the budget's division."""
-    per_fold, scoring = budget_division(total_seconds, folds, processes)
-    if per_fold is None:
-        return (f"cross-validation: {folds} folds on {processes} process(es), no time budget: "
-                f"fold 0's plan for every fold, each ended by its learning curve")
-    return (f"cross-validation: {folds} folds on {processes} process(es); the time budget of "
-            f"{total_seconds / 60:.1f} min: {math.ceil(folds / processes)} fold(s) a process x "
-            f"{per_fold / 60:.2f} min + {scoring / 60:.2f} min scoring the held-out folds")
 
 
 def fold_dir(run_dir, fold):
@@ -132,123 +128,122 @@ def is_done(run_dir, fold):
     return (fold_dir(run_dir, fold) / DONE_FILE).is_file()
 
 
-def mark_done(run_dir, fold):
-    write_json(fold_dir(run_dir, fold) / DONE_FILE, {"fold": fold, "finished": time.time()})
+def mark_done(run_dir, fold, seconds):
+    write_json(fold_dir(run_dir, fold) / DONE_FILE,
+               {"fold": fold, "finished": time.time(), "seconds": round(seconds, 1)})
 
 
-def wait_for_folds(run_dir, folds, log, poll=WAIT_SECONDS):
-    """Rank 0: wait until every fold's run has finished (the other ranks' too)."""
-    waiting = [fold for fold in range(folds) if not is_done(run_dir, fold)]
+def score_path(run_dir, fold):
+    return fold_dir(run_dir, fold) / cvreport.SCORE_FILE
+
+
+def shared_file(path, log, poll=WAIT_SECONDS / 5):
+    """A file a process writes for the job (the splits, the plan, fold 0's score), once it is
+    there."""
+    if not path.is_file():
+        log(f"waiting for {path.parent.name}/{path.name}")
+        while not path.is_file():
+            time.sleep(poll)
+    return read_json(path)
+
+
+def wait_for_scores(run_dir, folds, log, poll=WAIT_SECONDS):
+    """Rank 0: every fold's score (the other ranks' too), with its training seconds."""
+    waiting = [fold for fold in range(folds) if not score_path(run_dir, fold).is_file()]
     if waiting:
         log(f"waiting for folds {waiting} of the other processes")
     while waiting:
         time.sleep(poll)
-        waiting = [fold for fold in waiting if not is_done(run_dir, fold)]
+        waiting = [fold for fold in waiting if not score_path(run_dir, fold).is_file()]
+    return [dict(read_json(score_path(run_dir, fold)),
+                 train_seconds=read_json(fold_dir(run_dir, fold) / DONE_FILE).get("seconds"))
+            for fold in range(folds)]
 
 
-def score_folds(run_dir, root, folds, device="auto", amp="auto"):
-    """[(fold, confusion [K, K], per-image entries)] of every fold's SCORED_CHECKPOINT on the
-    images that fold held out, scored as evaluate.py scores (inference.evaluate_split)."""
-    scored = []
-    for fold in range(folds):
-        path = fold_dir(run_dir, fold) / SCORED_CHECKPOINT
-        model, info, dtype = inference.load_for_inference(path, device, amp)
-        confusion, per_image = inference.evaluate_split(model, info, root, "val", dtype=dtype)
-        scored.append((fold, confusion, per_image))
-    return scored
+# ---------------------------------------------------------------- each run's arguments
 
-
-def cv_report(scored, class_names, splits, commands):
-    """The cv.json dict: pooled per-class scores of every held-out image, each fold's mIoU,
-    their mean and standard deviation, per-image scores, the checkpoint and the split hash."""
-    pooled = sum(confusion for _, confusion, _ in scored)
-    fold_scores = [measures.metrics_from_confusion(confusion, class_names)["miou"]
-                   for _, confusion, _ in scored]
-    images = [{"name": entry["name"], "fold": fold,
-               "miou": measures.metrics_from_confusion(entry["confusion"], class_names)["miou"]}
-              for fold, _, per_image in scored for entry in per_image]
-    return {"pooled": measures.metrics_from_confusion(pooled, class_names),
-            "confusion": pooled.tolist(), "folds": [
-                {"fold": fold, "miou": score, "images": len(per_image)}
-                for (fold, _, per_image), score in zip(scored, fold_scores, strict=True)],
-            "fold_mean": float(np.mean(fold_scores)), "fold_std": float(np.std(fold_scores)),
-            "images": images, "checkpoint": SCORED_CHECKPOINT,
-            "checkpoint_why": "each fold's final model, as nnU-Net scores it: best.pt is chosen "
-                              "on the held-out images themselves, so its score is optimistic",
-            "split_hash": splits["hash"], "folds_count": splits["folds"], "commands": commands}
-
-
-def report_lines(report):
-    """What the CV report prints."""
-    pooled = report["pooled"]
-    lines = [f"cross-validation ({report['folds_count']} folds, split {report['split_hash']}, "
-             f"each fold's {report['checkpoint']}): pooled mIoU {pooled['miou']:.4f} over "
-             f"{len(report['images'])} held-out images"]
-    lines.append("  per class: " + ", ".join(f"{entry['name']} {entry['iou']:.3f}"
-                                             for entry in pooled["per_class"]))
-    lines.append("  folds: " + ", ".join(f"{entry['fold']}: {entry['miou']:.4f}"
-                                         for entry in report["folds"])
-                 + f" | mean {report['fold_mean']:.4f}, std {report['fold_std']:.4f}")
-    lines += [f"  {command}" for command in report["commands"]]
-    return lines
-
-
-def cv_commands(run_dir, root):
-    """The commands that use the fold ensemble (their softmax averaged)."""
-    return [f"evaluate the fold ensemble: python evaluate.py --checkpoint {run_dir} --data "
-            f"{root} --split test",
-            f"predict with it: python predict.py --checkpoint {run_dir} --input IMAGES "
-            f"--output OUT"]
-
-
-def plan_arguments(args, run_dir, splits, layout, per_fold):
-    """train.py's arguments for the planning pass: fold 0's data and the budget of one fold;
-    the plan goes to RUN/plan.json, nothing is trained."""
+def plan_arguments(args, seconds):
+    """train.py's flags for the planning pass: plan only, for a run of `seconds` (None: the
+    command's own budget flag, e.g. none)."""
     planning = argparse.Namespace(**vars(args))
     vars(planning).update(folds=None, out=None, resume=None, plan_only=True,
-                          plan_file=Path(run_dir) / PLAN_FILE,
-                          time_budget=per_fold / 60 if per_fold else args.time_budget,
-                          fold_holdout=splits["val"][0], fold_layout=layout)
+                          time_budget=seconds / 60 if seconds else args.time_budget)
     return planning
 
 
-def fold_arguments(args, run_dir, fold, splits, layout, plan):
-    """train.py's arguments for fold k: its own run folder (resumed where it has a checkpoint),
-    its held-out images, the pooled layout, and the planning pass's plan: with a budget, the
-    plan's steps for every fold; without one, each fold ends by its learning curve."""
+def fold_arguments(args, run_dir, fold, steps):
+    """train.py's flags for fold k: its own run folder (resumed where it has a checkpoint) and
+    its length (--steps; None: the plan's, or the time budget's in its FoldRun plan)."""
     fold_args = argparse.Namespace(**vars(args))
-    template = dict(plan, time_budget=None)
     vars(fold_args).update(folds=None, out=fold_dir(run_dir, fold), resume=Path("auto"),
-                           plan_only=False, plan_file=None, time_budget=None,
-                           steps=plan["steps"] if plan.get("time_budget") else args.steps,
-                           plan_template=template, fold_holdout=splits["val"][fold],
-                           fold_layout=layout)
+                           plan_only=False, time_budget=None, steps=steps)
     return fold_args
 
 
-def shared_file(path, log):
-    """A file rank 0 writes for the job (the splits, the plan), once it is there."""
-    if not path.is_file():
-        log(f"waiting for rank 0's {path.name}")
-        while not path.is_file():
-            time.sleep(WAIT_SECONDS / 5)
-    return json.loads(path.read_text(encoding="utf-8"))
+def fold_setting(args, run_dir, fold, splits, layout, plan, clock, slots_left, log):
+    """(train.py's flags, FoldRun) for fold k. No budget: the plan for every fold, each ended
+    by its learning curve or the command's --steps / --epochs. Under a budget, fold 0 trains
+    under its share of the time left as a plain run does (re-planning its length from its
+    measured step and validation times); a later fold trains fold 0's steps (read from its
+    score, which also prices this fold's scoring) with a deadline: its share of the time left
+    less that scoring."""
+    holdout = tuple(splits["val"][fold])
+    if clock.seconds is None:
+        return (fold_arguments(args, run_dir, fold, args.steps),
+                FoldRun(fold, layout, holdout, dict(plan, time_budget=None)))
+    if fold == 0:
+        budget = foldclock.fold_zero_budget(clock.slot_seconds(time.monotonic(), slots_left),
+                                            plan.get("measured", {}).get("check_seconds", 0.0))
+        log(f"fold 0 sets the length: it trains under a time budget of {budget / 60:.2f} min, "
+            f"re-planning from its measured step and validation times")
+        return (fold_arguments(args, run_dir, fold, None),
+                FoldRun(fold, layout, holdout, dict(plan, time_budget=budget)))
+    first = shared_file(score_path(run_dir, 0), log)
+    now = time.monotonic()
+    deadline = foldclock.fold_deadline(now, clock.slot_seconds(now, slots_left),
+                                       foldclock.scoring_seconds(first, len(holdout)))
+    log(f"fold {fold}: fold 0's {first['steps']} steps, to end within {deadline - now:.0f} s")
+    return (fold_arguments(args, run_dir, fold, first["steps"]),
+            FoldRun(fold, layout, holdout, dict(plan, time_budget=None), deadline=deadline))
 
 
-def job_budget(args):
-    """The whole job's time budget in seconds (None: none): --time-budget, or the device's
-    default (plan.default_budget_seconds)."""
-    if args.steps or args.epochs:
-        return None
-    if args.time_budget is not None:
-        return 60 * args.time_budget or None
-    return planning.default_budget_seconds(resolve_device(args.device).type)
+# ---------------------------------------------------------------- the job
+
+def plan_folds(args, run_dir, splits, layout, clock, train_run, log):
+    """Rank 0's planning pass (fold 0's data, a fold's share of the time): RUN/plan.json.
+    Returns the exit code."""
+    seconds = None
+    if clock.seconds is not None:
+        seconds = clock.slot_seconds(time.monotonic(), clock.slots)
+    fold_run = FoldRun(None, layout, tuple(splits["val"][0]),
+                       plan_file=Path(run_dir) / PLAN_FILE)
+    code = train_run(plan_arguments(args, seconds), fold_run)
+    if code and clock.seconds is not None:
+        log(f"error: {foldclock.budget_hint(clock, args.folds)}")
+    return code or (0 if fold_run.plan_file.is_file() else 2)
 
 
-def run_folds(args, root, layout, train_run, log=print):
-    """Train this process's folds (train_run(arguments) -> exit code: train.py's one run),
-    then, on rank 0, score every fold's held-out images and write RUN/cv.json. Returns the
-    exit code (a fold's non-zero code stops the job: rerunning the command resumes it)."""
+def train_fold(run_dir, fold, setting, train_run):
+    """Fold k trained (train_run(flags, FoldRun)); RUN/fold_k/done.json with its training
+    seconds when it ends well. Returns the exit code."""
+    start = time.monotonic()
+    code = train_run(*setting)
+    if not code:
+        mark_done(run_dir, fold, time.monotonic() - start)
+    return code
+
+
+def score_fold(args, run_dir, root, fold):
+    """Fold k scored on its held-out images (cvreport.score_fold): RUN/fold_k/cv_score.json."""
+    score = cvreport.score_fold(fold_dir(run_dir, fold), root, fold, args.device, args.amp)
+    write_json(score_path(run_dir, fold), json_safe(score))
+
+
+def run_folds(args, root, layout, train_run, started, log=print):
+    """Train and score this process's folds (train_run(arguments, FoldRun) -> exit code:
+    train.py's one run), then, on rank 0, pool every fold's scores into RUN/cv.json. The time
+    budget counts from `started` (time.monotonic()). Returns the exit code (a fold's non-zero
+    code stops the job: rerunning the command resumes it)."""
     rank, processes, _ = process_slot()
     run_dir = Path(args.out)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -257,31 +252,32 @@ def run_folds(args, root, layout, train_run, log=print):
         load_or_make_splits(run_dir, pool_samples(root, pooled), args.folds,
                             layout.get("group_pattern"))
     splits = shared_file(run_dir / SPLITS_FILE, log)
-    total_seconds = job_budget(args)
-    per_fold, _ = budget_division(total_seconds, args.folds, processes)
-    log(division_line(total_seconds, args.folds, processes) + f"; splits {splits['hash']}")
+    clock = foldclock.job_clock(started, foldclock.job_budget(args), args.folds, processes)
+    log(foldclock.division_line(clock, args.folds, processes) + f"; splits {splits['hash']}")
     if rank == 0 and not (run_dir / PLAN_FILE).is_file():
-        code = train_run(plan_arguments(args, run_dir, splits, pooled, per_fold))
-        if code or not (run_dir / PLAN_FILE).is_file():
-            return code or 2
-    plan = shared_file(run_dir / PLAN_FILE, log)
-    for fold in folds_of(rank, processes, args.folds):
-        if is_done(run_dir, fold):
-            log(f"fold {fold}: done already ({fold_dir(run_dir, fold)})")
-            continue
-        log(f"fold {fold} of {args.folds}: {len(splits['val'][fold])} held-out images")
-        code = train_run(fold_arguments(args, run_dir, fold, splits, pooled, plan))
+        code = plan_folds(args, run_dir, splits, pooled, clock, train_run, log)
         if code:
             return code
-        mark_done(run_dir, fold)
+    plan = shared_file(run_dir / PLAN_FILE, log)
+    mine = folds_of(rank, processes, args.folds)
+    for index, fold in enumerate(mine):
+        if is_done(run_dir, fold):
+            log(f"fold {fold}: done already ({fold_dir(run_dir, fold)})")
+        else:
+            log(f"fold {fold} of {args.folds}: {len(splits['val'][fold])} held-out images")
+            slots_left = clock.slots if fold == 0 else len(mine) - index
+            code = train_fold(run_dir, fold, fold_setting(
+                args, run_dir, fold, splits, pooled, plan, clock, slots_left, log), train_run)
+            if code:
+                return code
+        if not score_path(run_dir, fold).is_file():
+            score_fold(args, run_dir, root, fold)
     if rank != 0:
         return 0
-    wait_for_folds(run_dir, args.folds, log)
-    scored = score_folds(run_dir, root, args.folds, args.device, args.amp)
-    class_names = inference.load_model(fold_dir(run_dir, 0) / SCORED_CHECKPOINT)[1]["class_names"]
-    report = cv_report(scored, class_names, splits, cv_commands(run_dir, root))
+    scores = wait_for_scores(run_dir, args.folds, log)
+    report = cvreport.cv_report(scores, splits, cvreport.cv_commands(run_dir, root),
+                                foldclock.time_summary(clock, time.monotonic()))
     write_json(run_dir / REPORT_FILE, json_safe(report))
-    for line in report_lines(report):
+    for line in cvreport.report_lines(report):
         log(line)
     return 0
-

@@ -61,7 +61,9 @@ def planned_flags(args):
 def resolve_plan(args, info, model, runtime, world_size, started, checkpoint=None, root=None):
     """The run's Plan: the checkpoint's when resuming, else made once by rank 0 (which times
     a few steps, and reading samples from `root`, when a budget applies) and sent to every
-    rank. planning.BudgetError on every rank when the budget cannot buy a useful run."""
+    rank. `started`: when the run's time budget began (None: a plan for a run that starts
+    afresh, the timing not charged to it: a cross-validation's planning pass).
+    planning.BudgetError on every rank when the budget cannot buy a useful run."""
     if checkpoint is not None and checkpoint.get("plan"):
         return resumed_plan(checkpoint["plan"], args, info, world_size)
     if checkpoint is not None:  # written before plans: its flags were the whole recipe
@@ -82,7 +84,8 @@ def resolve_plan(args, info, model, runtime, world_size, started, checkpoint=Non
                                   info, root=root)
         try:
             made = planning.make_plan(fp, flags, runtime.device.type, speed, default_budget,
-                                      world_size, time.monotonic() - started, base_plan(args),
+                                      world_size, 0.0 if started is None else
+                                      time.monotonic() - started, base_plan(args),
                                       imagenet_weights_file().is_file()).to_dict()
         except planning.BudgetError as error:
             made = {"error": str(error)}
@@ -146,6 +149,7 @@ class Run:
     world_size: int
     steps_per_epoch: int
     started: float  # time.monotonic() at the start; a resumed run moves it back by its past
+    deadline: float | None = None  # time.monotonic() a run of fixed length must end by (ending)
     best_weights: dict | None = None  # kept while intermediate checks score part of val
     health: list = dataclasses.field(default_factory=list)  # the last validation's health warnings
     weak_classes: list = dataclasses.field(default_factory=list)  # their classes' indices
@@ -176,8 +180,9 @@ class Run:
 
 
 def build_run(args, plan, info, model, runtime, root, run_dir, log, rank, world_size,
-              started):
-    """The model on its device, data, optimiser, schedule and losses of one run."""
+              started, deadline=None):
+    """The model on its device, data, optimiser, schedule and losses of one run; `deadline`:
+    time.monotonic() it must end by, keeping its length while it can (ending.hold_deadline)."""
     train_set, val_set = loaders.build_datasets(
         plan, root, info, loaders.loader_workers(plan, runtime.device), world_size,
         device_finish=loaders.finish_on_device(plan, runtime.device))
@@ -197,7 +202,7 @@ def build_run(args, plan, info, model, runtime, root, run_dir, log, rank, world_
         loader=loader, val_set=val_set, runtime=runtime, plan=plan, info=info,
         run_args=plain_args(args), run_dir=run_dir, log=log, stop=engine.StopFlag(),
         rank=rank, world_size=world_size, steps_per_epoch=len(loader), started=started,
-        best_weights=None, health=[], step_seconds=plan.measured.get("step_seconds", 0.0),
+        deadline=deadline, best_weights=None, health=[], step_seconds=plan.measured.get("step_seconds", 0.0),
         val_seconds=plan.measured.get("val_seconds", 0.0))
 
 
@@ -265,6 +270,7 @@ def fit(run, state):
             state["curve"].append([state["global_step"], metrics["miou"]])
             ending.check_plateau(run, state)
             ending.replan(run, state)
+            ending.hold_deadline(run, state)
         else:
             run.log(f"{progress_text(run, state)} train_loss {loss:.4f} {rate:.1f} img/s "
                     f"{train_seconds:.0f}s")
@@ -292,15 +298,16 @@ def fit(run, state):
 
 def train_round(run, state):
     """Train from the current (epoch, batch) to the round's end, across epoch ends; under a
-    time budget in BUDGET_CHECKS chunks a validation interval, re-planning the run's end after
-    each, so a machine that slows down mid-round is noticed; last.pt at the plan's save points
+    time budget or a deadline in BUDGET_CHECKS chunks a validation interval, re-planning the
+    run's end after each, so a machine that slows down mid-round is noticed; last.pt at the plan's save points
     between validations (saves.py). Returns (mean loss of the round, img/s). Saves last.pt and
     raises engine.Interrupted after SIGINT/SIGTERM."""
     plan = run.plan
+    timed = bool(plan.time_budget or run.deadline)
     seconds, end = 0.0, saves.round_end(plan, state["global_step"], run.steps_per_epoch)
     while True:
         until = min(end, saves.next_save(plan, state["global_step"]))
-        if plan.time_budget:
+        if timed:
             until = min(until, state["global_step"] + max(1, plan.val_every // BUDGET_CHECKS))
         probe = saves.probing(plan) and run.save_timer.chunk(state["global_step"])
         if probe:
@@ -311,9 +318,10 @@ def train_round(run, state):
         latest = (time.monotonic() - start) / max(state["global_step"] - first_step, 1)
         if probe and run.save_timer.timed:
             plan_saves(run, latest)
-        if plan.time_budget:  # an average over chunks: one noisy chunk moves little
+        if timed:  # an average over chunks: one noisy chunk moves little
             run.step_seconds = (run.step_seconds + latest) / 2 if run.step_seconds else latest
             ending.replan(run, state)
+            ending.hold_deadline(run, state)
             end = min(end, plan.steps)
         if state["global_step"] >= end or plan.dry_run:
             return loss, state["images"] / max(seconds, 1e-9)

@@ -1,11 +1,15 @@
 """Cross-validation (training/folds.py, train.py --folds): splits by group that are disjoint,
-complete, balanced and stable; K folds trained into RUN/fold_k with one plan; a kill mid-fold
-resumed without retraining finished folds; torchrun with a fold a process; the pooled scores
-equal a hand computation; bad --folds values stop with one line."""
+complete, balanced and stable; K folds trained into RUN/fold_k with one plan, their settings
+handed to train() as a FoldRun (nothing added to args); under a budget fold 0 sets the length
+and later folds get a deadline; a kill mid-fold resumed without retraining finished folds;
+torchrun with a fold a process; bad --folds values stop with one line."""
+import argparse
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +18,8 @@ import torch
 
 import train
 from helpers import write_tiny_dataset
-from segnet.inference import ensemble, measures
-from segnet.training import engine, folds
+from segnet.inference import ensemble
+from segnet.training import engine, foldclock, folds
 from segnet.utils import DataError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,29 +60,6 @@ def test_folds_outside_2_to_the_groups_stop_with_one_line(count):
         folds.make_splits(samples([f"a{index}" for index in range(7)]), count)
 
 
-def test_budget_is_divided_between_folds_and_scoring():
-    per_fold, scoring = folds.budget_division(600, 3, 1)
-    assert (per_fold, scoring) == pytest.approx((190, 30))
-    assert folds.budget_division(600, 3, 2)[0] == pytest.approx(285)  # 2 folds on rank 0
-    assert "3 fold(s) a process x 3.17 min + 0.50 min scoring" in folds.division_line(600, 3, 1)
-    assert folds.folds_of(1, 2, 5) == [1, 3]
-
-
-def test_cv_report_pools_every_held_out_image_as_by_hand():
-    confusion = [np.array([[3, 1], [0, 4]]), np.array([[2, 0], [2, 2]])]
-    scored = [(fold, torch.tensor(matrix), [{"name": f"i{fold}", "confusion": torch.tensor(
-        matrix)}]) for fold, matrix in enumerate(confusion)]
-    report = folds.cv_report(scored, ["a", "b"], {"hash": "h", "folds": 2}, [])
-    pooled = np.array([[5, 1], [2, 6]])  # the sum: IoU a = 5 / (5 + 1 + 2), b = 6 / (6 + 1 + 2)
-    assert report["pooled"]["miou"] == pytest.approx((5 / 8 + 6 / 9) / 2)
-    first, second = (3 / 4 + 4 / 5) / 2, (2 / 4 + 2 / 4) / 2
-    assert [entry["miou"] for entry in report["folds"]] == pytest.approx([first, second])
-    assert report["fold_mean"] == pytest.approx((first + second) / 2)
-    assert report["fold_std"] == pytest.approx(abs(first - second) / 2)
-    assert report["confusion"] == pooled.tolist()
-    assert report["pooled"] == measures.metrics_from_confusion(torch.tensor(pooled), ["a", "b"])
-
-
 def test_folds_train_into_their_folders_and_the_report_scores_every_image(tiny, tmp_path):
     out = tmp_path / "cv"
     assert train.main(cv_args(tiny, out)) == 0
@@ -94,6 +75,72 @@ def test_folds_train_into_their_folders_and_the_report_scores_every_image(tiny, 
         assert checkpoint["global_step"] == 2
         assert checkpoint["plan"]["crop_size"] == 16
     assert "python evaluate.py --checkpoint" in report["commands"][0]
+    assert [entry["steps"] for entry in report["folds"]] == [2, 2]
+    for fold in range(2):  # each fold scored right after it trained, the seconds it took kept
+        score = json.loads((out / f"fold_{fold}" / "cv_score.json").read_text())
+        assert score["steps"] == 2 and score["seconds"] > 0
+        assert [entry["name"] for entry in score["images"]] == sorted(splits["val"][fold])
+
+
+def test_fold_settings_reach_train_as_a_typed_value_and_args_gain_nothing(tiny, tmp_path,
+                                                                          monkeypatch):
+    args = cv_args(tiny, tmp_path / "cv")
+    before = dict(vars(args))
+    calls, original = [], train.train
+
+    def recording_train(run_args, rank, world_size, local_rank, started, fold=None):
+        calls.append((dict(vars(run_args)), fold))
+        return original(run_args, rank, world_size, local_rank, started, fold=fold)
+
+    monkeypatch.setattr(train, "train", recording_train)
+    assert train.main(args) == 0
+    assert vars(args) == before  # the command's own arguments are never written to
+    splits = json.loads((tmp_path / "cv" / "splits.json").read_text())
+    assert [call[1].fold for call in calls] == [None, 0, 1]  # the planning pass, two folds
+    for run_args, fold in calls:
+        assert set(run_args) == set(before)  # real flags only: no attribute added for folds
+        assert isinstance(fold, folds.FoldRun)
+        assert list(fold.holdout) == splits["val"][fold.fold or 0]
+        assert fold.layout["pool"] == ["train", "val"] and fold.deadline is None
+    planning, *trained = calls
+    assert planning[1].planning and planning[1].plan_file.name == "plan.json"
+    assert planning[0]["plan_only"] and planning[1].plan is None
+    for run_args, fold in trained:
+        assert not fold.planning and run_args["out"] == tmp_path / "cv" / f"fold_{fold.fold}"
+        assert fold.plan["crop_size"] == 16 and fold.plan["time_budget"] is None
+        assert run_args["steps"] == 2 and run_args["resume"] == Path("auto")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        trained[0][1].deadline = 1.0  # frozen: one value, handed down unchanged
+
+
+def budget_clock(seconds=600.0, folds_count=5):
+    return foldclock.job_clock(time.monotonic(), seconds, folds_count, 1)
+
+
+def test_under_a_budget_fold_0_sets_the_length_and_later_folds_get_a_deadline(tmp_path):
+    """Fold 0 trains under its share of the time left, less the plan's price of scoring its
+    held-out images; a later fold trains fold 0's measured steps with a deadline: its share
+    less its scoring at fold 0's measured rate."""
+    args = argparse.Namespace(steps=None, epochs=None, time_budget=10.0, folds=5, out=None,
+                              resume=None, plan_only=False, device="cpu")
+    splits = {"val": [[f"a{index}", f"b{index}"] for index in range(4)] + [["c", "d", "e"]]}
+    plan = {"steps": 303, "crop_size": 256, "time_budget": 114.0,
+            "measured": {"check_seconds": 12.0}}
+    clock = budget_clock()
+    fold_args, fold_run = folds.fold_setting(args, tmp_path, 0, splits, {}, plan, clock, 5,
+                                             print)
+    share = (600 - foldclock.REPORT_SECONDS) / 5
+    assert fold_args.steps is None and fold_args.time_budget is None
+    assert fold_run.plan["time_budget"] == pytest.approx(share - 12.0, abs=0.5)
+    assert fold_run.deadline is None and fold_run.plan["steps"] == 303
+    folds.fold_dir(tmp_path, 0).mkdir()
+    folds.write_json(folds.score_path(tmp_path, 0), {"steps": 211, "seconds": 10.0,
+                                                      "images_count": 2})
+    fold_args, fold_run = folds.fold_setting(args, tmp_path, 4, splits, {}, plan, clock, 4,
+                                             print)
+    assert fold_args.steps == 211 and fold_run.plan["time_budget"] is None
+    expected = time.monotonic() + share * 5 / 4 - 15.0  # three images at 5 s each
+    assert fold_run.deadline == pytest.approx(expected, abs=0.5)
 
 
 def test_a_fold_killed_midway_resumes_and_finished_folds_stay(tiny, tmp_path, monkeypatch):
@@ -102,7 +149,7 @@ def test_a_fold_killed_midway_resumes_and_finished_folds_stay(tiny, tmp_path, mo
     fold_0 = (out / "fold_0" / "last.pt").stat().st_mtime_ns
     (out / "fold_1" / "done.json").unlink()
     (out / "cv.json").unlink()
-    for name in ("last.pt", "best.pt"):
+    for name in ("last.pt", "best.pt", "cv_score.json"):  # as a fold killed mid-training
         (out / "fold_1" / name).unlink()
     captured = {}
     original = engine.new_state
