@@ -436,7 +436,7 @@ def _duplicates_line(info):
 def report_lines(info):
     """The check report (without problems) as lines of text."""
     benchmark = (info.get("layout") or {}).get("benchmark")
-    lines = [f"{benchmark['name']}: {benchmark['convention']}"] * bool(benchmark) + [
+    lines = ([f"{benchmark['name']}: {benchmark['convention']}"] if benchmark else []) + [
              f"dataset {info['root']}", *info.get("layout_lines", []),
              f"{'split':<7}{'pairs':>6}  {'image size (HxW)':<30}{'image modes':<16}mask modes"]
     for split, count in info["splits"].items():

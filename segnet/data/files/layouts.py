@@ -9,7 +9,7 @@ from pathlib import Path
 from segnet.data.files.benchmarks import benchmark_found, find_benchmark
 from segnet.data.files.finders import (IMAGE_DIRS, SPLIT_NAMES, Found, find_generic, holds_data,
                                        split_folder, subfolder)
-from segnet.data.files.splitlists import find_lists
+from segnet.data.files.splitlists import find_lists, list_leaks, read_list
 from segnet.data.files.splits import check_pattern
 from segnet.utils import SPLITS, DataError
 
@@ -132,6 +132,7 @@ def find_layout(root, images=None, masks=None, **options):
         return make_layout("folders", root, _given_folders(root, images, masks), options)
     benchmark = find_benchmark(root)
     if benchmark is not None:
+        list_leaks({split: read_list(path) for split, path in benchmark.lists.items()})
         return make_layout("benchmark", root, benchmark_found(benchmark), options,
                            benchmark.lists, benchmark)
     found = find_generic(root)
@@ -153,6 +154,7 @@ def find_layout(root, images=None, masks=None, **options):
                         f"VOC, Cityscapes, ADE20K, Oxford-IIIT Pet), or images and masks side by "
                         f"side (masks marked by a suffix); or pass --images DIR --masks DIR")
     lists = find_lists(root) if kind in ("images-masks", "side-by-side-root") else {}
+    list_leaks({split: read_list(path) for split, path in lists.items()})
     if lists:
         pool = result.folders["train"]
         result = Found({split: pool for split in lists}, result.unlabelled,

@@ -9,6 +9,7 @@ from segnet.data.files.layouts import carves, describe, find_layout, layout_fold
 from segnet.data.files.listed import listed_files, masks_of_listed, skipped_notes
 from segnet.data.files.pairing import data_stem, data_suffix, pair_files, split_side_by_side
 from segnet.data.files.splits import HOLDOUT_SHARE, carve  # noqa: F401  (HOLDOUT_SHARE re-exported)
+from segnet.data.pixels.maskfiles import MaskUnion
 from segnet.data.pixels.stacks import may_be_stack, page_count, pages_of
 from segnet.utils import DataError, name_list
 
@@ -123,7 +124,7 @@ def _paired(root, split, layout):
 def _known_pages(root, layout, path):
     """A file's page count as the layout's scan saved it (files not listed: one page), or
     counted now when the layout has no scan yet."""
-    if not may_be_stack(path):
+    if isinstance(path, MaskUnion) or not may_be_stack(path):
         return 1
     pages = layout.get("pages")
     if pages is None:
