@@ -120,8 +120,9 @@ def _add_decoding(info, scans, table, table_path, num_classes, mask_threshold, c
     with it, count the classes of train into info. Returns the problems found."""
     ignore_index, train = info["ignore_index"], scans["train"].summaries
     try:
-        decoding = convention if convention and mask_threshold is None else infer_mask_decoding(
-            train, ignore_index, num_classes, table, mask_threshold)
+        own = convention and mask_threshold is None and table_path is None  # flags win
+        decoding = convention if own else infer_mask_decoding(train, ignore_index, num_classes,
+                                                              table, mask_threshold)
         if decoding.get("source") == "two-level JPEG":
             info["notes"].append(f"the masks are JPEG with two levels (near 0 and near 255, "
                                  f"JPEG noise between): read as binary at "
