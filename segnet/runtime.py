@@ -213,6 +213,13 @@ def physical_memory():
         return None
 
 
+def usable_cores():
+    """The CPU cores this process may run on (its affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def is_distributed():
     return dist.is_available() and dist.is_initialized()
 
