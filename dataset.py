@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from segnet.data.check.checks import problems_line, report_lines
+from segnet.data.check.readpool import POOL_FROM
 from segnet.data.check.scan import *  # noqa: F401,F403  (the public names of the design card)
 from segnet.data.check.scan import inspect_dataset
 from segnet.data.feed.baseline import intensity_baseline
@@ -35,19 +36,26 @@ def run_check(args):
         info, problems = inspect_dataset(root, args.in_channels, args.num_classes,
                                          args.class_table, args.mask_threshold,
                                          args.ignore_index, splits, sys.stderr.isatty(),
-                                         layout=layout)
+                                         layout=layout, workers=args.workers)
     except DataError as error:
         print(f"problem: {error}")
         return 1
     print("\n".join(report_lines(info)))
     if args.baseline and not problems and "val" in info["splits"]:
-        scores = intensity_baseline(root, info)
+        scores = intensity_baseline(root, info, workers=args.workers)
         print(f"intensity-only baseline (a class per grey level, fitted on train): mIoU train "
               f"{scores['train']:.3f}, val {scores['val']:.3f}")
     for problem in problems:
         print(f"problem: {problem}")
     print(problems_line(problems))
     return 1 if problems else 0
+
+
+def _workers_flag(text):
+    """--workers: an integer >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
 
 
 def get_args_parser():
@@ -77,6 +85,9 @@ def get_args_parser():
                        help="splits to check (None: train, val, and test if present)")
     check.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                        help="score an intensity-only classifier (fitted on train) on val")
+    check.add_argument("--workers", type=_workers_flag, default=None,
+                       help=f"processes reading the files (None: every core; splits under "
+                            f"{POOL_FROM} pairs are read in one process); the report is the same")
     demo = commands.add_parser("make-demo", formatter_class=formatter,
                                help="write the generated demo dataset to ROOT")
     demo.add_argument("root", help="a folder without train/, val/, test/ or classes.json")
