@@ -59,8 +59,9 @@ def evaluate_values(report, colors, out, folders):
             "facts": sections.facts(evaluate_facts(report)),
             "health": sections.health_notes(report["health"]),
             "classes": sections.evaluate_classes(report, report, report["health"], colors),
-            "classes_note": "! marks a class a health note names. BF: boundary F1, the mean "
-                            "over the images whose labels hold the class.",
+            "classes_note": ("! marks a class a health note names. " if report["health"]
+                             else "") + "BF: boundary F1, the mean over the images whose "
+                                        "labels hold the class.",
             "confusion": sections.confusion_heat_map(report["confusion_matrix"], names, colors),
             "calibration": f"Expected calibration error {number(calibration['ece'])} over "
                            f"{calibration['pixels']:,} labelled pixels; on the diagonal is "

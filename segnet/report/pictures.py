@@ -128,5 +128,5 @@ class PageFolder:
 
 
 def scaled_entropy(entropy, num_classes):
-    """Entropy in nats -> [0, 1] of its maximum ln K (1 for a single class: nothing to say)."""
+    """Entropy in nats -> [0, 1], a share of its maximum ln K (0 for a single class)."""
     return entropy / math.log(num_classes) if num_classes > 1 else entropy * 0

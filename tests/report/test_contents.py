@@ -74,3 +74,22 @@ def test_predict_report_is_self_contained_and_off_by_default(tmp_path):
     assert not (tmp_path / "plain" / "report.html").exists()
     assert_self_contained(tmp_path / "paged")
     assert data_js(tmp_path / "paged")["layers"] == ["pred", "uncertainty"]
+
+
+def test_a_fold_ensemble_shows_each_fold_beside_it(tmp_path):
+    root = write_split(tmp_path / "data", count=2)
+    checkpoints = []
+    for fold in range(2):
+        (tmp_path / f"fold_{fold}").mkdir()
+        checkpoints.append(save_test_checkpoint(tmp_path / f"fold_{fold}" / "last.pt", 3,
+                                                info=data_info(3), seed=fold))
+        (tmp_path / f"fold_{fold}" / "metrics.csv").write_text(
+            "epoch,train_loss,val_loss,miou,mean_dice\n1,0.9,0.8,0.4,0.5\n2,0.7,0.6,0.5,0.6\n")
+    argv = ["--checkpoint", *checkpoints, "--data", root, "--out", tmp_path / "eval"]
+    assert evaluate.main(evaluate.get_args_parser().parse_args(map(str, argv))) == 0
+    page = (tmp_path / "eval" / "report.html").read_text()
+    folds = page[page.index('id="folds"'):page.index("</section>", page.index('id="folds"'))]
+    assert str(checkpoints[0]) in folds and str(checkpoints[1]) in folds
+    assert "ensemble of 2" in folds and "IoU class_2" in folds
+    assert all((tmp_path / "eval" / "report_files" / f"curves_{k}.png").is_file()
+               for k in range(2))
