@@ -17,6 +17,7 @@ from segnet.data.check.scan import *  # noqa: F401,F403  (the public names of th
 from segnet.data.check.scan import inspect_dataset
 from segnet.data.feed.baseline import intensity_baseline
 from segnet.data.feed.dataset import *  # noqa: F401,F403
+from segnet.data.files.index import *  # noqa: F401,F403
 from segnet.data.files.pairs import *  # noqa: F401,F403
 from segnet.data.pixels.classtable import CLASS_TABLE_NAME
 from segnet.data.pixels.images import *  # noqa: F401,F403

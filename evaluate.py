@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from segnet import runtime, utils
-from segnet.data.files.pairs import split_pairs
+from segnet.data.files.index import split_pairs
 from segnet.utils import DataError
 from segnet.data.files.layouts import layout_for
 from segnet.data.pixels.images import IMAGE_CONVERSIONS, load_image

@@ -9,7 +9,7 @@ from PIL import Image
 
 import dataset
 import train
-from segnet.data.files.pairs import split_pairs
+from segnet.data.files.index import split_pairs
 from segnet.data.pixels.masks import decode_mask
 
 

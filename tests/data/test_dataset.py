@@ -15,7 +15,7 @@ from segnet import utils
 from segnet.data.feed import loaders
 from segnet.data.check.scan import scan_dataset
 from segnet.data.feed.dataset import SegmentationDataset
-from segnet.data.files.pairs import list_pairs
+from segnet.data.files.index import list_pairs
 from segnet.data.pixels.images import load_image, normalize
 from segnet.data.demo import make_demo
 from segnet.data.pixels.masks import decode_mask

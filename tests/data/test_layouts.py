@@ -10,7 +10,7 @@ from PIL import Image
 import dataset
 import train
 from segnet.data.files.layouts import find_layout
-from segnet.data.files.pairs import split_pairs
+from segnet.data.files.index import split_pairs
 from segnet.utils import DataError
 
 

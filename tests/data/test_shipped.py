@@ -11,7 +11,7 @@ from PIL import Image
 import dataset
 import train
 from segnet.data.files.layouts import find_layout
-from segnet.data.files.pairs import split_pairs
+from segnet.data.files.index import split_pairs
 from segnet.data.pixels.maskfiles import MaskUnion
 from segnet.data.pixels.masks import decode_mask
 from segnet.utils import DataError

@@ -16,7 +16,7 @@ from segnet.data.files import pairs
 from segnet.data.check import scancache
 from segnet.data.pixels import stacks
 from segnet.data.pixels.images import load_image
-from segnet.data.files.pairs import split_pairs
+from segnet.data.files.index import split_pairs
 from segnet.data.files.splits import carve
 from segnet.utils import DataError
 

@@ -2,7 +2,6 @@
 summaries), the mask decoding decided from the train masks and checked on every split, and the
 info that training, the plan and the check's report take. `python dataset.py check ROOT` prints
 it. Every problem with user data is collected and raised as one DataError naming the files."""
-import copy
 import warnings
 from pathlib import Path
 
@@ -15,21 +14,23 @@ from segnet.data.check.roi import region_of_interest
 from segnet.data.check.labelstats import class_statistics, label_statistics
 from segnet.data.check.pairread import read_pair
 from segnet.data.check.readpool import read_in_order
-from segnet.data.files.layouts import (carves, describe, find_layout, layout_folders,
-                                       nnunet_class_table)
-from segnet.data.files.listing import hold_out, layout_warnings, list_layout
-from segnet.data.files.pairs import is_hidden, split_pairs
+from segnet.data.files.index import build_index, split_pairs
+from segnet.data.files.layouts import describe, find_layout, layout_folders, nnunet_class_table
+from segnet.data.files.pairs import is_hidden
 from segnet.data.pixels.classtable import CLASS_TABLE_NAME, class_names_colors, load_class_table
 from segnet.data.pixels.images import colour_channels
 from segnet.data.pixels.maskadvice import describe_decoding
 from segnet.data.pixels.masks import check_class_count, check_masks, infer_mask_decoding
 from segnet.utils import DataError
 
-def scan_split(root, split, progress=False, holdout=None, layout=None, workers=None):
+def scan_split(root, split, progress=False, holdout=None, layout=None, workers=None,
+               samples=None):
     """Read every pair (every page of a stack) of one split once: image statistics and hashes,
-    mask summaries and problems (checks.SplitScan). holdout, layout: see split_pairs; workers:
-    processes reading (readpool.read_workers; the scan is the same whatever their number)."""
-    scan = SplitScan(split_pairs(root, split, holdout, layout))
+    mask summaries and problems (checks.SplitScan). samples: the split's, from the index (else
+    listed here: holdout, layout as split_pairs takes them); workers: processes reading
+    (readpool.read_workers; the scan is the same whatever their number)."""
+    scan = SplitScan(samples if samples is not None else split_pairs(root, split, holdout,
+                                                                     layout))
     reads = read_in_order(read_pair, scan.pairs, workers)
     for read in tqdm(reads, total=len(scan.pairs), desc=f"checking {split}", leave=False,
                      disable=not progress):
@@ -150,7 +151,7 @@ def _add_decoding(info, scans, table, table_path, num_classes, mask_threshold, c
 
 def inspect_dataset(root, in_channels=1, num_classes=None, class_table=None, mask_threshold=None,
                     ignore_index=255, splits=("train", "val"), progress=False, holdout=None,
-                    layout=None, workers=None):
+                    layout=None, workers=None, index=None):
     """scan_dataset that returns (info, problems) instead of raising on data problems.
 
     info holds whatever could be determined (None / empty where a problem prevented it).
@@ -158,37 +159,28 @@ def inspect_dataset(root, in_channels=1, num_classes=None, class_table=None, mas
     """
     root = Path(root)
     _check_arguments(in_channels, num_classes, mask_threshold, class_table, splits)
-    layout = copy.deepcopy(layout) if layout else find_layout(root)
+    index = index or build_index(root, layout or find_layout(root), splits, holdout)
+    layout = index.layout
     table_path = _class_table_path(root, class_table)
     benchmark = layout.get("benchmark") or {}
     table = (load_class_table(table_path) if table_path else benchmark.get("classes")
              or nnunet_class_table(root, layout))
-    listing = list_layout(root, layout, splits)
-    problems = [problem for found in listing.problems.values() for problem in found]
-    carve_warning = None
-    try:
-        holdout, carve_warning = hold_out(layout, listing, splits, holdout)
-    except DataError as error:
-        problems.extend(error.problems)
+    problems = [problem for found in index.problems.values() for problem in found]
     scans = {}
     for split in splits:
-        held = holdout if split == "val" else layout.get("test_holdout")
-        if carves(layout, split) and not held and not problems:
-            problems.append(f"{root / split / 'images'} not found: the dataset has no {split} "
-                            f"split ({describe(layout)}); add one, or pass --test-share to hold "
-                            f"one out of train")
-        if split in listing.problems or (carves(layout, split) and not held):
+        if split not in index.samples:
+            if not problems:
+                problems.append(f"{root / split / 'images'} not found: the dataset has no "
+                                f"{split} split ({describe(layout)}); add one, or pass "
+                                f"--test-share to hold one out of train")
             continue  # reported: its files, or those it is held out of, are in doubt
-        try:
-            scans[split] = scan_split(root, split, progress, holdout, layout, workers)
-        except DataError as error:  # collected: the check reports every problem at once
-            problems.extend(error.problems)
-            continue
+        scans[split] = scan_split(root, split, progress, workers=workers,
+                                  samples=index.samples[split])
         problems.extend(scans[split].problems)
     in_channels, found = _resolve_channels(scans, in_channels)
     problems += found
     info = _base_info(root, in_channels, ignore_index, table_path, scans,
-                      holdout if "val" in scans and carves(layout, "val") else None, layout)
+                      index.holdout if "val" in scans else None, layout)
     if info["normalization"] and min(info["normalization"]["std"]) == 0:
         problems.append(f"every train image in {layout_folders(root, layout, 'train')[0]} is "
                         f"one flat colour: there is nothing to learn from")
@@ -199,10 +191,9 @@ def inspect_dataset(root, in_channels=1, num_classes=None, class_table=None, mas
         problems += _add_decoding(info, scans, table, table_path, num_classes, mask_threshold,
                                   benchmark.get("decoding"))
     add_findings(info, scans, unused_paths(root, layout, table_path, is_hidden))
-    info["warnings"] += [carve_warning] * bool(carve_warning) + layout_warnings(
-        layout, {split: scan.pairs for split, scan in scans.items()})
-    info["layout_lines"] = listing.lines
-    info["notes"] = list(layout.get("notes", [])) + listing.notes + info["notes"]
+    info["warnings"] += index.warnings
+    info["layout_lines"] = index.lines
+    info["notes"] = list(layout.get("notes", [])) + index.notes + info["notes"]
     return info, problems
 
 
@@ -225,7 +216,7 @@ def scan_dataset(root, in_channels=1, num_classes=None, class_table=None, mask_t
     (paths under ROOT not read); for the plan: colour_share (train images with real colour),
     intensity_range [lowest, highest] train pixel, class_images, class_widths and class_layout
     (labelstats.label_statistics), and holdout: the train stems validated on when ROOT has no
-    val/ split (pairs.carve_holdout, or `holdout` as given: a resumed run's), else None;
+    val/ split (index.carve_holdout, or `holdout` as given: a resumed run's), else None;
     layout: which folders and files make each split (layouts.py: found from ROOT's folder
     names, or the one given: a resumed run's), with the suffixes that paired them, the page
     counts of its stacks and the carved test names.

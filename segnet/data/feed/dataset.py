@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from segnet.data.check.scan import scan_dataset
 from segnet.data.feed.sampling import (ClassPositions, class_members, pick_focus, pick_position,
                                        pick_sample)
-from segnet.data.files.pairs import split_pairs
+from segnet.data.files.index import split_pairs
 from segnet.data.pixels.images import load_image, normalize
 from segnet.data.pixels.masks import decode_mask
 from segnet.utils import DataError
@@ -50,14 +50,16 @@ class SegmentationDataset(Dataset):
     share of samples that show a class drawn uniformly among the train set's classes: an image
     holding it (info["image_classes"]; else the sample's own image and a class among those in
     it), the crop centred on one of its pixels (sampling.py; the transform must take
-    focus=(row, col)).
+    focus=(row, col)). index: the dataset's files.index.DataIndex, built once for every
+    split of a run (without one, the split is listed here).
     """
 
     def __init__(self, root, split, info=None, transform=None, cache=False, cache_bytes=None,
-                 class_sampling=0.0):
+                 class_sampling=0.0, index=None):
         if info is None:  # grey images, decoding inferred from train: scan_dataset's defaults
             info = scan_dataset(root, splits=tuple(dict.fromkeys(("train", split))))
-        pairs = split_pairs(root, split, info.get("holdout"), info.get("layout"))
+        pairs = index.split(split) if index is not None else split_pairs(
+            root, split, info.get("holdout"), info.get("layout"))
         self.root, self.split, self.info, self.transform = Path(root), split, info, transform
         self.names = [stem for stem, _, _ in pairs]
         self.image_paths = [image_path for _, image_path, _ in pairs]

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from segnet.data.feed import augment, transforms
 from segnet.data.feed.dataset import SegmentationDataset
+from segnet.data.files.index import build_index
 from segnet.runtime import physical_memory, seed_everything
 
 CACHE_MEMORY_SHARE = 0.25  # of the machine's memory, for all the decoded-sample caches together
@@ -220,21 +221,25 @@ def cache_bytes(workers, processes=1):
     return int(CACHE_MEMORY_SHARE * memory / ((max(workers, 1) + 1) * max(processes, 1)))
 
 
-def build_datasets(config, root, info, workers=0, processes=1, device_finish=False):
+def build_datasets(config, root, info, workers=0, processes=1, device_finish=False,
+                   index=None):
     """(train set: augmented, seeded per (epoch, index); val set: whole images, read as
     evaluate.py reads them). With config.cache, each keeps decoded samples in memory up to
     cache_bytes(workers, processes): a large dataset is partly cached, never a memory error.
     With --overfit-batch or --dry-run, train is its first batch, and --overfit-batch validates
-    on that very batch, unaugmented."""
+    on that very batch, unaugmented. index: the run's files.index.DataIndex (built here, once
+    for both sets, when not given)."""
     limit = cache_bytes(workers, processes)
+    index = index or build_index(root, info["layout"], ("train", "val"), info.get("holdout"))
     augment = config.augment and not config.overfit_batch  # overfit: one fixed batch
     transform = train_transform(config, info, augment)
     if device_finish:
         transform = transforms.WorkerCrop(transform)
     train_set = SegmentationDataset(root, "train", info, transform=transform,
         cache=config.cache, cache_bytes=limit,
-        class_sampling=config.class_sampling if augment else 0.0)
-    val_set = SegmentationDataset(root, "val", info, cache=config.cache, cache_bytes=limit)
+        class_sampling=config.class_sampling if augment else 0.0, index=index)
+    val_set = SegmentationDataset(root, "val", info, cache=config.cache, cache_bytes=limit,
+                                  index=index)
     train_set = EpochSeeded(train_set, config.seed)
     if config.overfit_batch or config.dry_run:
         first = Subset(train_set.dataset, range(min(config.batch_size, len(train_set))))

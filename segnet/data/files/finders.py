@@ -128,7 +128,10 @@ def _splits_layout(root, masks_name=None):
                 found.unlabelled[split], _ = unlabelled, found.notes.append(note)
             continue
         masks = choose_labels(folder, images, masks_name)
-        if masks is None:
+        if masks is None and split != "test":  # a val without labels is a mistake: named
+            found.folders[split] = (images, folder / (masks_name or "masks"))
+            continue
+        if masks is None:  # a test split of images alone (a challenge's): not scored
             found.unlabelled[split] = images
             found.notes.append(f"{_rel(images, root)}/ has no label folder beside it: the "
                                f"{split} split is unlabelled, not scored")

@@ -8,7 +8,7 @@ from pathlib import Path
 from segnet.data.files.layouts import carves, describe, find_layout, layout_folders
 from segnet.data.files.listed import listed_files, masks_of_listed, skipped_notes
 from segnet.data.files.pairing import data_stem, data_suffix, pair_files, split_side_by_side
-from segnet.data.files.splits import HOLDOUT_SHARE, carve  # noqa: F401  (HOLDOUT_SHARE re-exported)
+from segnet.data.files.splits import HOLDOUT_SHARE  # noqa: F401  (re-exported)
 from segnet.data.pixels.maskfiles import MaskUnion
 from segnet.data.pixels.stacks import may_be_stack, page_count, pages_of
 from segnet.utils import DataError, name_list
@@ -182,43 +182,3 @@ def list_samples(root, split, layout):
                         f"each image stack a mask stack of the same pages")
     return SplitFiles(samples, (pairing.image_suffix, pairing.mask_suffix),
                       pairing.line(f"{split} ({image_dir})"), pages, notes)
-
-
-def carve_holdout(root, share=HOLDOUT_SHARE, layout=None, test_share=0.0, pattern=None):
-    """(val names, test names, warning or None) held out of the train samples by group when
-    the layout has no val split (splits.carve): the same on every machine and run."""
-    layout = layout or find_layout(root)
-    samples = list_samples(root, "train", layout).samples
-    return carve(samples, share, test_share, pattern, where=str(layout_folders(root, layout,
-                                                                                "train")[0]))
-
-
-def split_pairs(root, split, holdout=None, layout=None):
-    """The samples of a split: read from the layout's folders, or, where the layout holds it
-    out of train (holdout: the val names, layout["test_holdout"]: the test names), those train
-    samples, the train split keeping the others (never one of them)."""
-    layout = layout or find_layout(root)
-    held = {"val": set(holdout or ()), "test": set(layout.get("test_holdout") or ())}
-    if split != "train" and not carves(layout, split):
-        return list_samples(root, split, layout).samples
-    if split != "train" and not held[split]:
-        raise DataError(f"{Path(root)} has no {split} split (layout: {layout['kind']})"
-                        + (": pass --test-share to hold one out of train" if split == "test"
-                           else ""))
-    samples = list_samples(root, "train", layout).samples
-    kept = {name for name, _, _ in samples}
-    if split == "train":
-        held_out = (held["val"] if carves(layout, "val") else set()) | (
-            held["test"] if carves(layout, "test") else set())
-        return [sample for sample in samples if sample[0] not in held_out]
-    missing = held[split] - kept
-    if missing:
-        raise DataError(f"the hold-out lists train samples that are gone from "
-                        f"{layout_folders(root, layout, 'train')[0]}: "
-                        f"{name_list(sorted(missing))}; put them back, or start a new run")
-    return [sample for sample in samples if sample[0] in held[split]]
-
-
-def list_pairs(root, split):
-    """Sorted (name, image, mask) of a split as ROOT's layout holds it (no hold-out)."""
-    return list_samples(root, split, find_layout(root)).samples
