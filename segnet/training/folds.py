@@ -203,8 +203,12 @@ def fold_setting(args, run_dir, fold, splits, layout, plan, clock, slots_left, l
     deadline = foldclock.fold_deadline(now, clock.slot_seconds(now, slots_left),
                                        foldclock.scoring_seconds(first, len(holdout)))
     log(f"fold {fold}: fold 0's {first['steps']} steps, to end within {deadline - now:.0f} s")
+    notes = [f"{first['steps']} steps: fold 0's length (its time budget re-planned from its "
+             f"measured step and validation times)"] + [
+        note for note in plan.get("notes", []) if not note.startswith(f"{plan['steps']} steps")]
     return (fold_arguments(args, run_dir, fold, first["steps"]),
-            FoldRun(fold, layout, holdout, dict(plan, time_budget=None), deadline=deadline))
+            FoldRun(fold, layout, holdout, dict(plan, time_budget=None, notes=notes),
+                    deadline=deadline))
 
 
 # ---------------------------------------------------------------- the job

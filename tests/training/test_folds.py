@@ -139,6 +139,7 @@ def test_under_a_budget_fold_0_sets_the_length_and_later_folds_get_a_deadline(tm
     fold_args, fold_run = folds.fold_setting(args, tmp_path, 4, splits, {}, plan, clock, 4,
                                              print)
     assert fold_args.steps == 211 and fold_run.plan["time_budget"] is None
+    assert fold_run.plan["notes"][0].startswith("211 steps: fold 0's length")
     expected = time.monotonic() + share * 5 / 4 - 15.0  # three images at 5 s each
     assert fold_run.deadline == pytest.approx(expected, abs=0.5)
 
