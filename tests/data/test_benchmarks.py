@@ -225,6 +225,8 @@ def test_pet_lists_trimaps_border_void_and_odd_files(tmp_path, capsys):
     code, report = check(tmp_path, capsys)
     assert code == 0, report
     assert "1 file(s) that are not images or masks skipped (1 .mat" in report
+    assert ("1 image(s) hold another format than their names say, read by their content: "
+            "beagle_2.jpg (GIF)") in report
     info = dataset.scan_dataset(tmp_path, splits=("train", "val", "test"))
     assert info["class_names"] == ["background", "pet"]
     mask = split_pairs(tmp_path, "test", layout=info["layout"])[0][2]

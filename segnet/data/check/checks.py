@@ -40,6 +40,7 @@ class SplitScan:
     outside_unit: list = field(default_factory=list)  # float images with values beyond [0, 1]
     oriented: list = field(default_factory=list)  # (image path, EXIF orientation 2..8)
     oriented_masks: list = field(default_factory=list)  # (mask path, EXIF orientation 2..8)
+    misnamed: list = field(default_factory=list)  # (image path, the format it holds)
     fingerprints: list = field(default_factory=list)  # (image, mask, image hash, mask hash)
     mismatches: list = field(default_factory=list)  # see mismatch_problems
     problems: list = field(default_factory=list)
@@ -64,6 +65,8 @@ class SplitScan:
         self.channels.append((path, image.channels))
         if image.orientation in ORIENTATIONS:
             self.oriented.append((path, image.orientation))
+        if image.content:
+            self.misnamed.append((path, image.content))
         if image.low < -1e-6 or image.high > 1 + 1e-6:  # rounding
             self.outside_unit.append(path)
         self.value_range = (min(self.value_range[0], image.low),
@@ -199,6 +202,11 @@ def data_warnings(scans, in_channels):
         warnings.append(f"{len(outside)} float image(s) have values outside [0, 1] (e.g. "
                         f"{outside[0]}): brightness/contrast/gamma jitter clamps to [0, 1]; "
                         f"rescale them to [0, 1] or train with --jitter 0")
+    misnamed = [entry for scan in scans.values() for entry in scan.misnamed]
+    if misnamed:
+        named = [f"{path.name} ({kind})" for path, kind in misnamed]
+        notes.append(f"{len(misnamed)} image(s) hold another format than their names say, "
+                     f"read by their content: {name_list(named)}")
     return warnings + _mask_value_warnings(scans), notes
 
 

@@ -2,6 +2,7 @@
 a worker process sends back (no pixels), and the problems of a pair that could not be read.
 checks.SplitScan folds them in sample order."""
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -9,6 +10,9 @@ from model import MIN_SIZE
 from segnet.data.pixels.images import channel_sums, pil_pixels, pixel_digest, read_image
 from segnet.data.pixels.masks import MaskSummary, summarize_mask
 from segnet.utils import DataError
+
+FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "tif": "TIFF", "tiff": "TIFF",
+           "bmp": "BMP", "gif": "GIF"}  # extension -> the format Pillow names
 
 
 @dataclass
@@ -27,6 +31,7 @@ class ImageStats:
     sums: dict  # images.channel_sums: {1 or 3: (sum, sum of squares)} per channel
     spread: tuple = None  # RGB: (coloured share, mean spread), or () for grey stored as RGB
     problems: list = field(default_factory=list)  # too small for the network
+    content: str = None  # the format the file holds when its name says another (a GIF .jpg)
 
 
 @dataclass
@@ -59,6 +64,14 @@ def image_stats(path, pixels, mode, orientation=1, stored=None, digest=None):
                       _colour_spread(pixels) if pixels.shape[2] == 3 else None, problems)
 
 
+def misnamed(path, actual):
+    """The format a file holds when its extension names another (Oxford-IIIT Pet ships GIFs
+    named .jpg: Pillow reads them by content), else None."""
+    expected = FORMATS.get(str(path).lower().rpartition(".")[2]) if isinstance(path, Path) \
+        else None
+    return actual if expected and actual and actual != expected else None
+
+
 def read_pair(sample):
     """PairRead of one (name, image path, mask path): the image, then its mask, each read once.
     A DataError becomes the read's problems, so a pool reports it as one process would."""
@@ -69,6 +82,7 @@ def read_pair(sample):
         shown = pil_pixels(pil, image_path)
         read.image = image_stats(image_path, shown, pil.mode, orientation, stored,
                                  pixel_digest(pil))
+        read.image.content = misnamed(image_path, pil.format)
         del pil, shown  # before the mask is read: a lower peak
         read.mask = summarize_mask(mask_path, read.image.size)
         read.mask.name = name
