@@ -216,6 +216,7 @@ def test_ade20k_zero_is_void_and_names_come_from_object_info(tmp_path, capsys):
     mask = split_pairs(top, "val", layout=info["layout"])[0][2]
     stored, decoded = np.asarray(Image.open(mask)), decode_mask(mask, info["mask_decoding"], 255)
     assert (decoded[stored == 0] == 255).all() and (decoded[stored == 3] == 2).all()
+    assert dataset.scan_dataset(tmp_path)["splits"] == splits  # the folder holding it
     assert train_two_steps(top, tmp_path / "run") == 0
 
 

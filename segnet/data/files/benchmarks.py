@@ -149,6 +149,7 @@ def _ade_names(root):
 
 
 def _ade20k(root):
+    root = subfolder(root, ("adechallengedata2016",)) or root  # ROOT, or the folder holding it
     images, labels = subfolder(root, ("images",)), subfolder(root, ("annotations",))
     if images is None or labels is None or not (images / "training").is_dir() or not (
             (root / "objectInfo150.txt").is_file() or root.name == "ADEChallengeData2016"
