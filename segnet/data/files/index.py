@@ -116,8 +116,13 @@ def _held(root, layout, samples, names):
 def split_pairs(root, split, holdout=None, layout=None):
     """The samples of one split (build_index of that split alone): read from the layout's
     folders, or, where the layout holds it out of train (holdout: the val names,
-    layout["test_holdout"]: the test names), those train samples."""
+    layout["test_holdout"]: the test names), those train samples; never a new hold-out."""
     layout = layout or find_layout(root)
+    held = holdout if split == "val" else layout.get("test_holdout")
+    if split != "train" and carves(layout, split) and not held:  # nothing to carve anew here
+        raise DataError(f"{Path(root)} has no {split} split (layout: {layout['kind']})"
+                        + (": pass --test-share to hold one out of train" if split == "test"
+                           else ""))
     return build_index(root, layout, (split,), holdout).split(split)
 
 
