@@ -37,23 +37,29 @@ def hold_deadline(run, state):
     the job's time budget) keeps its length while it can end by then, at the latest measured
     seconds a step and a validation: it validates less often first (val_every doubled), and
     only when the steps alone overrun does it end earlier (plan.steps cut; the schedule, which
-    reads plan.steps, still completes). Rank 0 decides: every rank must stop at the same step."""
+    reads plan.steps, still completes). A cut is undone, up to the length the run was given
+    (its --steps), when the machine speeds up again. Rank 0 decides: every rank must stop at
+    the same step."""
     plan = run.plan
     if run.deadline is None or plan.time_budget or state["global_step"] >= plan.steps:
         return
+    given = max(run.run_args.get("steps") or plan.steps, plan.steps)
     left = run.deadline - time.monotonic()
     final = max(plan.measured.get("check_seconds", 0.0), run.val_seconds) * (
         2 if plan.val_images else 1)  # the whole split, and best.pt re-scored on it
     every, steps = broadcast_object(deadline.fit_deadline(
-        state["global_step"], plan.steps, plan.val_every, left, run.step_seconds,
+        state["global_step"], given, plan.val_every, left, run.step_seconds,
         run.val_seconds, final))
+    if plan.steps < steps < given and steps - plan.steps <= 0.03 * given:
+        steps = plan.steps  # a length that keeps moving helps nobody
     if every != plan.val_every:
         run.log(f"deadline ({left:.0f} s left): validating every {every} steps, not "
                 f"{plan.val_every}" + (" (the final validation alone)" if every >= steps else ""))
     if steps != plan.steps:
-        run.log(f"deadline ({left:.0f} s left): {plan.steps} -> {steps} steps, fewer than "
-                f"planned: the steps alone would end past it")
-        state["ending"] = "deadline"
+        run.log(f"deadline ({left:.0f} s left): {plan.steps} -> {steps} steps"
+                + (f", fewer than the {given} given: the steps alone would end past it"
+                   if steps < given else f": the {given} given fit again"))
+    state["ending"] = "deadline" if steps < given else None
     plan.val_every, plan.steps = every, steps
 
 

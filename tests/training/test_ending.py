@@ -1,6 +1,6 @@
 """How a run ends (training/ending.py): a run of fixed length with a deadline validates less
-often first and ends early only when its steps alone overrun, saying so; without a deadline, or
-under a time budget, it is left alone."""
+often first and ends early only when its steps alone overrun, saying so, and takes its given
+length back when it fits again; without a deadline, or under a time budget, it is left alone."""
 import time
 from types import SimpleNamespace
 
@@ -13,7 +13,8 @@ def fixed_run(seconds_left, steps=300, val_every=30, budget=None):
                          sources={"steps": "flag"}, measured={"check_seconds": 10.0})
     lines = []
     run = SimpleNamespace(plan=plan, deadline=time.monotonic() + seconds_left,
-                          step_seconds=0.3, val_seconds=10.0, log=lines.append)
+                          step_seconds=0.3, val_seconds=10.0, log=lines.append,
+                          run_args={"steps": steps})
     return run, lines
 
 
@@ -32,6 +33,11 @@ def test_a_deadline_the_steps_alone_overrun_ends_the_run_early_and_says_why():
     assert run.plan.steps < 300 and run.plan.val_every >= run.plan.steps
     assert "300 -> " in lines[-1] and state["ending"] == "deadline"
     assert "deadline" in ending.stop_reason(run.plan, state)
+    cut = run.plan.steps
+    run.deadline = time.monotonic() + 200.0  # the machine sped up: the given length fits again
+    ending.hold_deadline(run, state)
+    assert run.plan.steps == 300 and state["ending"] is None and cut < 300
+    assert "the 300 given fit again" in lines[-1]
 
 
 def test_no_deadline_or_a_time_budget_leaves_the_run_alone():
