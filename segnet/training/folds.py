@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segnet.data.files.pairs import list_samples
+from segnet.data.files.index import build_index
 from segnet.data.files.splits import groups_of
 from segnet.inference.ensemble import CV_FILE as REPORT_FILE
 from segnet.inference.ensemble import DONE_FILE, SPLITS_FILE
@@ -60,8 +60,9 @@ def pooled_layout(layout):
 
 
 def pool_samples(root, layout):
-    """The samples of the pooled train split (pairs.list_samples of each pooled folder)."""
-    return list_samples(root, "train", layout).samples
+    """The samples of the pooled train split: the index (files.index.build_index) of the
+    pooled layout, whose train split holds every pooled folder; a fold is a subset of it."""
+    return build_index(root, layout, ("train",)).split("train")
 
 
 def make_splits(samples, folds, pattern=None, seed=SPLIT_SEED):
