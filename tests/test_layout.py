@@ -125,6 +125,30 @@ def test_imports_go_down_the_layers():
     assert not problems, "imports against the layering:\n" + "\n".join(problems)
 
 
+# segnet/data/'s rooms in the order the data flows: reading pixels, finding files, checking a
+# dataset, feeding training; a room imports its own and the rooms before it (demo.py: pixels).
+DATA_ROOMS = ("pixels", "files", "check", "feed")
+
+
+def data_room_problems(graph):
+    """Every import inside segnet.data that runs back up DATA_ROOMS, as 'importer -> imported'."""
+    def room(module):
+        pieces = module.split(".")
+        return pieces[2] if len(pieces) > 3 and pieces[:2] == ["segnet", "data"] else None
+    return sorted(f"{module} -> {target}" for module, targets in graph.items() if room(module)
+                  for target in targets if room(target) and DATA_ROOMS.index(room(target))
+                  > DATA_ROOMS.index(room(module)))
+
+
+def test_data_rooms_import_down_their_order():
+    assert {path.name for path in (PACKAGE / "data").iterdir() if path.is_dir()
+            and path.name != "__pycache__"} == set(DATA_ROOMS)
+    assert data_room_problems(project_graph()) == []
+    graph = project_graph()
+    graph["segnet.data.pixels.masks"] |= {"segnet.data.files.index"}
+    assert data_room_problems(graph) == ["segnet.data.pixels.masks -> segnet.data.files.index"]
+
+
 def test_an_upward_import_is_caught():
     """The rule above fails when a lower part imports a higher one (data -> training), a
     part imports a command, or the package imports a root module other than model.py."""
