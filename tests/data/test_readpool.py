@@ -3,6 +3,9 @@ worker processes of one torch thread, small jobs in this process, and a check wh
 info and problems are the same from 1 and 2 processes; the scan cache keys on neither."""
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +43,21 @@ def test_one_worker_reads_in_this_process():
 def test_a_failure_in_a_worker_is_raised_here():
     with pytest.raises(RuntimeError, match="item 7 is broken"):
         list(readpool.read_in_order(fail_on_seven, range(20), workers=2))
+
+
+def test_a_failed_pool_ends_under_a_sigterm_handler_of_the_parent():
+    """Training's stop flag catches SIGTERM; forked workers inherit it, and the pool ends its
+    workers with SIGTERM: they must die, not wait for ever."""
+    code = ("import signal\n"
+            "from segnet.data.check import readpool\n"
+            "signal.signal(signal.SIGTERM, lambda signum, frame: None)\n"
+            "try:\n"
+            "    list(readpool.read_in_order(int, ['1', 'x', '3'] * 20, workers=2))\n"
+            "except ValueError:\n"
+            "    print('raised')\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2],
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "raised", result.stderr[-2000:]
 
 
 def test_every_core_for_large_jobs_one_process_for_small_ones(monkeypatch):

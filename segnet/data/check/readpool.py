@@ -4,6 +4,7 @@ from them is exactly what one process builds. Small jobs stay in this process.""
 import math
 import multiprocessing
 import os
+import signal
 
 import torch
 
@@ -32,9 +33,13 @@ def read_workers(workers=None, items=None):
 
 
 def _start_worker(read):
-    """A worker's set-up: the function it applies, and one torch thread (the pool fills the
-    cores already; more threads would only wait on each other)."""
+    """A worker's set-up: the function it applies, one torch thread (the pool fills the cores
+    already; more threads would only wait on each other), and the default signals: the pool
+    ends its workers with SIGTERM, which a handler inherited from the parent (training's stop
+    flag) would catch and wait on for ever, and Ctrl-C is the parent's to handle."""
     global _read
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     _read = read
 
@@ -62,3 +67,5 @@ def read_in_order(read, items, workers=None):
     with multiprocessing.get_context().Pool(workers, _start_worker, (read,)) as pool:
         for results in pool.imap(_read_chunk, _chunks(items, workers)):
             yield from results
+        pool.close()  # done: the workers end on their own (an error terminates them instead)
+        pool.join()
