@@ -4,6 +4,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+import dataset
+import train
 from model import SegNet
 from segnet import utils
 from segnet.inference import plots
@@ -67,3 +69,17 @@ def write_image(path, height, width, channels=1, seed=0):
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, channels), np.uint8)
     Image.fromarray(pixels[..., 0] if channels == 1 else pixels).save(path)
     return path
+
+
+def train_two_steps(root, out, *extra):
+    """train.py's main on ROOT for two tiny steps (exit status 0 when it trained)."""
+    args = train.get_args_parser().parse_args(
+        ["--data", str(root), "--out", str(out), "--steps", "2", "--batch-size", "2",
+         "--crop-size", "16", "--workers", "0", *extra])
+    return train.main(args)
+
+
+def check_report(root, capsys, *extra):
+    """(exit status, printed report) of `python dataset.py check ROOT --no-baseline`."""
+    code = dataset.main(["check", str(root), "--no-baseline", *extra])
+    return code, capsys.readouterr().out

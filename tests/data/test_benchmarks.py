@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import dataset
-import train
+from helpers import check_report, train_two_steps
 from segnet.data.files.index import split_pairs
 from segnet.data.pixels.masks import decode_mask
 
@@ -128,24 +128,12 @@ def oxford_pet(root):
             {"train": 7, "val": 1, "test": 2})
 
 
-def train_two_steps(root, out, *extra):
-    args = train.get_args_parser().parse_args(
-        ["--data", str(root), "--out", str(out), "--steps", "2", "--batch-size", "2",
-         "--crop-size", "16", "--workers", "0", *extra])
-    return train.main(args)
-
-
-def check(root, capsys, *extra):
-    code = dataset.main(["check", str(root), "--no-baseline", *extra])
-    return code, capsys.readouterr().out
-
-
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("build", [voc, cityscapes, oxford_pet], ids=["voc", "cityscapes", "pet"])
 def test_each_benchmark_is_named_checked_and_trains(tmp_path, build, capsys):
     root = tmp_path / "data"
     first_line, splits = build(root)
-    code, report = check(root, capsys)
+    code, report = check_report(root, capsys)
     assert code == 0, report
     assert report.splitlines()[0].startswith(first_line)
     assert train_two_steps(root, tmp_path / "run") == 0
@@ -180,7 +168,7 @@ def test_voc_class_names_file_names_the_classes(tmp_path):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_cityscapes_label_ids_become_train_ids_and_test_is_unlabelled(tmp_path, capsys):
     cityscapes(tmp_path)
-    code, report = check(tmp_path, capsys)
+    code, report = check_report(tmp_path, capsys)
     assert code == 0, report
     assert "unlabelled, not scored: test: leftImg8bit/test/" in report
     assert "only _labelIds is read" in report
@@ -197,7 +185,7 @@ def test_cityscapes_label_ids_become_train_ids_and_test_is_unlabelled(tmp_path, 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_cityscapes_train_ids_are_read_when_present(tmp_path, capsys):
     first_line, _ = cityscapes(tmp_path, train_ids=True)
-    code, report = check(tmp_path, capsys)
+    code, report = check_report(tmp_path, capsys)
     assert code == 0 and report.splitlines()[0] == first_line
     info = dataset.scan_dataset(tmp_path)
     mask = split_pairs(tmp_path, "train", layout=info["layout"])[0][2]
@@ -207,7 +195,7 @@ def test_cityscapes_train_ids_are_read_when_present(tmp_path, capsys):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_ade20k_zero_is_void_and_names_come_from_object_info(tmp_path, capsys):
     top, first_line, splits = ade20k(tmp_path)
-    code, report = check(top, capsys)
+    code, report = check_report(top, capsys)
     assert code == 0, report
     assert report.splitlines()[0] == first_line
     info = dataset.scan_dataset(top)
@@ -223,7 +211,7 @@ def test_ade20k_zero_is_void_and_names_come_from_object_info(tmp_path, capsys):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_pet_lists_trimaps_border_void_and_odd_files(tmp_path, capsys):
     oxford_pet(tmp_path)
-    code, report = check(tmp_path, capsys)
+    code, report = check_report(tmp_path, capsys)
     assert code == 0, report
     assert "1 file(s) that are not images or masks skipped (1 .mat" in report
     assert ("1 image(s) hold another format than their names say, read by their content: "

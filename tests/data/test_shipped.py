@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 import dataset
-import train
-from segnet.data.files.layouts import find_layout
+from helpers import check_report, train_two_steps
 from segnet.data.files.index import split_pairs
+from segnet.data.files.layouts import find_layout
 from segnet.data.pixels.maskfiles import MaskUnion
 from segnet.data.pixels.masks import decode_mask
 from segnet.utils import DataError
@@ -110,24 +110,12 @@ SHIPPED = [nested_splits, mmseg, split_named, carvana, training_testing, busi, s
            pool_and_test, unet_membrane, kvasir]
 
 
-def train_two_steps(root, out, *extra):
-    args = train.get_args_parser().parse_args(
-        ["--data", str(root), "--out", str(out), "--steps", "2", "--batch-size", "2",
-         "--crop-size", "16", "--workers", "0", *extra])
-    return train.main(args)
-
-
-def check(root, capsys, *extra):
-    code = dataset.main(["check", str(root), "--no-baseline", *extra])
-    return code, capsys.readouterr().out
-
-
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("build", SHIPPED, ids=[build.__name__ for build in SHIPPED])
 def test_each_shipped_layout_is_checked_and_trains(tmp_path, build, capsys):
     root = tmp_path / "data"
     kind, splits = build(root)
-    code, report = check(root, capsys)
+    code, report = check_report(root, capsys)
     assert code == 0, report
     assert "layout: " in report
     assert train_two_steps(root, tmp_path / "run") == 0
@@ -146,7 +134,7 @@ def test_split_names_in_any_case_and_aliases(tmp_path):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_several_masks_of_one_image_are_their_union(tmp_path, capsys):
     busi(tmp_path)
-    code, report = check(tmp_path, capsys)
+    code, report = check_report(tmp_path, capsys)
     assert code == 0, report
     assert "1 image(s) have several masks, read as their union" in report
     pairs = {name: mask for name, _, mask in split_pairs(tmp_path, "train",
@@ -194,7 +182,7 @@ def test_bad_split_lists_stop_with_one_line(tmp_path, lists, message):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_a_tools_outputs_are_not_labels(tmp_path, capsys):
     unet_membrane(tmp_path)
-    code, report = check(tmp_path, capsys)
+    code, report = check_report(tmp_path, capsys)
     assert code == 0, report
     assert ("test/: 2 images beside 2 outputs of a tool (0_predict.png, 1_predict.png): not "
             "labels; the split is unlabelled, not scored") in report
@@ -227,7 +215,7 @@ def test_several_label_folders_are_named_never_picked(tmp_path):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_masks_flag_names_a_folder_in_each_split(tmp_path, capsys):
     drive(tmp_path)
-    code, report = check(tmp_path, capsys, "--masks", "1st_manual")
+    code, report = check_report(tmp_path, capsys, "--masks", "1st_manual")
     assert code == 0, report
     layout = find_layout(tmp_path, masks=["1st_manual"])
     assert layout["folders"] == {"train": ["training/images", "training/1st_manual"],
@@ -237,7 +225,7 @@ def test_masks_flag_names_a_folder_in_each_split(tmp_path, capsys):
 
 def test_a_field_of_view_is_not_labels(tmp_path, capsys):
     drive(tmp_path)
-    code, report = check(tmp_path, capsys, "--masks", "mask")
+    code, report = check_report(tmp_path, capsys, "--masks", "mask")
     assert code == 1
     assert ("are all nearly the same shape (one region in every file): a region of interest, "
             "such as a field of view, not labels; other folders that may hold the labels: "
@@ -255,7 +243,7 @@ def test_images_flag_is_tried_in_each_split_folder(tmp_path):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_two_level_jpeg_masks_are_binary_and_many_levels_refused(tmp_path, capsys):
     kvasir(tmp_path / "kvasir")
-    code, report = check(tmp_path / "kvasir", capsys)
+    code, report = check_report(tmp_path / "kvasir", capsys)
     assert code == 0, report
     assert "the masks are JPEG with two levels (near 0 and near 255, JPEG noise between): " \
            "read as binary at 128" in report
@@ -265,7 +253,7 @@ def test_two_level_jpeg_masks_are_binary_and_many_levels_refused(tmp_path, capsy
         levels = np.where(mask > 0, 255, 0).astype(np.uint8)
         levels[:, :5] = 128
         Image.fromarray(levels).save(tmp_path / "many" / "masks" / f"{index}.jpg")
-    code, report = check(tmp_path / "many", capsys)
+    code, report = check_report(tmp_path / "many", capsys)
     assert code == 1 and "JPEG" in report
 
 
@@ -274,7 +262,7 @@ def test_non_image_files_are_skipped_with_a_note(tmp_path, capsys):
     blobs(tmp_path / "images", tmp_path / "masks", 6)
     for name in ("notes.txt", "meta.json", "a.xml", "Thumbs.db", "._0.png"):
         (tmp_path / "images" / name).write_text("x")
-    code, report = check(tmp_path, capsys)
+    code, report = check_report(tmp_path, capsys)
     assert code == 0, report
     assert "3 file(s) that are not images or masks skipped" in report
     assert "Thumbs.db" not in report and "._0.png" not in report
