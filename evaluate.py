@@ -214,7 +214,7 @@ def save_worst(folder, model, info, per_image, ranking, count, options):
         image = load_image(entry["image_path"], info["in_channels"])
         mask = decode_mask(entry["mask_path"], info["mask_decoding"], info["ignore_index"])
         preds = inference.predict_probs(model, info, image, **options).argmax(0)
-        path = folder / f"{rank:02d}_{score['name']}.png"
+        path = folder / f"{rank:02d}_{score['name'].replace('/', '_')}.png"  # benign/a: a file
         plots.save_samples_figure(path, [(image, mask, preds)], plots.class_colors(info))
         files.append(path.name)
     return files
